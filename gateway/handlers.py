@@ -1,0 +1,91 @@
+"""The routes, kept thin: each reads the request, resolves, checks, translates, then hands off to `upstream`."""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+from . import inbound, model_list, outbound, policy, routing, upstream
+from .errors import NoProvider
+from .state import STATE
+
+_JSON = "application/json"
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    settings, table = state.settings, state.table
+    raw = await inbound.read_body(request, settings.max_request_body_size, settings.read_timeout)
+    chat = inbound.parse_chat(raw)
+    route = routing.resolve(
+        table, chat.model, query_provider=request.query.get("provider"), body_provider=chat.provider
+    )
+    state.model_filter.check(route.provider.id, route.model)
+    policy.check_vision(settings.enable_vision, route.provider, chat.body)
+    provider = route.provider
+    return await upstream.relay(
+        request,
+        request.app[upstream.SESSION],
+        provider.chat.method,
+        provider.chat_url,
+        outbound.upstream_headers(request.headers, provider, disable_compression=settings.disable_compression),
+        outbound.chat_body(raw, chat.body, route, provider_field="provider" in chat.body),
+        upstream.Limits.for_call(settings, stream=chat.stream),
+    )
+
+
+async def list_models(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    session = request.app[upstream.SESSION]
+    timeout = state.settings.response_header_timeout
+    name = request.query.get("provider")
+    if name:
+        provider = state.table.lookup(name)
+        if provider is None:
+            raise NoProvider(f"unknown provider {name!r}")
+        routing.require_served(provider)
+        models = await model_list.fetch(session, provider, timeout)
+        data = model_list.prefixed(provider, models, state.model_filter)
+        body = model_list.listing(data, {"provider": provider.id})
+    else:
+        data = await model_list.list_all(session, state.table.providers.values(), state.model_filter, timeout)
+        body = model_list.listing(data)
+    return web.Response(body=orjson.dumps(body), content_type=_JSON)
+
+
+async def proxy(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    settings = state.settings
+    name = request.match_info["provider"]
+    provider = state.table.lookup(name)
+    if provider is None:
+        raise NoProvider(f"unknown provider {name!r}")
+    routing.require_served(provider)
+    url = outbound.proxy_url(provider, _raw_tail(request, name), request.raw_path.partition("?")[2])
+    body = await inbound.read_body(request, settings.max_request_body_size, settings.read_timeout)
+    return await upstream.relay(
+        request,
+        request.app[upstream.SESSION],
+        request.method,
+        url,
+        outbound.upstream_headers(request.headers, provider, disable_compression=settings.disable_compression),
+        body if body or request.method not in ("GET", "DELETE") else None,
+        upstream.Limits.for_proxy(settings),
+    )
+
+
+def _raw_tail(request: web.Request, name: str) -> str:
+    """The path after `/proxy/{provider}/` exactly as the client encoded it."""
+    path = request.raw_path.partition("?")[0]
+    head = f"/proxy/{name}/"
+    return path[len(head) :] if path.startswith(head) else path.split("/", 3)[-1]
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.Response(body=b'{"message":"OK"}', content_type=_JSON)
+
+
+async def ready(request: web.Request) -> web.Response:
+    if request.app[STATE].draining:
+        return web.Response(status=503, body=b'{"status":"draining"}', content_type=_JSON)
+    return web.Response(body=b'{"status":"ready"}', content_type=_JSON)

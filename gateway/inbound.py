@@ -1,0 +1,68 @@
+"""Reading the client's request: a bounded, timed body read and the checks of a chat request's shape."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from .errors import InvalidRequest, RequestTimeout, RequestTooLarge
+
+
+async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
+    """The whole body, refused with 413 before reading when it announces more than `limit` bytes."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise RequestTooLarge(f"request body of {length} bytes is over the limit of {limit} bytes")
+    try:
+        async with asyncio.timeout(timeout):
+            return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise RequestTooLarge(f"request body is over the limit of {limit} bytes") from None
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {timeout:g}s") from None
+
+
+def parse_object(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        raise InvalidRequest("the request body is empty; send a JSON object", code="invalid_json")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object", code="invalid_json")
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    raw: bytes
+    body: dict[str, Any]
+    model: str
+    stream: bool
+    provider: str | None
+
+
+def parse_chat(raw: bytes) -> ChatRequest:
+    body = parse_object(raw)
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidRequest("'model' is required and must be a non-empty string", code="invalid_model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' is required and must be a non-empty array", code="invalid_messages")
+    if not all(isinstance(m, dict) for m in messages):
+        raise InvalidRequest("each entry of 'messages' must be an object", code="invalid_messages")
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise InvalidRequest("'stream' must be a boolean", code="invalid_stream")
+    provider = body.get("provider")
+    if provider is not None and (not isinstance(provider, str) or not provider.strip()):
+        raise InvalidRequest("'provider' must be a non-empty string", code="invalid_provider")
+    return ChatRequest(raw, body, model, stream, provider)

@@ -1,0 +1,123 @@
+"""`/v1/models`: ask providers for their lists concurrently, map each declared list shape to OpenAI's, filter."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+import orjson
+import structlog
+
+from .errors import UpstreamError, UpstreamReply, UpstreamTimeout
+from .policy import ModelFilter
+from .providers import Provider
+
+log = structlog.get_logger("gateway.models")
+
+MAX_LIST_BYTES = 16 * 1024 * 1024
+
+
+async def fetch(session: aiohttp.ClientSession, provider: Provider, timeout: float) -> list[dict[str, Any]]:
+    """One provider's models in OpenAI's shape, ids bare; its own error answers raise UpstreamReply."""
+    headers = dict(provider.headers)
+    headers["Accept-Encoding"] = "identity"
+    try:
+        async with asyncio.timeout(timeout):
+            async with session.request(
+                provider.models.method, provider.models_url, headers=headers, allow_redirects=False
+            ) as response:
+                body = await response.content.read(MAX_LIST_BYTES + 1)
+                if len(body) > MAX_LIST_BYTES:
+                    raise UpstreamError(f"provider {provider.id!r} sent a model list over {MAX_LIST_BYTES} bytes")
+                if response.status >= 400:
+                    content_type = response.headers.get("Content-Type", "application/json")
+                    raise UpstreamReply(response.status, body, {"Content-Type": content_type})
+    except TimeoutError:
+        raise UpstreamTimeout(f"provider {provider.id!r} did not list its models within {timeout:g}s") from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(f"provider {provider.id!r} could not be reached ({type(exc).__name__})") from None
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise UpstreamError(f"provider {provider.id!r} answered its model list with invalid JSON") from None
+    return normalize(provider, payload)
+
+
+def normalize(provider: Provider, payload: Any) -> list[dict[str, Any]]:
+    """Map a list answer to OpenAI model objects by the provider's declared shape; skip what does not fit."""
+    shape = provider.list_shape
+    items: Any = payload
+    for key in shape.items:
+        items = items.get(key) if isinstance(items, dict) else None
+    if not isinstance(items, list):
+        raise UpstreamError(f"provider {provider.id!r} answered a model list without '{'.'.join(shape.items)}'")
+    models = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        model_id = item.get(shape.id)
+        if not isinstance(model_id, str) or not model_id:
+            continue
+        if shape.strip_id_prefix and model_id.startswith(shape.strip_id_prefix):
+            model_id = model_id[len(shape.strip_id_prefix) :]
+        owned_by = item.get(shape.owned_by) if shape.owned_by else None
+        models.append(
+            {
+                "id": model_id,
+                "object": "model",
+                "created": _epoch(item.get(shape.created) if shape.created else None),
+                "owned_by": owned_by if isinstance(owned_by, str) and owned_by else provider.id,
+                "served_by": provider.id,
+            }
+        )
+    return models
+
+
+def _epoch(value: Any) -> int:
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int | float):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+        except ValueError:
+            return 0
+    return 0
+
+
+def prefixed(provider: Provider, models: Iterable[dict[str, Any]], allowed: ModelFilter) -> list[dict[str, Any]]:
+    """Ids become `provider/model`; what the filter refuses is left out."""
+    return [
+        {**model, "id": f"{provider.id}/{model['id']}"} for model in models if allowed.allows(provider.id, model["id"])
+    ]
+
+
+async def list_all(
+    session: aiohttp.ClientSession, providers: Iterable[Provider], allowed: ModelFilter, timeout: float
+) -> list[dict[str, Any]]:
+    """Every served provider at once; one that fails or stalls is left out of the list, never fails it."""
+    served = [p for p in providers if p.served]
+    results = await asyncio.gather(*(fetch(session, p, timeout) for p in served), return_exceptions=True)
+    data: list[dict[str, Any]] = []
+    for provider, result in zip(served, results, strict=True):
+        if isinstance(result, BaseException):
+            if not isinstance(result, Exception):
+                raise result
+            log.warning("model list failed", provider=provider.id, error=_reason(result))
+            continue
+        data.extend(prefixed(provider, result, allowed))
+    return data
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, UpstreamReply):
+        return f"status {exc.status}"
+    return str(exc) or type(exc).__name__
+
+
+def listing(data: list[dict[str, Any]], extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    return {**(extra or {}), "object": "list", "data": data}

@@ -1,0 +1,110 @@
+"""Translating a client request into the provider's: headers (the client's credentials out, the provider's in),
+the model name in the body, and the URL of a raw /proxy call that may never leave the provider's base URL.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import unquote
+
+import orjson
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from .errors import InvalidRequest
+from .providers import Provider
+from .routing import Route
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+# Never sent upstream: the client's credentials, its cookies, its address and the framing the gateway redoes.
+NOT_FORWARDED = HOP_BY_HOP | {
+    "host",
+    "content-length",
+    "accept-encoding",
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "cookie",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-real-ip",
+    "expect",
+}
+
+
+def upstream_headers(
+    client: CIMultiDictProxy[str], provider: Provider, *, disable_compression: bool
+) -> CIMultiDict[str]:
+    """End-to-end client headers, minus anything that could carry a credential, plus the provider's own."""
+    declared_hop = (
+        {t.strip().lower() for t in client.get("connection", "").split(",")} if "connection" in client else ()
+    )
+    headers: CIMultiDict[str] = CIMultiDict()
+    secret = provider.secret_header
+    for name, value in client.items():
+        lowered = name.lower()
+        if lowered in NOT_FORWARDED or lowered == secret or lowered in declared_hop:
+            continue
+        headers.add(name, value)
+    for name, value in provider.headers:
+        headers[name] = value
+    # The body is relayed as raw bytes: only ask for an encoding the client itself accepts.
+    encoding = "identity" if disable_compression else client.get("accept-encoding", "identity")
+    headers["Accept-Encoding"] = encoding
+    return headers
+
+
+def chat_body(raw: bytes, body: dict[str, Any], route: Route, provider_field: bool) -> bytes:
+    """The client's bytes unchanged, unless the model name or the `provider` field must change."""
+    if route.model == route.requested and not provider_field:
+        return raw
+    rewritten = dict(body)
+    rewritten["model"] = route.model
+    rewritten.pop("provider", None)
+    return orjson.dumps(rewritten)
+
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def proxy_url(provider: Provider, raw_tail: str, raw_query: str) -> URL:
+    """The provider URL for `/proxy/{provider}/{raw_tail}`; 400 for anything that could escape its base URL."""
+    decoded = raw_tail
+    # Decode until stable so that %2e%2e and %252e%252e are judged as what they become.
+    for _ in range(4):
+        once = unquote(decoded)
+        if once == decoded:
+            break
+        decoded = once
+    else:
+        raise InvalidRequest("the proxied path is encoded too many times", code="invalid_path")
+    segments = re.split(r"[/\\]", decoded)
+    if (
+        decoded.startswith(("/", "\\"))
+        or _SCHEME.match(decoded)
+        or any(s in (".", "..") for s in segments)
+        or any(ord(c) < 0x20 or c == "\x7f" for c in decoded)
+    ):
+        raise InvalidRequest("the proxied path must stay under the provider's base URL", code="invalid_path")
+    url = URL(f"{provider.base_url}/{raw_tail}", encoded=True)
+    if raw_query or provider.query:
+        query = [(k, v) for k, v in URL(f"?{raw_query}", encoded=True).query.items() if k != provider.secret_query]
+        url = url.with_query(query + list(provider.query))
+    return url

@@ -1,0 +1,289 @@
+"""The provider table: a YAML (or OpenAPI) file plus the environment -> validated, frozen Provider entries.
+
+Everything a request needs from the table (URLs, auth headers, name and prefix lookups) is computed here, once,
+so the hot path does dictionary lookups only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import jsonschema
+import yaml
+from yarl import URL
+
+from .errors import ConfigError
+
+AuthType = Literal["bearer", "xheader", "query", "none"]
+
+OPENAPI_TABLE_PATH = ("components", "schemas", "Provider", "x-provider-configs")
+_PLACEHOLDER = re.compile(r"\{([A-Za-z][A-Za-z0-9_]*)\}")
+
+
+def env_prefix(provider_id: str) -> str:
+    """`ollama_cloud` -> `OLLAMA_CLOUD`: the prefix of a provider's environment variables."""
+    return re.sub(r"[^A-Z0-9]", "_", provider_id.upper())
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    name: str
+    method: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListShape:
+    """Where a list-models answer keeps its models; the defaults are OpenAI's shape."""
+
+    items: tuple[str, ...] = ("data",)
+    id: str = "id"
+    created: str | None = "created"
+    owned_by: str | None = "owned_by"
+    strip_id_prefix: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    id: str
+    url: str
+    auth_type: AuthType
+    supports_vision: bool
+    chat: Endpoint
+    models: Endpoint
+    aliases: tuple[str, ...] = ()
+    model_prefixes: tuple[str, ...] = ()
+    list_shape: ListShape = ListShape()
+    key_env: str = ""
+    # Why the provider is not served (missing key, bad URL), or None when it is.
+    unavailable: str | None = None
+    # Computed once from the entry and the environment; the key itself is never printed.
+    base_url: URL = field(default=URL(), repr=False)
+    chat_url: URL = field(default=URL(), repr=False)
+    models_url: URL = field(default=URL(), repr=False)
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    query: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    # Lower-cased header and query names that carry the key: a client may never set them.
+    secret_header: str | None = None
+    secret_query: str | None = None
+
+    @property
+    def served(self) -> bool:
+        return self.unavailable is None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderTable:
+    providers: Mapping[str, Provider]
+    source: str = ""
+    # id and every alias (lower case) -> provider
+    names: Mapping[str, Provider] = field(default_factory=dict)
+    # model-name prefix (lower case) -> provider, looked up by length, longest first
+    prefixes: Mapping[str, Provider] = field(default_factory=dict)
+    prefix_lengths: tuple[int, ...] = ()
+
+    def lookup(self, name: str) -> Provider | None:
+        return self.names.get(name.lower())
+
+    def by_prefix(self, model: str) -> Provider | None:
+        lowered = model.lower()
+        for length in self.prefix_lengths:
+            if len(lowered) >= length:
+                hit = self.prefixes.get(lowered[:length])
+                if hit is not None:
+                    return hit
+        return None
+
+    @property
+    def served(self) -> list[Provider]:
+        return [p for p in self.providers.values() if p.served]
+
+
+def load_schema() -> dict[str, Any]:
+    text = resources.files("gateway").joinpath("schemas/providers.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def load_table(path: str | Path, env: Mapping[str, str]) -> ProviderTable:
+    """Read, validate and resolve a providers file; raise ConfigError listing every problem."""
+    source = str(path)
+    try:
+        text = Path(path).read_text("utf-8")
+    except OSError as exc:
+        raise ConfigError(source, [f"cannot read the file: {exc.strerror or exc}"]) from None
+    return parse_table(text, env, source=source)
+
+
+def parse_table(text: str, env: Mapping[str, str], source: str = "<providers>") -> ProviderTable:
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
+    document, where = _unwrap_openapi(document, source)
+    problems = [
+        f"{_json_path(where, error.absolute_path)}: {error.message}"
+        for error in sorted(
+            jsonschema.Draft202012Validator(load_schema()).iter_errors(document),
+            key=lambda e: [str(p) for p in e.absolute_path],
+        )
+    ]
+    if problems:
+        raise ConfigError(source, problems)
+    entries: dict[str, Any] = document["providers"]
+    problems = _cross_check(entries, where)
+    if problems:
+        raise ConfigError(source, problems)
+    providers = {pid: _build(entry, env) for pid, entry in entries.items()}
+    return index_table(providers, source)
+
+
+def index_table(providers: Mapping[str, Provider], source: str = "") -> ProviderTable:
+    names: dict[str, Provider] = {}
+    prefixes: dict[str, Provider] = {}
+    for provider in providers.values():
+        for name in (provider.id, *provider.aliases):
+            names[name.lower()] = provider
+        for prefix in provider.model_prefixes:
+            prefixes[prefix.lower()] = provider
+    lengths = tuple(sorted({len(p) for p in prefixes}, reverse=True))
+    return ProviderTable(dict(providers), source, names, prefixes, lengths)
+
+
+def _unwrap_openapi(document: Any, source: str) -> tuple[Any, str]:
+    """An OpenAPI document carries the table at components.schemas.Provider.x-provider-configs."""
+    if not (isinstance(document, dict) and "openapi" in document):
+        return document, ""
+    node: Any = document
+    for key in OPENAPI_TABLE_PATH:
+        if not isinstance(node, dict) or key not in node:
+            raise ConfigError(source, [f"an OpenAPI document without {'.'.join(OPENAPI_TABLE_PATH)}"])
+        node = node[key]
+    return {"providers": node}, ".".join(OPENAPI_TABLE_PATH[:-1])
+
+
+def _json_path(where: str, parts: Any) -> str:
+    path = ".".join(str(p) for p in parts)
+    if where and path.startswith("providers"):
+        path = "x-provider-configs" + path[len("providers") :]
+    path = f"{where}.{path}" if where and path else (path or where)
+    return path or "(top level)"
+
+
+def _cross_check(entries: dict[str, Any], where: str) -> list[str]:
+    """What a schema cannot say: ids match their keys, and names and prefixes are unambiguous."""
+    problems: list[str] = []
+    owner_of_name: dict[str, str] = {}
+    owner_of_prefix: dict[str, str] = {}
+    for pid, entry in entries.items():
+        base = _json_path(where, ["providers", pid])
+        if entry["id"] != pid:
+            problems.append(f"{base}.id: {entry['id']!r} differs from its key {pid!r}")
+        for name in (pid, *entry.get("aliases", [])):
+            other = owner_of_name.setdefault(name.lower(), pid)
+            if other != pid:
+                problems.append(f"{base}.aliases: {name!r} is already a name of provider {other!r}")
+        for prefix in entry.get("model_prefixes", []):
+            other = owner_of_prefix.setdefault(prefix.lower(), pid)
+            if other != pid:
+                problems.append(f"{base}.model_prefixes: {prefix!r} is already a prefix of {other!r}")
+        shape = entry.get("models_list", {})
+        if shape.get("items", "data").strip(".") != shape.get("items", "data"):
+            problems.append(f"{base}.models_list.items: a dotted path may not start or end with '.'")
+    return problems
+
+
+def _build(entry: dict[str, Any], env: Mapping[str, str]) -> Provider:
+    pid: str = entry["id"]
+    prefix = env_prefix(pid)
+    url_env = f"{prefix}_API_URL"
+    key_env: str = entry.get("api_key_env") or f"{prefix}_API_KEY"
+    auth_type: AuthType = entry["auth_type"]
+    unavailable: str | None = None
+
+    url: str = (env.get(url_env) or "").strip() or entry["url"]
+    missing = [f"{prefix}_{name.upper()}" for name in _PLACEHOLDER.findall(url)]
+    missing = [name for name in missing if not env.get(name)]
+    if missing:
+        unavailable = f"its URL needs {', '.join(missing)}"
+    else:
+        url = _PLACEHOLDER.sub(lambda m: env[f"{prefix}_{m.group(1).upper()}"].strip(), url)
+    base = URL(url) if not missing else URL()
+    if not missing and (base.scheme not in ("http", "https") or not base.host or base.query_string):
+        unavailable = f"bad URL {_safe_url(url)!r} (from {url_env if env.get(url_env) else 'the table'})"
+
+    key = (env.get(key_env) or "").strip()
+    if auth_type != "none" and unavailable is None:
+        if not key:
+            unavailable = f"missing API key: set {key_env}"
+        elif not key.isprintable():
+            unavailable = f"{key_env} holds control characters"
+
+    headers = [(name, value) for name, value in entry.get("headers", {}).items()]
+    query: list[tuple[str, str]] = []
+    secret_header: str | None = None
+    secret_query: str | None = None
+    if auth_type == "bearer":
+        secret_header = "authorization"
+        headers.append(("Authorization", f"Bearer {key}"))
+    elif auth_type == "xheader":
+        secret_header = entry.get("auth_header", "x-api-key")
+        headers.append((str(secret_header), key))
+    elif auth_type == "query":
+        secret_query = entry.get("auth_query", "key")
+        query.append((str(secret_query), key))
+
+    ready = unavailable is None
+    base_str = str(base).rstrip("/")
+    chat = _endpoint(entry["endpoints"]["chat"])
+    models = _endpoint(entry["endpoints"]["models"])
+    shape = entry.get("models_list", {})
+    return Provider(
+        id=pid,
+        url=_safe_url(url),
+        auth_type=auth_type,
+        supports_vision=bool(entry.get("supports_vision", False)),
+        chat=chat,
+        models=models,
+        aliases=tuple(entry.get("aliases", ())),
+        model_prefixes=tuple(entry.get("model_prefixes", ())),
+        list_shape=ListShape(
+            items=tuple(str(shape.get("items", "data")).split(".")),
+            id=shape.get("id", "id"),
+            created=shape.get("created", "created"),
+            owned_by=shape.get("owned_by", "owned_by"),
+            strip_id_prefix=shape.get("strip_id_prefix", ""),
+        ),
+        key_env=key_env,
+        unavailable=unavailable,
+        base_url=URL(base_str) if ready else URL(),
+        chat_url=_with_query(URL(base_str + chat.path), query) if ready else URL(),
+        models_url=_with_query(URL(base_str + models.path), query) if ready else URL(),
+        headers=tuple(headers) if ready else (),
+        query=tuple(query) if ready else (),
+        secret_header=secret_header.lower() if secret_header else None,
+        secret_query=secret_query,
+    )
+
+
+def _endpoint(entry: dict[str, str]) -> Endpoint:
+    return Endpoint(name=entry["name"], method=entry["method"], path=entry["endpoint"])
+
+
+def _with_query(url: URL, query: list[tuple[str, str]]) -> URL:
+    return url.update_query(query) if query else url
+
+
+def _safe_url(url: str) -> str:
+    """A URL as it may be shown: user info dropped, so a credential in it is never printed."""
+    try:
+        parsed = URL(url)
+    except ValueError:
+        return "<unparsable>"
+    return str(parsed.with_user(None)) if parsed.user or parsed.password else url

@@ -1,0 +1,186 @@
+"""Process settings from the environment: the spec's `Config` section (general, server, client), read once.
+
+Everything is a pure function of the mapping passed in, so tests hand in a dict instead of patching os.environ.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from .errors import ConfigError
+
+Environment = Literal["production", "development"]
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def parse_duration(text: str) -> float:
+    """Parse a Go-style duration (`30s`, `1m30s`, `500ms`) or a bare number of seconds into seconds."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    pos, total = 0, 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 1m30s, 500ms)")
+    return total
+
+
+def parse_model_list(text: str) -> tuple[str, ...]:
+    """Comma-separated model entries, trimmed and lower-cased; empty entries dropped."""
+    return tuple(item.strip().lower() for item in text.split(",") if item.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    environment: Environment = "production"
+    allowed_models: tuple[str, ...] = ()
+    disallowed_models: tuple[str, ...] = ()
+    enable_vision: bool = False
+    debug_content_truncate_words: int = 10
+    debug_max_messages: int = 100
+    # server
+    host: str = "0.0.0.0"
+    port: int = 8080
+    read_timeout: float = 30.0
+    write_timeout: float = 30.0
+    idle_timeout: float = 120.0
+    tls_cert_path: str | None = None
+    tls_key_path: str | None = None
+    max_request_body_size: int = 10 * 1024 * 1024
+    # client (towards providers)
+    client_timeout: float = 30.0
+    connect_timeout: float = 10.0
+    response_header_timeout: float = 10.0
+    stream_idle_timeout: float = 120.0
+    max_idle_conns: int = 20
+    max_idle_conns_per_host: int = 20
+    max_conns: int = 0
+    idle_conn_timeout: float = 30.0
+    tls_min_version: Literal["TLS12", "TLS13"] = "TLS12"
+    disable_compression: bool = True
+    expect_continue_timeout: float = 1.0
+    providers_file: str = "providers.yaml"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Build settings from an environment mapping; every bad value is reported at once."""
+        reader = _Reader(env)
+        environment = reader.choice("ENVIRONMENT", ("production", "development"), "production")
+        tls_min = reader.choice("CLIENT_TLS_MIN_VERSION", ("TLS12", "TLS13"), "TLS12")
+        settings = cls(
+            environment="development" if environment == "development" else "production",
+            allowed_models=parse_model_list(env.get("ALLOWED_MODELS", "")),
+            disallowed_models=parse_model_list(env.get("DISALLOWED_MODELS", "")),
+            enable_vision=reader.boolean("ENABLE_VISION", False),
+            debug_content_truncate_words=reader.integer("DEBUG_CONTENT_TRUNCATE_WORDS", 10),
+            debug_max_messages=reader.integer("DEBUG_MAX_MESSAGES", 100),
+            host=env.get("SERVER_HOST", "0.0.0.0") or "0.0.0.0",
+            port=reader.port("SERVER_PORT", 8080),
+            read_timeout=reader.duration("SERVER_READ_TIMEOUT", 30.0),
+            write_timeout=reader.duration("SERVER_WRITE_TIMEOUT", 30.0),
+            idle_timeout=reader.duration("SERVER_IDLE_TIMEOUT", 120.0),
+            tls_cert_path=env.get("SERVER_TLS_CERT_PATH") or None,
+            tls_key_path=env.get("SERVER_TLS_KEY_PATH") or None,
+            max_request_body_size=reader.integer("SERVER_MAX_REQUEST_BODY_SIZE", 10 * 1024 * 1024),
+            client_timeout=reader.duration("CLIENT_TIMEOUT", 30.0),
+            connect_timeout=reader.duration("CLIENT_CONNECT_TIMEOUT", 10.0),
+            response_header_timeout=reader.duration("CLIENT_RESPONSE_HEADER_TIMEOUT", 10.0),
+            stream_idle_timeout=reader.duration("CLIENT_STREAM_IDLE_TIMEOUT", 120.0),
+            max_idle_conns=reader.integer("CLIENT_MAX_IDLE_CONNS", 20),
+            max_idle_conns_per_host=reader.integer("CLIENT_MAX_IDLE_CONNS_PER_HOST", 20),
+            max_conns=reader.integer("CLIENT_MAX_CONNS", 0),
+            idle_conn_timeout=reader.duration("CLIENT_IDLE_CONN_TIMEOUT", 30.0),
+            tls_min_version="TLS13" if tls_min == "TLS13" else "TLS12",
+            disable_compression=reader.boolean("CLIENT_DISABLE_COMPRESSION", True),
+            expect_continue_timeout=reader.duration("CLIENT_EXPECT_CONTINUE_TIMEOUT", 1.0),
+            providers_file=env.get("PROVIDERS_FILE", "providers.yaml") or "providers.yaml",
+        )
+        if (settings.tls_cert_path is None) != (settings.tls_key_path is None):
+            reader.errors.append("SERVER_TLS_CERT_PATH and SERVER_TLS_KEY_PATH must be set together")
+        if reader.errors:
+            raise ConfigError("environment", reader.errors)
+        return settings
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_cert_path is not None
+
+
+class _Reader:
+    """Typed access to an env mapping that collects every error instead of stopping at the first."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.errors: list[str] = []
+
+    def _raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        return None if value is None or value.strip() == "" else value.strip()
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        self.errors.append(f"{name}: {raw!r} is not a boolean (true/false)")
+        return default
+
+    def integer(self, name: str, default: int, minimum: int = 0) -> int:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            self.errors.append(f"{name}: {raw!r} is not an integer")
+            return default
+        if value < minimum:
+            self.errors.append(f"{name}: {value} is below the minimum {minimum}")
+            return default
+        return value
+
+    def port(self, name: str, default: int) -> int:
+        value = self.integer(name, default)
+        if not 0 <= value <= 65535:
+            self.errors.append(f"{name}: {value} is not a TCP port")
+            return default
+        return value
+
+    def duration(self, name: str, default: float) -> float:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = parse_duration(raw)
+        except ValueError as exc:
+            self.errors.append(f"{name}: {exc}")
+            return default
+        if value <= 0:
+            self.errors.append(f"{name}: must be above zero")
+            return default
+        return value
+
+    def choice(self, name: str, allowed: tuple[str, ...], default: str) -> str:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        if raw not in allowed:
+            self.errors.append(f"{name}: {raw!r} is not one of {', '.join(allowed)}")
+            return default
+        return raw
