@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DEMO_PORT ?= 8081
 
-.PHONY: install run test lint fmt typecheck pytest clean
+.PHONY: install run test lint fmt typecheck pytest clean bench bench-smoke bench-deps
 
 install: $(STAMP)
 
@@ -25,21 +25,41 @@ run: install
 	DEMO_API_URL=http://127.0.0.1:$(DEMO_PORT)/v1 ENVIRONMENT=development \
 	  $(BIN)/python -m gateway --host $(HOST) --port $(PORT) --providers config/demo.providers.yaml
 
-test: lint typecheck pytest
+test: lint typecheck pytest bench-smoke
 
 lint: install
-	$(BIN)/ruff check gateway tests
-	$(BIN)/ruff format --check gateway tests
+	$(BIN)/ruff check gateway tests bench
+	$(BIN)/ruff format --check gateway tests bench
 
 fmt: install
-	$(BIN)/ruff format gateway tests
-	$(BIN)/ruff check --fix gateway tests
+	$(BIN)/ruff format gateway tests bench
+	$(BIN)/ruff check --fix gateway tests bench
 
 typecheck: install
-	$(BIN)/mypy --strict gateway
+	$(BIN)/mypy --strict gateway bench
 
 pytest: install
 	$(BIN)/pytest -q
+
+# The benchmark's tools: wrk and nginx (Debian packages), node for the mock upstream; apt-get only what is missing.
+BENCH_TOOLS := wrk nginx node
+bench-deps:
+	@missing=""; for tool in $(BENCH_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "bench-deps: installing$$missing"; \
+	  pkgs=$$(echo $$missing | sed 's/node/nodejs/'); \
+	  if [ "$$(id -u)" != 0 ]; then echo "bench-deps: run as root or install:$$pkgs" >&2; exit 1; fi; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$pkgs >/dev/null; \
+	fi
+
+# Minutes: every scenario, three repetitions; the table goes to bench/results/latest.md. Not part of `test`.
+bench: install bench-deps
+	$(BIN)/python -m bench.run --out bench/results/latest.md
+
+# Seconds: one short run of each scenario, correctness checked (no figures judged), so the harness never rots.
+bench-smoke: install bench-deps
+	$(BIN)/python -m bench.run --smoke
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

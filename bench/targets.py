@@ -5,6 +5,7 @@ Every process is started in its own session and stopped by its own process group
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -81,10 +82,8 @@ class Processes:
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)  # the group id is the pid: each process leads its own session
-    except ProcessLookupError:
-        pass
 
 
 @dataclass(frozen=True, slots=True)
