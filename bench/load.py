@@ -8,6 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from .noise import cpu_ns
 from .targets import BENCH_DIR, HOST, Target, pinned
 
 
@@ -20,6 +21,7 @@ class WrkResult:
     p99_ms: float
     max_ms: float
     bytes: int
+    cpu_us: float  # CPU time of the target's process per request
 
     @property
     def rate(self) -> float:
@@ -40,10 +42,12 @@ def wrk(
         f"http://{HOST}:{target.port}{target.path}",
     ]
     env = {**os.environ, "BENCH_BODY": str(body), "BENCH_MODE": mode}
+    cpu_before = cpu_ns(target.pid)
     done = subprocess.run(pinned(cpu, command), env=env, capture_output=True, text=True, timeout=seconds + 30)
     line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH ")), None)
     if done.returncode != 0 or line is None:
         raise RuntimeError(f"wrk against {target.name} failed ({done.returncode}): {done.stdout} {done.stderr}")
+    cpu = cpu_ns(target.pid) - cpu_before
     data = json.loads(line[len("BENCH ") :])
     errors = sum(data[k] for k in ("connect", "read", "write", "status", "timeout"))
     return WrkResult(
@@ -54,4 +58,5 @@ def wrk(
         p99_ms=data["p99"] / 1000,
         max_ms=data["max"] / 1000,
         bytes=data["bytes"],
+        cpu_us=cpu / 1000 / max(1, data["requests"]),
     )

@@ -39,7 +39,7 @@ def _fmt(value: float, unit: str) -> str:
         return "–"
     if unit == "ms":
         return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
-    if unit == "MB":
+    if unit in ("MB", "µs"):
         return f"{value:.1f}"
     return f"{value:,.0f}"
 
@@ -68,11 +68,17 @@ def ratio(a: Sequence[float], b: Sequence[float]) -> str:
     return "–" if not values else f"{median(values):.0f} %"
 
 
+def times(a: Sequence[float], b: Sequence[float]) -> str:
+    values = paired(a, b, lambda x, y: x / y if y else float("nan"))
+    return "–" if not values else f"{median(values):.1f}×"
+
+
 @dataclass(frozen=True, slots=True)
 class Row:
     scenario: str
     metric: str
-    unit: str  # "ms" (lower is better, compared by difference), "/s" (compared by ratio), "MB", "n"
+    # "ms" (compared by difference), "/s" (by percentage), "µs" of CPU (by factor), "MB", "n" (not compared)
+    unit: str
     target: str = ""
     check: Callable[[Figures], bool] | None = None
 
@@ -91,6 +97,9 @@ def table(figures: Figures, rows: Sequence[Row]) -> str:
         if row.unit == "ms":
             versus = [diff(got["nginx"], got["direct"]), diff(got["gateway"], got["direct"])]
             versus.append(diff(got["gateway"], got["nginx"]))
+        elif row.unit == "µs":
+            versus = [times(got["nginx"], got["direct"]), times(got["gateway"], got["direct"])]
+            versus.append(times(got["gateway"], got["nginx"]))
         elif row.unit == "/s":
             versus = [ratio(got["nginx"], got["direct"]), ratio(got["gateway"], got["direct"])]
             versus.append(ratio(got["gateway"], got["nginx"]))

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +60,15 @@ class Processes:
         log.close()
         self._started.append(process)
         return process
+
+    @property
+    def pids(self) -> list[int]:
+        return [process.pid for process in self._started]
+
+    def stop(self, process: subprocess.Popen[bytes]) -> None:
+        _signal_group(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+        self._started.remove(process)
 
     def close(self) -> None:
         for process in reversed(self._started):
@@ -172,6 +181,25 @@ def start_gateway(procs: Processes, cpu: int | None, name: str, providers: Path,
     process = procs.start(name, pinned(cpu, command), env=env)
     wait_port(port, process)
     return Target(name, port, pid=process.pid)
+
+
+@contextlib.contextmanager
+def awake(procs: Processes, cpus: Sequence[int | None]) -> Iterator[None]:
+    """Keep these cores from halting with an idle-priority spinner each, for the duration of the block.
+
+    On a virtual machine a halted vCPU takes milliseconds to wake, so a core idling between the requests of a
+    concurrency-1 run would measure the hypervisor, not the software. SCHED_IDLE yields to any other task at once.
+    """
+    spinners = [
+        procs.start(f"awake-{cpu}", ["chrt", "-i", "0", "taskset", "-c", str(cpu), "sh", "-c", "while :; do :; done"])
+        for cpu in cpus
+        if cpu is not None
+    ]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            procs.stop(spinner)
 
 
 def rss_mb(pid: int | None) -> float:
