@@ -112,7 +112,9 @@ async def relay(
             upstream = await session.request(
                 method, url, headers=headers, data=body, timeout=limits.timeout, allow_redirects=False
             )
-            deadline.reschedule(None if limits.whole is None else started + limits.whole)
+            if limits.whole != limits.headers:
+                # A plain call has one limit for the head and the whole: the deadline set above already holds.
+                deadline.reschedule(None if limits.whole is None else started + limits.whole)
             async with upstream:
                 response = _start_response(upstream)
                 await response.prepare(request)
