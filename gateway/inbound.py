@@ -18,6 +18,9 @@ async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
     if length is not None and length > limit:
         raise RequestTooLarge(f"request body of {length} bytes is over the limit of {limit} bytes")
     try:
+        if request.content.is_eof():
+            # The whole body came in with the head (the common case): nothing to wait for, so no timer.
+            return await request.read()
         async with asyncio.timeout(timeout):
             return await request.read()
     except web.HTTPRequestEntityTooLarge:
