@@ -45,7 +45,7 @@ class Plan:
     patience: float  # seconds to wait, before each measurement, for other processes to leave the cores alone
 
 
-FULL = Plan(3, 3, (4, 8, 16, 32, 64, 128, 256), 60, 32, 1000, 50, 200, True, 60)
+FULL = Plan(3, 3, (4, 8, 16, 32, 64, 128, 256), 60, 32, 1000, 50, 200, True, 10)
 SMOKE = Plan(1, 1, (), 5, 8, 20, 3, 100, False, 0)  # the sweep is scenario 2's c=64 run again: skipped
 QUIET = 0.1  # cores of outside load under which the machine counts as quiet
 P99_LIMIT_MS = 20.0
