@@ -12,8 +12,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -103,6 +103,9 @@ class Target:
     port: int
     path: str = "/v1/chat/completions"
     pid: int | None = None
+    # A gateway's table and environment, for the in-process measurement of its hot path.
+    providers: Path = Path()
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 def start_mock(procs: Processes, cpu: int | None) -> Target:
@@ -180,7 +183,7 @@ def start_gateway(procs: Processes, cpu: int | None, name: str, providers: Path,
     command = [sys.executable, "-m", "gateway", "--host", HOST, "--port", str(port), "--providers", str(providers)]
     process = procs.start(name, pinned(cpu, command), env=env)
     wait_port(port, process)
-    return Target(name, port, pid=process.pid)
+    return Target(name, port, pid=process.pid, providers=providers, env=env)
 
 
 @contextlib.contextmanager
