@@ -83,30 +83,30 @@ class Row:
     check: Callable[[Figures], bool] | None = None
 
 
-COLUMNS = ("direct", "nginx", "gateway", "gateway-200")
+COLUMNS = ("direct", "nginx", "aiohttp", "gateway", "gateway-200")
 
 
-def table(figures: Figures, rows: Sequence[Row]) -> str:
+def table(figures: Figures, rows: Sequence[Row], judge: bool = True) -> str:
     head = (
-        "| Scenario | Metric | direct | nginx | gateway | gateway, 200 providers "
-        "| nginx vs direct | gateway vs direct | gateway vs nginx | Target |"
+        "| Scenario | Metric | direct | nginx | bare aiohttp relay | gateway | gateway, 200 providers "
+        "| nginx vs direct | gateway vs direct | gateway vs nginx | gateway vs bare aiohttp | Target |"
     )
-    lines = [head, "|" + "---|" * 10]
+    lines = [head, "|" + "---|" * 12]
     for row in rows:
         got = {name: figures.values(row.metric, name) for name in COLUMNS}
         if row.unit == "ms":
             versus = [diff(got["nginx"], got["direct"]), diff(got["gateway"], got["direct"])]
-            versus.append(diff(got["gateway"], got["nginx"]))
+            versus += [diff(got["gateway"], got["nginx"]), diff(got["gateway"], got["aiohttp"])]
         elif row.unit == "µs":
             versus = [times(got["nginx"], got["direct"]), times(got["gateway"], got["direct"])]
-            versus.append(times(got["gateway"], got["nginx"]))
+            versus += [times(got["gateway"], got["nginx"]), times(got["gateway"], got["aiohttp"])]
         elif row.unit == "/s":
             versus = [ratio(got["nginx"], got["direct"]), ratio(got["gateway"], got["direct"])]
-            versus.append(ratio(got["gateway"], got["nginx"]))
+            versus += [ratio(got["gateway"], got["nginx"]), ratio(got["gateway"], got["aiohttp"])]
         else:
-            versus = ["", "", ""]
+            versus = ["", "", "", ""]
         verdict = ""
-        if row.check is not None:
+        if judge and row.check is not None:
             verdict = " ✅" if row.check(figures) else " ❌"
         cells = [cell(got[name], row.unit) for name in COLUMNS]
         label = f"{row.metric} ({row.unit})" if row.unit != "n" else row.metric

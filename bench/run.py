@@ -21,7 +21,17 @@ from types import FrameType
 
 from . import hotpath, load, noise, streams, tables
 from .report import Figures, Row, machine, median, paired, table, write
-from .targets import BENCH_DIR, Processes, Target, awake, rss_mb, start_gateway, start_mock, start_nginx
+from .targets import (
+    BENCH_DIR,
+    Processes,
+    Target,
+    awake,
+    rss_mb,
+    start_floor,
+    start_gateway,
+    start_mock,
+    start_nginx,
+)
 
 SMALL_BODY = b'{"model":"bench-small","messages":[{"role":"user","content":"Say hello."}],"max_tokens":16}'
 PLAIN = "mode=plain"
@@ -44,10 +54,11 @@ class Plan:
     slow_gap_ms: int
     warm_up: bool
     patience: float  # seconds to wait, before each measurement, for other processes to leave the cores alone
+    ramp: float  # seconds over which the slow streams' connections are opened
 
 
-FULL = Plan(3, 3, (4, 8, 16, 32, 64, 128, 256), 60, 32, 1000, 50, 200, True, 10)
-SMOKE = Plan(1, 1, (), 5, 8, 20, 3, 100, False, 0)  # the sweep is scenario 2's c=64 run again: skipped
+FULL = Plan(3, 3, (4, 8, 16, 32, 64, 128, 256), 60, 32, 1000, 50, 200, True, 10, 1.0)
+SMOKE = Plan(1, 1, (), 5, 8, 20, 3, 100, False, 0, 0.1)  # the sweep is scenario 2's c=64 run again: skipped
 QUIET = 0.1  # cores of outside load under which the machine counts as quiet
 P99_LIMIT_MS = 20.0
 
@@ -134,7 +145,7 @@ class Bench:
     async def _slow(self, target: Target, mode: str, length: float) -> tuple[list[streams.StreamResult], float]:
         peak = rss_mb(target.pid)
         run = streams.concurrent(
-            target.port, target.path, SMALL_BODY, mode, self.plan.slow_streams, ramp=1.0, timeout=length + 30
+            target.port, target.path, SMALL_BODY, mode, self.plan.slow_streams, ramp=self.plan.ramp, timeout=length + 30
         )
         async with asyncio.TaskGroup() as group:
             task = group.create_task(run)
@@ -258,8 +269,9 @@ def run(plan: Plan, out: Path | None, keep_awake: bool) -> int:
         gateway = start_gateway(procs, served_cpu, "gateway", BENCH_DIR / "providers.yaml", mock.port)
         many = tables.write(workdir / "providers-200.yaml", 200)
         gateway200 = start_gateway(procs, served_cpu, "gateway-200", many, mock.port)
+        floor = start_floor(procs, served_cpu, mock.port)
         bench = Bench(plan, workdir, load_cpu)
-        main, every = [mock, nginx, gateway], [mock, nginx, gateway, gateway200]
+        main, every = [mock, nginx, gateway], [mock, nginx, floor, gateway, gateway200]
         if plan.warm_up:
             for target in every:
                 bench.wrk(target, bench.small, PLAIN, 8)
@@ -269,7 +281,7 @@ def run(plan: Plan, out: Path | None, keep_awake: bool) -> int:
             (bench.throughput, every, False),
             (bench.sweep, main, False),
             (bench.first_token, main, keep_awake),
-            (bench.stream_rate, main, False),
+            (bench.stream_rate, [*main, floor], False),
             (bench.slow_streams, main, False),
             (bench.large_bodies, main, keep_awake),
             (bench.hot_path, [gateway, gateway200], False),
@@ -297,7 +309,7 @@ def render(plan: Plan, figures: Figures, keep_awake: bool, outside: list[float])
     parts = [
         f"Benchmark, {kind}: {machine()}.",
         "",
-        table(figures, rows(plan)),
+        table(figures, rows(plan), judge=plan is not SMOKE),
         "",
         "Medians (min–max). Comparisons pair figures of the same repetition. One gateway process or nginx's one "
         "worker on core 0; mock upstream (Node), wrk and the stream client on core 1."

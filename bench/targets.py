@@ -205,6 +205,15 @@ def awake(procs: Processes, cpus: Sequence[int | None]) -> Iterator[None]:
             procs.stop(spinner)
 
 
+def start_floor(procs: Processes, cpu: int | None, upstream: int) -> Target:
+    """A bare aiohttp relay: what the framework costs before any gateway logic."""
+    port = free_port()
+    command = [sys.executable, "-m", "bench.floor_proxy", str(port), f"http://{HOST}:{upstream}/v1/chat/completions"]
+    process = procs.start("aiohttp-floor", pinned(cpu, command))
+    wait_port(port, process)
+    return Target("aiohttp", port, pid=process.pid)
+
+
 def rss_mb(pid: int | None) -> float:
     """Resident memory of `pid` in MB (0 when unknown)."""
     if pid is None:
