@@ -22,6 +22,8 @@ from .errors import ConfigError
 
 AuthType = Literal["bearer", "xheader", "query", "none"]
 
+_MEMO_ENTRIES = 4096
+_MEMO_KEY_MAX = 256
 OPENAPI_TABLE_PATH = ("components", "schemas", "Provider", "x-provider-configs")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z][A-Za-z0-9_]*)\}")
 
@@ -87,11 +89,25 @@ class ProviderTable:
     # model-name prefix (lower case) -> provider, looked up by length, longest first
     prefixes: Mapping[str, Provider] = field(default_factory=dict)
     prefix_lengths: tuple[int, ...] = ()
+    # model name -> by_prefix's answer: traffic names a few models, so a table with many prefix lengths costs one
+    # lookup per request like a table with one. Bounded in entries and key length; a reload brings a fresh one.
+    memo: dict[str, Provider | None] = field(default_factory=dict, repr=False, compare=False)
 
     def lookup(self, name: str) -> Provider | None:
         return self.names.get(name.lower())
 
     def by_prefix(self, model: str) -> Provider | None:
+        memo = self.memo
+        if model in memo:
+            return memo[model]
+        found = self._scan_prefixes(model)
+        if len(model) <= _MEMO_KEY_MAX:
+            if len(memo) >= _MEMO_ENTRIES:
+                memo.clear()
+            memo[model] = found
+        return found
+
+    def _scan_prefixes(self, model: str) -> Provider | None:
         lowered = model.lower()
         for length in self.prefix_lengths:
             if len(lowered) >= length:
