@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import ssl
 
@@ -31,6 +32,9 @@ async def serve(app: web.Application, settings: Settings) -> None:
         access_log=None,
     )
     await runner.setup()
+    # What start-up built lives as long as the process: keep it out of every later collection, where it made
+    # each full collection a pause of about 20 ms.
+    gc.freeze()
     site = web.TCPSite(runner, settings.host, settings.port, ssl_context=server_ssl_context(settings))
     await site.start()
     scheme = "https" if settings.tls_enabled else "http"
