@@ -7,6 +7,7 @@ no checks, no header policy), with the gateway's own session settings. The gatew
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 
 import aiohttp
@@ -41,6 +42,8 @@ async def serve(port: int, upstream: str) -> None:
     app.router.add_post("/v1/chat/completions", relay)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
+    gc.freeze()  # the gateway's own runtime settings (gateway/server.py), so the comparison is of code only
+    gc.set_threshold(10_000, 10, 10)
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         await asyncio.Event().wait()
