@@ -6,6 +6,7 @@ from aiohttp import web
 
 from . import handlers, upstream
 from .errors import render_errors
+from .exchange import track
 from .providers import ProviderTable
 from .settings import Settings
 from .state import STATE, GatewayState
@@ -15,7 +16,8 @@ PROXY_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 def create_app(settings: Settings, table: ProviderTable) -> web.Application:
     app = web.Application(
-        middlewares=[render_errors],
+        # Outermost first: the record exists before anything runs; errors are rendered inside it.
+        middlewares=[track, render_errors],
         client_max_size=settings.max_request_body_size,
     )
     app[STATE] = GatewayState(settings, table)

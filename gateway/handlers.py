@@ -7,7 +7,9 @@ from aiohttp import web
 
 from . import inbound, model_list, outbound, policy, routing, upstream
 from .errors import NoProvider
+from .exchange import EXCHANGE
 from .state import STATE
+from .usage import JsonUsage, SseUsage
 
 _JSON = "application/json"
 
@@ -15,14 +17,19 @@ _JSON = "application/json"
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     settings, table = state.settings, state.table
+    exchange = request[EXCHANGE]
+    exchange.operation = "chat"
     raw = await inbound.read_body(request, settings.max_request_body_size, settings.read_timeout)
     chat = inbound.parse_chat(raw)
+    exchange.stream = chat.stream
     route = routing.resolve(
         table, chat.model, query_provider=request.query.get("provider"), body_provider=chat.provider
     )
+    exchange.provider, exchange.model = route.provider.id, route.model
     state.model_filter.check(route.provider.id, route.model)
     policy.check_vision(settings.enable_vision, route.provider, chat.body)
     provider = route.provider
+    exchange.scanner = SseUsage() if chat.stream else JsonUsage()
     return await upstream.relay(
         request,
         request.app[upstream.SESSION],
@@ -31,12 +38,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         outbound.upstream_headers(request.headers, provider, disable_compression=settings.disable_compression),
         outbound.chat_body(raw, chat.body, route, provider_field="provider" in chat.body),
         upstream.Limits.for_call(settings, stream=chat.stream),
+        exchange,
     )
 
 
 async def list_models(request: web.Request) -> web.Response:
     state = request.app[STATE]
     session = request.app[upstream.SESSION]
+    request[EXCHANGE].operation = "models"
     timeout = state.settings.response_header_timeout
     name = request.query.get("provider")
     if name:
@@ -56,10 +65,13 @@ async def list_models(request: web.Request) -> web.Response:
 async def proxy(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     settings = state.settings
+    exchange = request[EXCHANGE]
+    exchange.operation = "proxy"
     name = request.match_info["provider"]
     provider = state.table.lookup(name)
     if provider is None:
         raise NoProvider(f"unknown provider {name!r}")
+    exchange.provider = provider.id
     routing.require_served(provider)
     url = outbound.proxy_url(provider, _raw_tail(request, name), request.raw_path.partition("?")[2])
     body = await inbound.read_body(request, settings.max_request_body_size, settings.read_timeout)
@@ -71,6 +83,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         outbound.upstream_headers(request.headers, provider, disable_compression=settings.disable_compression),
         body if body or request.method not in ("GET", "DELETE") else None,
         upstream.Limits.for_proxy(settings),
+        exchange,
     )
 
 

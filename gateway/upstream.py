@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from .errors import UpstreamError, UpstreamTimeout
+from .exchange import Exchange
 from .outbound import HOP_BY_HOP
 from .settings import Settings
 
@@ -103,6 +105,7 @@ async def relay(
     headers: CIMultiDict[str],
     body: bytes | None,
     limits: Limits,
+    exchange: Exchange,
 ) -> web.StreamResponse:
     """Send one request upstream and copy the answer back as it arrives: status, headers and bytes unchanged."""
     response: web.StreamResponse | None = None
@@ -114,37 +117,64 @@ async def relay(
             )
             deadline.reschedule(None if limits.whole is None else started + limits.whole)
             async with upstream:
+                exchange.upstream_status = upstream.status
                 response = _start_response(upstream)
                 await response.prepare(request)
-                try:
-                    async for chunk in upstream.content.iter_any():
-                        await response.write(chunk)
-                except (aiohttp.ClientPayloadError, aiohttp.ServerTimeoutError) as exc:
-                    # The provider broke off or went silent mid-answer: end what the client has cleanly.
-                    log.warning("upstream body ended early", url=_loggable(url), error=type(exc).__name__)
-                    if response.content_length is not None:
-                        response.force_close()
-                        return response
+                await _copy_body(upstream, response, exchange, url)
                 await response.write_eof()
                 return response
     except TimeoutError:
         if response is not None and response.prepared:
             log.warning("upstream answer exceeded its time limit", url=_loggable(url))
+            exchange.error_type = "timeout"
             response.force_close()
             return response
+        exchange.error_type = "timeout"
         raise UpstreamTimeout(f"the provider did not answer within {limits.headers:g}s") from None
     except aiohttp.ServerTimeoutError:
+        exchange.error_type = "timeout"
         raise UpstreamTimeout("the provider did not answer in time") from None
     except aiohttp.ClientConnectionResetError:
         # The client went away; leaving the `async with` above has already closed the upstream request.
+        exchange.client_disconnected = True
         if response is not None and response.prepared:
             return response
         raise
     except aiohttp.ClientError as exc:
+        exchange.error_type = "connect"
         if response is not None and response.prepared:
             response.force_close()
             return response
         raise UpstreamError(f"the provider could not be reached: {_describe(exc)}") from None
+    except asyncio.CancelledError:
+        exchange.client_disconnected = True
+        raise
+
+
+async def _copy_body(
+    upstream: aiohttp.ClientResponse, response: web.StreamResponse, exchange: Exchange, url: URL
+) -> None:
+    """The per-chunk loop: write, count, let the usage scanner look. Nothing else happens per chunk."""
+    scanner = exchange.scanner
+    sent = 0
+    try:
+        async for chunk in upstream.content.iter_any():
+            if not sent:
+                exchange.first_chunk_at = time.perf_counter()
+            await response.write(chunk)
+            sent += len(chunk)
+            if scanner is not None:
+                scanner.feed(chunk)
+    except (aiohttp.ClientPayloadError, aiohttp.ServerTimeoutError) as exc:
+        # The provider broke off or went silent mid-answer: end what the client has cleanly.
+        log.warning("upstream body ended early", url=_loggable(url), error=type(exc).__name__)
+        exchange.error_type = "truncated"
+        if response.content_length is not None:
+            response.force_close()
+    finally:
+        exchange.bytes_out = sent
+        if scanner is not None:
+            scanner.finish()
 
 
 def _start_response(upstream: aiohttp.ClientResponse) -> web.StreamResponse:

@@ -1,0 +1,42 @@
+"""One request's record: what the handlers and the relay learn about a request, read once when it ends (by
+metrics, the access log and rate limits), so nothing on the hot path writes a metric or a log line per chunk.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from .usage import UsageScanner
+
+
+@dataclass(slots=True)
+class Exchange:
+    operation: str = "other"  # chat, models, proxy, health ...
+    provider: str | None = None
+    model: str | None = None  # as forwarded to the provider
+    stream: bool = False
+    upstream_status: int | None = None
+    started: float = field(default_factory=time.perf_counter)
+    first_chunk_at: float | None = None  # perf_counter when the first body byte went to the client
+    bytes_out: int = 0
+    scanner: UsageScanner | None = None
+    client_disconnected: bool = False
+    error_type: str | None = None  # set when the gateway itself failed the request (status class, kind)
+    retries: int = 0
+    client_name: str | None = None  # the authenticated client's name (never its key)
+
+
+EXCHANGE = web.RequestKey("exchange", Exchange)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def track(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give every request its record before anything else runs."""
+    request[EXCHANGE] = Exchange()
+    return await handler(request)
