@@ -3,7 +3,8 @@
     GatewayError                    status, type, code -> {"error": {"message", "type", "code"}}
     ├── InvalidRequest              400 invalid_request_error
     │   ├── RequestTooLarge         413 invalid_request_error / request_too_large
-    │   └── RequestTimeout          408 invalid_request_error / request_timeout
+    │   ├── RequestTimeout          408 invalid_request_error / request_timeout
+    │   └── IncompleteRequest       400 invalid_request_error / incomplete_body
     ├── NoProvider                  404 no_provider
     ├── ModelNotAllowed             403 permission_error / model_not_allowed
     ├── ProviderNotConfigured       503 provider_not_configured
@@ -69,6 +70,11 @@ class RequestTimeout(InvalidRequest):
     status = 408
     code = "request_timeout"
     close_connection = True
+
+
+class IncompleteRequest(InvalidRequest):
+    code = "incomplete_body"
+    close_connection = True  # the framing is lost: nothing after it on this connection can be trusted
 
 
 class NoProvider(GatewayError):

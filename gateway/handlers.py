@@ -16,7 +16,8 @@ _JSON = "application/json"
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    settings, table = state.settings, state.table
+    # Read once: a reload during this request does not change the table it finishes on.
+    settings, table, model_filter, policies = state.settings, state.table, state.model_filter, state.policies
     exchange = request[EXCHANGE]
     exchange.operation = "chat"
     raw = await inbound.read_body(request, settings.max_request_body_size, settings.read_timeout)
@@ -26,9 +27,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         table, chat.model, query_provider=request.query.get("provider"), body_provider=chat.provider
     )
     exchange.provider, exchange.model = route.provider.id, route.model
-    state.model_filter.check(route.provider.id, route.model)
+    model_filter.check(route.provider.id, route.model)
     policy.check_vision(settings.enable_vision, route.provider, chat.body)
     provider = route.provider
+    call = policies[provider.id]
     exchange.scanner = SseUsage() if chat.stream else JsonUsage()
     return await upstream.relay(
         request,
@@ -37,8 +39,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         provider.chat_url,
         outbound.upstream_headers(request.headers, provider, disable_compression=settings.disable_compression),
         outbound.chat_body(raw, chat.body, route, provider_field="provider" in chat.body),
-        upstream.Limits.for_call(settings, stream=chat.stream),
+        call.limits(chat.stream),
         exchange,
+        call.retry,
+        settings.write_timeout,
     )
 
 
@@ -64,11 +68,11 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def proxy(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    settings = state.settings
+    settings, table, policies = state.settings, state.table, state.policies
     exchange = request[EXCHANGE]
     exchange.operation = "proxy"
     name = request.match_info["provider"]
-    provider = state.table.lookup(name)
+    provider = table.lookup(name)
     if provider is None:
         raise NoProvider(f"unknown provider {name!r}")
     exchange.provider = provider.id
@@ -82,8 +86,10 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         url,
         outbound.upstream_headers(request.headers, provider, disable_compression=settings.disable_compression),
         body if body or request.method not in ("GET", "DELETE") else None,
-        upstream.Limits.for_proxy(settings),
+        policies[provider.id].proxy,
         exchange,
+        policies[provider.id].retry,
+        settings.write_timeout,
     )
 
 

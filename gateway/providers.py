@@ -19,6 +19,7 @@ import yaml
 from yarl import URL
 
 from .errors import ConfigError
+from .settings import parse_duration
 
 AuthType = Literal["bearer", "xheader", "query", "none"]
 
@@ -50,6 +51,26 @@ class ListShape:
 
 
 @dataclass(frozen=True, slots=True)
+class TimeoutOverrides:
+    """The table's `timeouts:` block: seconds that replace the CLIENT_* settings for one provider (None = keep)."""
+
+    connect: float | None = None
+    response_header: float | None = None
+    total: float | None = None
+    stream_idle: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryOverrides:
+    """The table's `retries:` block: replaces the CLIENT_*RETR* settings for one provider (None = keep)."""
+
+    max_retries: int | None = None
+    backoff: float | None = None
+    backoff_max: float | None = None
+    retry_after_max: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Provider:
     id: str
     url: str
@@ -72,6 +93,8 @@ class Provider:
     # Lower-cased header and query names that carry the key: a client may never set them.
     secret_header: str | None = None
     secret_query: str | None = None
+    timeouts: TimeoutOverrides = TimeoutOverrides()
+    retries: RetryOverrides = RetryOverrides()
 
     @property
     def served(self) -> bool:
@@ -269,7 +292,25 @@ def _build(entry: dict[str, Any], env: Mapping[str, str]) -> Provider:
         query=tuple(query) if ready else (),
         secret_header=secret_header.lower() if secret_header else None,
         secret_query=secret_query,
+        timeouts=TimeoutOverrides(**{name: _seconds(value) for name, value in entry.get("timeouts", {}).items()}),
+        retries=_retry_overrides(entry.get("retries", {})),
     )
+
+
+def _retry_overrides(block: dict[str, Any]) -> RetryOverrides:
+    return RetryOverrides(
+        max_retries=block.get("max_retries"),
+        backoff=_seconds(block.get("backoff")),
+        backoff_max=_seconds(block.get("backoff_max")),
+        retry_after_max=_seconds(block.get("retry_after_max")),
+    )
+
+
+def _seconds(value: float | str | None) -> float | None:
+    """A schema-checked duration: seconds as a number, or Go-style text such as `90s` or `2m`."""
+    if value is None:
+        return None
+    return float(value) if isinstance(value, int | float) else parse_duration(value)
 
 
 def _endpoint(entry: dict[str, str]) -> Endpoint:

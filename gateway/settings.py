@@ -73,6 +73,12 @@ class Settings:
     disable_compression: bool = True
     expect_continue_timeout: float = 1.0
     providers_file: str = "providers.yaml"
+    # resilience (issue 6): retries before the first byte, and hot reload of the provider table
+    max_retries: int = 2
+    retry_backoff: float = 0.25
+    retry_backoff_max: float = 4.0
+    retry_after_max: float = 20.0
+    reload_interval: float = 2.0  # 0 turns file polling off; SIGHUP still reloads
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -107,6 +113,16 @@ class Settings:
             disable_compression=reader.boolean("CLIENT_DISABLE_COMPRESSION", True),
             expect_continue_timeout=reader.duration("CLIENT_EXPECT_CONTINUE_TIMEOUT", 1.0),
             providers_file=env.get("PROVIDERS_FILE", "providers.yaml") or "providers.yaml",
+            # resilience (issue 6)
+            max_retries=reader.integer("CLIENT_MAX_RETRIES", 2),
+            retry_backoff=reader.duration("CLIENT_RETRY_BACKOFF", 0.25),
+            retry_backoff_max=reader.duration("CLIENT_RETRY_BACKOFF_MAX", 4.0),
+            retry_after_max=reader.duration("CLIENT_RETRY_AFTER_MAX", 20.0),
+            reload_interval=(
+                0.0
+                if (env.get("PROVIDERS_RELOAD_INTERVAL") or "").strip().lower() in ("0", "off")
+                else reader.duration("PROVIDERS_RELOAD_INTERVAL", 2.0)
+            ),
         )
         if (settings.tls_cert_path is None) != (settings.tls_key_path is None):
             reader.errors.append("SERVER_TLS_CERT_PATH and SERVER_TLS_KEY_PATH must be set together")

@@ -9,7 +9,7 @@ import os
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from functools import partial
 
 import aiohttp
 import structlog
@@ -19,8 +19,12 @@ from yarl import URL
 
 from .errors import UpstreamError, UpstreamTimeout
 from .exchange import Exchange
+from .limits import NO_RETRY, RETRY_STATUSES, Limits, RetryPolicy
 from .outbound import HOP_BY_HOP
 from .settings import Settings
+from .write_guard import WriteGuard
+
+__all__ = ["SESSION", "Limits", "make_session", "relay", "session_context"]
 
 log = structlog.get_logger("gateway.upstream")
 
@@ -29,44 +33,6 @@ SESSION = web.AppKey("session", aiohttp.ClientSession)
 # Framing is redone by the gateway's own server; everything else the provider says goes back as it is.
 _NOT_RELAYED = HOP_BY_HOP | {"content-length"}
 _PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Time limits of one upstream call. `headers` bounds the wait for the response head; `whole` (when set)
-    bounds the call from start to last byte; `idle` (when set) bounds each silence while the body flows."""
-
-    headers: float
-    whole: float | None
-    timeout: aiohttp.ClientTimeout
-
-    @classmethod
-    def for_call(cls, settings: Settings, *, stream: bool) -> Limits:
-        if stream:
-            # A stream that keeps sending is never cut: only silences are limited.
-            return cls(
-                headers=settings.response_header_timeout,
-                whole=None,
-                timeout=aiohttp.ClientTimeout(
-                    total=None, sock_connect=settings.connect_timeout, sock_read=settings.stream_idle_timeout
-                ),
-            )
-        return cls(
-            headers=settings.client_timeout,
-            whole=settings.client_timeout,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout, sock_read=None),
-        )
-
-    @classmethod
-    def for_proxy(cls, settings: Settings) -> Limits:
-        """A raw call may be a slow whole answer or a stream: wait long for the head, then limit silences."""
-        return cls(
-            headers=settings.client_timeout,
-            whole=None,
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=settings.connect_timeout, sock_read=settings.stream_idle_timeout
-            ),
-        )
 
 
 def make_session(settings: Settings) -> aiohttp.ClientSession:
@@ -106,49 +72,138 @@ async def relay(
     body: bytes | None,
     limits: Limits,
     exchange: Exchange,
+    retry: RetryPolicy = NO_RETRY,
+    write_timeout: float | None = None,
 ) -> web.StreamResponse:
-    """Send one request upstream and copy the answer back as it arrives: status, headers and bytes unchanged."""
+    """Send one request upstream and copy the answer back as it arrives: status, headers and bytes unchanged.
+
+    Failed connections and 429/502/503/504 answers are retried by `retry` while nothing has reached the client;
+    `write_timeout` ends the exchange when the client stops reading for that long.
+    """
     response: web.StreamResponse | None = None
-    started = asyncio.get_running_loop().time()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    whole_end = None if limits.whole is None else started + limits.whole
     try:
-        async with asyncio.timeout(limits.headers) as deadline:
-            upstream = await session.request(
-                method, url, headers=headers, data=body, timeout=limits.timeout, allow_redirects=False
-            )
-            deadline.reschedule(None if limits.whole is None else started + limits.whole)
+        async with asyncio.timeout(None) as deadline:
+            upstream = await _answer(session, method, url, headers, body, limits, exchange, retry, deadline, started)
+            deadline.reschedule(whole_end)
             async with upstream:
                 exchange.upstream_status = upstream.status
+                if limits.idle is not None and limits.timeout.sock_read != limits.idle:
+                    _narrow_read_timeout(upstream, limits.idle)
                 response = _start_response(upstream)
                 await response.prepare(request)
-                await _copy_body(upstream, response, exchange, url)
+                guard = (
+                    None if write_timeout is None else WriteGuard(request, write_timeout, partial(_stalled, exchange))
+                )
+                try:
+                    await _copy_body(upstream, response, exchange, url)
+                finally:
+                    if guard is not None:
+                        guard.stop()
                 await response.write_eof()
                 return response
+    except aiohttp.ServerTimeoutError as exc:
+        # aiohttp's own socket limits, before the head: no connection in time, or silence while waiting.
+        exchange.error_type = "timeout"
+        what = "could not connect" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "did not answer"
+        raise UpstreamTimeout(f"the provider {what} in time") from None
     except TimeoutError:
+        exchange.error_type = "timeout"
         if response is not None and response.prepared:
-            log.warning("upstream answer exceeded its time limit", url=_loggable(url))
-            exchange.error_type = "timeout"
+            log.warning("upstream answer exceeded its time limit", url=_loggable(url), limit=limits.whole)
             response.force_close()
             return response
-        exchange.error_type = "timeout"
         raise UpstreamTimeout(f"the provider did not answer within {limits.headers:g}s") from None
-    except aiohttp.ServerTimeoutError:
-        exchange.error_type = "timeout"
-        raise UpstreamTimeout("the provider did not answer in time") from None
-    except aiohttp.ClientConnectionResetError:
-        # The client went away; leaving the `async with` above has already closed the upstream request.
-        exchange.client_disconnected = True
+    except (aiohttp.ClientError, ConnectionResetError) as exc:
         if response is not None and response.prepared:
+            # Mid-answer: either the client went away (its write failed) or the provider broke off.
+            if _client_gone(request):
+                exchange.client_disconnected = True
+            else:
+                log.warning("upstream answer broke off", url=_loggable(url), error=type(exc).__name__)
+                exchange.error_type = "truncated"
+                response.force_close()
             return response
-        raise
-    except aiohttp.ClientError as exc:
         exchange.error_type = "connect"
-        if response is not None and response.prepared:
-            response.force_close()
-            return response
         raise UpstreamError(f"the provider could not be reached: {_describe(exc)}") from None
     except asyncio.CancelledError:
         exchange.client_disconnected = True
         raise
+
+
+# Failures where the provider cannot have started on the request: retried while nothing reached the client.
+# A certificate or TLS failure is not transient and is not retried.
+_RETRYABLE_ERRORS = (
+    aiohttp.ClientConnectorError,
+    aiohttp.ConnectionTimeoutError,
+    aiohttp.ServerDisconnectedError,
+    aiohttp.ClientOSError,
+)
+
+
+async def _answer(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: URL,
+    headers: CIMultiDict[str],
+    body: bytes | None,
+    limits: Limits,
+    exchange: Exchange,
+    retry: RetryPolicy,
+    deadline: asyncio.Timeout,
+    started: float,
+) -> aiohttp.ClientResponse:
+    """The provider's response head, after as many retries as the policy and the time budget allow."""
+    loop = asyncio.get_running_loop()
+    whole_end = None if limits.whole is None else started + limits.whole
+    budget_end = started + limits.budget
+    while True:
+        now = loop.time()
+        deadline.reschedule(now + limits.headers if whole_end is None else min(now + limits.headers, whole_end))
+        try:
+            upstream = await session.request(
+                method, url, headers=headers, data=body, timeout=limits.timeout, allow_redirects=False
+            )
+        except aiohttp.ClientSSLError:
+            raise
+        except _RETRYABLE_ERRORS as exc:
+            wait = retry.delay(exchange.retries)
+            if wait is None or loop.time() + wait >= budget_end:
+                raise
+            reason = _describe(exc)
+        else:
+            if upstream.status not in RETRY_STATUSES:
+                return upstream
+            wait = retry.delay(exchange.retries, upstream.headers)
+            if wait is None or loop.time() + wait >= budget_end:
+                # Out of retries or of time: the provider's own answer goes to the client, Retry-After and all.
+                return upstream
+            reason = f"status {upstream.status}"
+            exchange.upstream_status = upstream.status
+            upstream.release()
+        exchange.retries += 1
+        log.info("retrying upstream call", provider=exchange.provider, retry=exchange.retries, reason=reason, wait=wait)
+        deadline.reschedule(whole_end)
+        await asyncio.sleep(wait)
+
+
+def _stalled(exchange: Exchange) -> None:
+    log.warning("client stopped reading; ending the exchange", provider=exchange.provider)
+    exchange.error_type = "write_timeout"
+
+
+def _narrow_read_timeout(upstream: aiohttp.ClientResponse, idle: float) -> None:
+    """The head is in: from now on only a silence of `idle` ends the stream (see Limits.build)."""
+    connection = upstream.connection
+    if connection is not None and connection.protocol is not None:
+        connection.protocol.read_timeout = idle
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 async def _copy_body(
@@ -192,7 +247,7 @@ def _start_response(upstream: aiohttp.ClientResponse) -> web.StreamResponse:
     return response
 
 
-def _describe(exc: aiohttp.ClientError) -> str:
+def _describe(exc: BaseException) -> str:
     """A transport error as text that names the kind of failure and never a URL (which may hold a key)."""
     if isinstance(exc, aiohttp.ClientConnectorError):
         return f"cannot connect ({exc.os_error.strerror or type(exc.os_error).__name__})"
