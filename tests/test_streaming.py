@@ -78,9 +78,9 @@ async def test_a_client_that_disconnects_closes_the_upstream_request(gateway, fa
         await response.prepare(request)
         await response.write(EVENTS[0])
         try:
-            # Silent after the first event, like a model thinking: only a closed connection ends this.
-            while request.transport is not None and not request.transport.is_closing():
-                await asyncio.sleep(0.01)
+            # Silent after the first event, like a model thinking: only the gateway closing the
+            # connection ends this (the test server cancels the handler when its peer goes away).
+            await asyncio.sleep(60)
         finally:
             upstream_closed.set()
         return response
