@@ -83,3 +83,18 @@ def entry(pid: str, url: str, auth_type: str = "none", **extra: Any) -> dict[str
 def table_of(*entries: dict[str, Any], env: Mapping[str, str] | None = None) -> ProviderTable:
     document = {"providers": {e["id"]: e for e in entries}}
     return parse_table(yaml.safe_dump(document), dict(env or {}), source="test.yaml")
+
+
+async def raw_http(host: str, port: int, request: bytes) -> tuple[int, bytes]:
+    """Send bytes exactly as given (no client-side URL normalising) and return (status, body)."""
+    import asyncio
+
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
