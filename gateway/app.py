@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import handlers, reload, upstream
+from . import bad_requests, handlers, reload, upstream
 from .errors import render_errors
 from .exchange import track
 from .providers import ProviderTable
@@ -24,6 +24,8 @@ def create_app(settings: Settings, table: ProviderTable) -> web.Application:
     app.cleanup_ctx.append(upstream.session_context(settings))
     # Hot reload of the provider table on SIGHUP and on file changes (resilience, issue 6).
     app.cleanup_ctx.append(reload.reload_context())
+    # Malformed HTTP from clients: one warning line each, not an ERROR traceback (resilience, issue 6).
+    app.cleanup_ctx.append(bad_requests.quiet_refusals)
     app.router.add_routes(
         [
             web.get("/health", handlers.health),

@@ -126,6 +126,14 @@ class Raw:
     async def head(self, limit: float = 10) -> bytes:
         return await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout=limit)
 
+    async def answer(self, limit: float = 10) -> bytes:
+        """One response with a Content-Length: its head and body, without waiting for the connection to close."""
+        head = await self.head(limit)
+        length = next(
+            int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+        )
+        return head + await asyncio.wait_for(self.reader.readexactly(length), timeout=limit)
+
 
 @contextlib.asynccontextmanager
 async def raw_connection(port: int, receive_buffer: int | None = None) -> AsyncIterator[Raw]:
