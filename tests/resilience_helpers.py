@@ -73,7 +73,11 @@ class Gateway:
 
 
 async def start_gateway(
-    aiohttp_client: Any, table: ProviderTable, settings: Settings = TINY, **changes: Any
+    aiohttp_client: Any,
+    table: ProviderTable,
+    settings: Settings = TINY,
+    server_kwargs: dict[str, Any] | None = None,
+    **changes: Any,
 ) -> Gateway:
     """The gateway app on a test server; each request's Exchange is kept once its handler has ended."""
     app = create_app(replace(settings, **changes), table)
@@ -87,7 +91,10 @@ async def start_gateway(
             gateway_exchanges.append(request[EXCHANGE])
 
     app.middlewares.append(keep)
-    client = await aiohttp_client(app)
+    server = TestServer(app)
+    # Runner options (as server.py sets them) go to start_server; TestServer itself does not pass them on.
+    await server.start_server(**(server_kwargs or {}))
+    client = await aiohttp_client(server)
     return Gateway(client, gateway_exchanges)
 
 

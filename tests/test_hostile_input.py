@@ -135,6 +135,25 @@ async def test_a_slow_sender_gets_408(gw) -> None:
     assert b'"code":"request_timeout"' in answer
 
 
+async def test_a_client_that_never_finishes_its_headers_is_closed(aiohttp_client, aiohttp_server) -> None:
+    """Slowloris: server.py hands SERVER_IDLE_TIMEOUT to aiohttp as keepalive_timeout, which also closes a
+    connection whose request head never completes, however slowly it trickles in."""
+    provider = await start_provider(aiohttp_server, ok_provider)
+    gw = await start_gateway(aiohttp_client, one_provider(provider), server_kwargs={"keepalive_timeout": 0.3})
+    async with raw_connection(gw.port) as raw:
+        await raw.send(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n")
+        for n in range(200):
+            await asyncio.sleep(0.02)
+            if raw.reader.at_eof() or raw.writer.is_closing():
+                break
+            try:
+                await raw.send(b"X-Slow-%d: v\r\n" % n)
+            except ConnectionError:
+                break
+        assert await raw.response() == b""  # closed, without an answer to a request that never was
+    assert gw.exchanges == []
+
+
 @pytest.mark.parametrize(
     "framing",
     [
