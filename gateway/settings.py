@@ -73,6 +73,9 @@ class Settings:
     disable_compression: bool = True
     expect_continue_timeout: float = 1.0
     providers_file: str = "providers.yaml"
+    # observability (issue 3)
+    telemetry_enable: bool = False
+    telemetry_metrics_port: int = 9464
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -107,6 +110,9 @@ class Settings:
             disable_compression=reader.boolean("CLIENT_DISABLE_COMPRESSION", True),
             expect_continue_timeout=reader.duration("CLIENT_EXPECT_CONTINUE_TIMEOUT", 1.0),
             providers_file=env.get("PROVIDERS_FILE", "providers.yaml") or "providers.yaml",
+            # observability (issue 3): the spec says TELEMETRY_ENABLE, the Go gateway TELEMETRY_ENABLED.
+            telemetry_enable=reader.boolean("TELEMETRY_ENABLE", reader.boolean("TELEMETRY_ENABLED", False)),
+            telemetry_metrics_port=reader.port("TELEMETRY_METRICS_PORT", 9464),
         )
         if (settings.tls_cert_path is None) != (settings.tls_key_path is None):
             reader.errors.append("SERVER_TLS_CERT_PATH and SERVER_TLS_KEY_PATH must be set together")

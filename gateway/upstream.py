@@ -118,7 +118,7 @@ async def relay(
             deadline.reschedule(None if limits.whole is None else started + limits.whole)
             async with upstream:
                 exchange.upstream_status = upstream.status
-                response = _start_response(upstream)
+                response = _start_response(upstream, exchange)
                 await response.prepare(request)
                 await _copy_body(upstream, response, exchange, url)
                 await response.write_eof()
@@ -177,11 +177,19 @@ async def _copy_body(
             scanner.finish()
 
 
-def _start_response(upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+def _start_response(upstream: aiohttp.ClientResponse, exchange: Exchange) -> web.StreamResponse:
     headers: CIMultiDict[str] = CIMultiDict()
     for name, value in upstream.headers.items():
-        if name.lower() not in _NOT_RELAYED:
+        lowered = name.lower()
+        if lowered == "x-request-id":
+            # The provider's id stays visible under its own name; X-Request-ID is the gateway's.
+            exchange.upstream_request_id = value[:128]
+            headers.add("X-Upstream-Request-ID", value)
+        elif lowered not in _NOT_RELAYED:
             headers.add(name, value)
+    if exchange.request_id:
+        # Set before prepare(): a streamed answer's headers cannot change later.
+        headers["X-Request-ID"] = exchange.request_id
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
     if "transfer-encoding" not in upstream.headers and upstream.content_length is not None:
         response.content_length = upstream.content_length
