@@ -21,6 +21,7 @@ from .settings import Settings
 REQUEST_ID = "X-Request-ID"
 # A client's id is kept when it is short and plain; anything else could forge or flood log lines.
 _SANE_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
+ROUTE_OPERATIONS = {"/v1/chat/completions": "chat", "/v1/models": "models", "/proxy/{provider}/{path}": "proxy"}
 # nginx's code for "the client closed the connection before the answer started".
 CLIENT_CLOSED = 499
 
@@ -40,6 +41,9 @@ def observer(settings: Settings, metrics: GatewayMetrics | None) -> Middleware:
     @web.middleware
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         exchange = request[EXCHANGE]
+        route = route_label(request)
+        # Known from the route already, so a request refused before its handler (401) still counts as chat.
+        exchange.operation = ROUTE_OPERATIONS.get(route, exchange.operation)
         exchange.request_id = rid = request_id(request.headers.get(REQUEST_ID))
         tokens = structlog.contextvars.bind_contextvars(request_id=rid)
         if live is not None:
@@ -61,7 +65,6 @@ def observer(settings: Settings, metrics: GatewayMetrics | None) -> Middleware:
             raise
         finally:
             ended = time.perf_counter()
-            route = route_label(request)
             if live is not None:
                 live.pop(id(exchange), None)
             if metrics is not None:

@@ -38,7 +38,7 @@ def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
 
 
 @dataclass
-class FakeProvider:
+class ScriptedProvider:
     """Records what reached it; `release` holds the `held` model's stream open until the test sets it."""
 
     seen: list[dict[str, Any]] = field(default_factory=list)
