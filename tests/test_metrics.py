@@ -121,7 +121,9 @@ async def test_known_traffic_gives_exact_metric_values(setup: Any) -> None:
     labels = {"gen_ai_operation_name": "chat", "gen_ai_provider_name": "fake", "gen_ai_request_model": "other"}
     inp, out = PLAIN_USAGE, STREAM_USAGE
     assert m.value(f"{TOKENS}_count", **labels, gen_ai_token_type="input") == 3
-    assert m.value(f"{TOKENS}_sum", **labels, gen_ai_token_type="input") == 2 * inp["prompt_tokens"] + out["prompt_tokens"]
+    assert (
+        m.value(f"{TOKENS}_sum", **labels, gen_ai_token_type="input") == 2 * inp["prompt_tokens"] + out["prompt_tokens"]
+    )
     assert m.value(f"{TOKENS}_sum", **labels, gen_ai_token_type="output") == 2 * 7 + 3
     assert m.value(f"{TOKENS}_bucket", **labels, gen_ai_token_type="output", le="4.0") == 1  # the stream's 3
     assert m.value(f"{TOKENS}_bucket", **labels, gen_ai_token_type="output", le="16.0") == 3
@@ -249,9 +251,9 @@ async def test_metrics_port_is_not_the_api_port(setup: Any) -> None:
     _, app, client = setup
     async with client.get("/metrics") as response:
         assert response.status == 404
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{app[METRICS].port}/nope") as response:
-            assert response.status == 404
+    url = f"http://127.0.0.1:{app[METRICS].port}/nope"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        assert response.status == 404
 
 
 async def test_proxy_calls_are_measured_as_their_route_pattern(setup: Any) -> None:
