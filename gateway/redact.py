@@ -62,6 +62,8 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._known: re.Pattern[str] | None = None
+        # Field names seen so far -> whether they name a credential; bounded, field names come from code.
+        self._names: dict[str, bool] = {}
         self.update(secrets)
 
     def update(self, secrets: Iterable[str]) -> None:
@@ -69,6 +71,8 @@ class Redactor:
         self._known = re.compile("|".join(re.escape(v) for v in values)) if values else None
 
     def scrub(self, text: str) -> str:
+        if len(text) < MIN_SECRET_LENGTH:
+            return text  # too short to hold a key
         if self._known is not None:
             text = self._known.sub(REDACTED, text)
         if "earer" in text or "asic" in text:
@@ -77,25 +81,39 @@ class Redactor:
             text = _QUERY_SECRET.sub(rf"\1{REDACTED}", text)
         return text
 
+    def _is_secret_name(self, name: str) -> bool:
+        known = self._names.get(name)
+        if known is None:
+            known = name.lower().replace("_", "-") in SECRET_NAMES
+            if len(self._names) < 4096:
+                self._names[name] = known
+        return known
+
     def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
         for name, value in event_dict.items():
-            if value is None or isinstance(value, bool | int | float):
+            kind = type(value)
+            if value is None or kind is bool or kind is int or kind is float:
                 continue
-            event_dict[name] = self._clean(name, value, 0)
+            if self._is_secret_name(name):
+                event_dict[name] = REDACTED
+            elif kind is str:
+                event_dict[name] = self.scrub(value)
+            else:
+                event_dict[name] = self._clean(None, value, 0)
         return event_dict
 
     def _clean(self, name: Any, value: Any, depth: int) -> Any:
-        if isinstance(name, str) and name.lower().replace("_", "-") in SECRET_NAMES:
+        if isinstance(name, str) and self._is_secret_name(name):
             return REDACTED
         if isinstance(value, str):
             return self.scrub(value)
+        if value is None or isinstance(value, bool | int | float):
+            return value
         if depth >= _MAX_DEPTH:
-            return value if isinstance(value, bool | int | float) or value is None else "..."
+            return "..."
         if isinstance(value, Mapping):
             return {k: self._clean(k, v, depth + 1) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [self._clean(None, v, depth + 1) for v in value]
-        if isinstance(value, bool | int | float) or value is None:
-            return value
         # Anything else (an exception, a URL object) is printed as text: scrub that text.
         return self.scrub(str(value))
