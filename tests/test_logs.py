@@ -319,3 +319,19 @@ async def test_start_up_logs_one_line_per_provider_and_no_key(tmp_path: Path) ->
     assert providers["badurl"]["reason"].startswith("bad URL 'ftp://127.0.0.1/v1?<query hidden>'")
     summary = next(line for line in output if line["event"] == "provider table loaded")
     assert (summary["served"], summary["total"]) == (2, 4)
+
+
+async def test_client_disconnect_mid_stream_is_logged(setup: Any) -> None:
+    fake, client, buffer = setup
+    body = orjson.dumps(chat("fake/held", stream=True))
+    response = await client.post("/v1/chat/completions", data=body, headers={"X-Request-ID": "gone-1"})
+    await fake.holding.wait()
+    response.close()  # the client walks away while the provider is still answering
+    fake.release.set()
+    for _ in range(1000):  # the gateway notices on its next write: wait for its line, at most 10 s
+        if any(line.get("request_id") == "gone-1" for line in access_lines(buffer)):
+            break
+        await asyncio.sleep(0.01)
+    (line,) = [line for line in access_lines(buffer) if line["request_id"] == "gone-1"]
+    assert line["client_disconnected"] is True
+    assert line["stream"] is True and line["provider"] == "fake"
