@@ -97,9 +97,9 @@ async def test_every_dashboard_query_names_an_exported_metric(aiohttp_server: An
         for metric in metrics:
             assert metric in exported, f"{metric!r} in {expr!r} is not exported"
             used.add(metric)
-        for metric, label in labels:
-            known = exported[metric] if metric is not None else all_labels
-            assert label in known, f"label {label!r} ({metric}) in {expr!r} is not exported"
+        for owner, label in labels:
+            known = exported[owner] if owner is not None else all_labels
+            assert label in known, f"label {label!r} ({owner}) in {expr!r} is not exported"
     # The dashboard shows every family the gateway exports (suffixes aside).
     # prometheus_client's `_created` timestamps are a by-product, not series to chart.
     families = {family for family in families if not family.endswith("_created")}

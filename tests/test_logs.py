@@ -180,8 +180,8 @@ async def test_no_key_in_any_log_line_or_error_body(setup: Any) -> None:
     assert len(access_lines(buffer)) == len(requests)
     for secret in (PROVIDER_KEY, OTHER_KEY, CLIENT_KEY):
         assert secret not in output
-        for body in bodies:
-            assert secret.encode() not in body
+        for answer in bodies:
+            assert secret.encode() not in answer
     assert output.count(REDACTED) >= 4
     assert "careless url http://h/v1?key=[REDACTED]" in output
 

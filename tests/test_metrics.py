@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 
 from gateway.errors import error_response
+from gateway.exchange import Handler
 from gateway.metrics import DURATION_BUCKETS, METRICS, TOKEN_BUCKETS, ModelLabels
 from gateway.providers import parse_table
 from tests.observability_helpers import (
@@ -32,7 +33,7 @@ HTTP = "llmgw_http_requests_total"
 
 
 @web.middleware
-async def deny_marked(request: web.Request, handler: Any) -> web.StreamResponse:
+async def deny_marked(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Stands in for client auth (issue 5): a 401 made by a middleware inside the observer."""
     if request.headers.get("X-Test-Deny") == "raise":
         raise web.HTTPUnauthorized()
@@ -65,7 +66,7 @@ async def test_known_traffic_gives_exact_metric_values(setup: Any) -> None:
         raw = orjson.dumps(body)
         async with client.post("/v1/chat/completions", data=raw) as response:
             assert response.status == status
-            data = await response.read()
+            data: bytes = await response.read()
         sent[provider] = sent.get(provider, 0) + len(raw)
         received[provider] = received.get(provider, 0) + len(data)
         return data
