@@ -18,6 +18,8 @@ from .exchange import EXCHANGE, Handler
 from .metrics import GatewayMetrics, method_label, route_label
 from .settings import Settings
 
+log = structlog.get_logger("gateway.observe")
+
 REQUEST_ID = "X-Request-ID"
 # A client's id is kept when it is short and plain; anything else could forge or flood log lines.
 _SANE_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
@@ -67,11 +69,16 @@ def observer(settings: Settings, metrics: GatewayMetrics | None) -> Middleware:
             ended = time.perf_counter()
             if live is not None:
                 live.pop(id(exchange), None)
-            if metrics is not None:
-                metrics.record(exchange, route, method_label(request.method), status, ended)
-            if bodies:
-                access_log.write_bodies(exchange, words, max_messages)
-            access_log.write(request, exchange, route, status, ended)
-            structlog.contextvars.reset_contextvars(**tokens)
+            try:
+                if metrics is not None:
+                    metrics.record(exchange, route, method_label(request.method), status, ended)
+                if bodies:
+                    access_log.write_bodies(exchange, words, max_messages)
+                access_log.write(request, exchange, route, status, ended)
+            except Exception:
+                # Observing must never change the answer the client gets.
+                log.exception("recording the request failed")
+            finally:
+                structlog.contextvars.reset_contextvars(**tokens)
 
     return observe

@@ -12,7 +12,10 @@ from aiohttp import web
 from gateway.errors import error_response
 from gateway.exchange import Handler
 from gateway.metrics import DURATION_BUCKETS, METRICS, TOKEN_BUCKETS, ModelLabels
+from gateway.outbound import chat_body
 from gateway.providers import parse_table
+from gateway.routing import Route
+from gateway.usage import SseUsage
 from tests.observability_helpers import (
     PLAIN_USAGE,
     STREAM_USAGE,
@@ -281,3 +284,42 @@ def test_telemetry_settings_accept_both_spellings() -> None:
     assert Settings.from_env({"TELEMETRY_ENABLED": "true"}).telemetry_enable is True
     assert Settings.from_env({"TELEMETRY_ENABLE": "false", "TELEMETRY_ENABLED": "true"}).telemetry_enable is False
     assert Settings.from_env({"TELEMETRY_METRICS_PORT": "9000"}).telemetry_metrics_port == 9000
+
+
+@pytest.mark.parametrize(
+    ("chunks", "found_at"),
+    [
+        ([b'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}\n\n'], None),
+        ([b": keep-alive\n\n", b'data: {"choices":[{"delta":{"content": null}}]}\n\n'], None),
+        ([b'data: {"delta":{"content" : ""}}\n\n', b'data: {"choices":[{"delta":{"content":"a"}}]}\n'], 1),
+        ([b'data: {"choices":[{"delta":{"content":"H', b'i"}}]}\n\n'], 1),  # found once the line is whole
+        ([b'data: {"choices":[{"delta":{"reasoning_content":"hmm"}}]}\n\n'], 0),
+        ([b'data: {"choices":[{"delta":{"tool_calls":[{"function":{"arguments":"{\\"a'], None),  # line unfinished
+        ([b'data: {"choices":[{"delta":{"tool_calls":[{"function":{"arguments":"{\\"a\\":1}"}}]}}]}\n'], 0),
+        ([b'data: {"choices":[{"delta":{"content":"say \\"content\\":\\"x"}}]}\n\n'], 0),
+    ],
+)
+def test_first_content_skips_empty_role_and_keep_alive_chunks(chunks: list[bytes], found_at: int | None) -> None:
+    scanner = SseUsage()
+    marks = []
+    for chunk in chunks:
+        scanner.feed(chunk)
+        marks.append(scanner.first_content_at)
+    first = next((i for i, mark in enumerate(marks) if mark is not None), None)
+    assert first == found_at
+
+
+def test_chat_body_splices_the_usage_option_or_rewrites_once() -> None:
+    table = make_table(1, 2)
+    fake = table.providers["fake"]
+    raw = b'{"model":"m","stream":true,"messages":[{"role":"user","content":"x"}]}\n '
+    body = orjson.loads(raw)
+    same = Route(fake, "m", "m")
+    assert chat_body(raw, body, same, False, ask_usage=False) is raw
+    assert chat_body(raw, body, same, False, ask_usage=True) == raw.rstrip()[:-1] + (
+        b',"stream_options":{"include_usage":true}}'
+    )
+    renamed = orjson.loads(chat_body(raw, {**body, "provider": "fake"}, Route(fake, "m", "fake/m"), True, True))
+    assert renamed == {**body, "model": "m", "stream_options": {"include_usage": True}}
+    own = {**body, "stream_options": None}
+    assert chat_body(raw, own, same, False, ask_usage=True) is raw
