@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -90,3 +92,39 @@ def test_the_console_script_and_module_share_one_cli() -> None:
     done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0
     assert "--providers" in done.stdout and "--port" in done.stdout
+
+
+@pytest.fixture
+def tls_gateway(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    port = free_port()
+    env = {**os.environ, "SERVER_TLS_CERT_PATH": str(cert), "SERVER_TLS_KEY_PATH": str(key)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port),
+         "--providers", "config/demo.providers.yaml"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_listening(port, process)
+        yield port, cert
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+async def test_tls_is_served_when_a_cert_and_key_are_set(tls_gateway: tuple[int, Path]) -> None:
+    port, cert = tls_gateway
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    async with aiohttp.ClientSession() as http, http.get(f"https://127.0.0.1:{port}/health", ssl=context) as r:
+        assert r.status == 200 and await r.json() == {"message": "OK"}
+    with pytest.raises(aiohttp.ClientError):
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/health") as r:
+            await r.read()
