@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Sequence
@@ -71,10 +72,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
         )
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
-    try:
+    with contextlib.suppress(ConnectionResetError):  # the listener went away: nothing to finish
         await _stream(response, cid, created, model, answer, usage, body)
-    except ConnectionResetError:
-        pass  # the listener went away; nothing to finish
     return response
 
 
