@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -38,33 +39,37 @@ def wait_listening(port: int, process: subprocess.Popen[bytes], limit: float = 2
     raise AssertionError(f"nothing listened on {port} within {limit}s")
 
 
+@contextlib.contextmanager
+def running(args: list[str], env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A `python -m ...` process from the repo root, listening on `port`, stopped (then killed) afterwards."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_listening(port, process)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def gateway_args(port: int) -> list[str]:
+    return ["gateway", "--host", "127.0.0.1", "--port", str(port), "--providers", "config/demo.providers.yaml"]
+
+
 @pytest.fixture
 def demo_gateway() -> Iterator[str]:
     demo_port, gw_port = free_port(), free_port()
     env = {**os.environ, "DEMO_API_URL": f"http://127.0.0.1:{demo_port}/v1", "ENVIRONMENT": "production"}
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "gateway.demo", "--port", str(demo_port)], cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    gw = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(gw_port),
-         "--providers", "config/demo.providers.yaml"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        wait_listening(demo_port, demo)
-        wait_listening(gw_port, gw)
+    with (
+        running(["gateway.demo", "--port", str(demo_port)], env, demo_port),
+        running(gateway_args(gw_port), env, gw_port),
+    ):
         yield f"http://127.0.0.1:{gw_port}"
-    finally:
-        for process in (gw, demo):
-            process.terminate()
-        for process in (gw, demo):
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        if gw.stdout is not None:
-            gw.stdout.close()
 
 
 async def test_the_demo_setup_serves_models_chat_and_streams(demo_gateway: str) -> None:
@@ -106,17 +111,8 @@ def tls_gateway(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     )  # fmt: skip
     port = free_port()
     env = {**os.environ, "SERVER_TLS_CERT_PATH": str(cert), "SERVER_TLS_KEY_PATH": str(key)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port),
-         "--providers", "config/demo.providers.yaml"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        wait_listening(port, process)
+    with running(gateway_args(port), env, port):
         yield port, cert
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 async def test_tls_is_served_when_a_cert_and_key_are_set(tls_gateway: tuple[int, Path]) -> None:
