@@ -34,7 +34,7 @@ def create_app(settings: Settings, table: ProviderTable) -> web.Application:
             web.get("/ready", handlers.ready),
             web.get("/v1/models", handlers.list_models),
             web.post("/v1/chat/completions", handlers.chat_completions),
-            *(web.route(method, "/proxy/{provider}/{path:.*}", handlers.proxy) for method in PROXY_METHODS),
+            *(web.route(method, "/proxy/{provider}/{path:[\\s\\S]*}", handlers.proxy) for method in PROXY_METHODS),
         ]
     )
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -83,9 +83,11 @@ def _epoch(value: Any) -> int:
         return int(value)
     if isinstance(value, str):
         try:
-            return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             return 0
+        # A time without a zone is taken as UTC, never as the gateway's local time.
+        return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp())
     return 0
 
 

@@ -187,15 +187,16 @@ def _start_response(upstream: aiohttp.ClientResponse) -> web.StreamResponse:
         response.content_length = upstream.content_length
     if upstream.content_type == "text/event-stream":
         # Tell any buffering proxy in front of us (nginx) to pass events on at once.
-        headers.setdefault("X-Accel-Buffering", "no")
-        headers.setdefault("Cache-Control", "no-cache")
+        response.headers.setdefault("X-Accel-Buffering", "no")
+        response.headers.setdefault("Cache-Control", "no-cache")
     return response
 
 
 def _describe(exc: aiohttp.ClientError) -> str:
     """A transport error as text that names the kind of failure and never a URL (which may hold a key)."""
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect ({exc.os_error.strerror or type(exc.os_error).__name__})"
+        code = exc.os_error.errno
+        return f"cannot connect ({os.strerror(code) if code else type(exc.os_error).__name__})"
     return type(exc).__name__
 
 
