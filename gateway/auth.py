@@ -34,6 +34,7 @@ from .settings import Settings
 log = structlog.get_logger("gateway.auth")
 
 # Never behind credentials: probes must work without them (the metrics port is another app altogether).
+# Matched by the route that will run, so no spelling of a path can reach another handler through them.
 PUBLIC_PATHS = frozenset({"/health", "/ready"})
 # Routes that are not inference: a client without the inference entitlement may still call them.
 NOT_INFERENCE = frozenset({"/v1/models"})
@@ -210,7 +211,7 @@ async def reload_keys(access: Access) -> bool:
 @web.middleware
 async def require_client(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Authenticate, check the entitlement and the request budget, run the handler, then charge its tokens."""
-    if request.path in PUBLIC_PATHS:
+    if _resource(request) in PUBLIC_PATHS:
         return await handler(request)
     access = request.app[ACCESS]
     client = await identify(access, request.headers)
@@ -223,9 +224,7 @@ async def require_client(request: web.Request, handler: Handler) -> web.StreamRe
         return await handler(request)
     decision = await access.limiter.acquire(client.bucket, quota)
     if decision.unavailable:
-        raise LimiterUnavailable(
-            "rate limits cannot be checked right now; try again shortly", headers=decision.headers()
-        )
+        raise LimiterUnavailable("rate limits cannot be checked now; try again shortly", headers=decision.headers())
     if not decision.allowed:
         raise _rate_limited(decision)
     request[DECISION] = decision

@@ -28,6 +28,8 @@ WINDOW = 60.0
 REDIS_PREFIX = "gateway:ratelimit:"
 # Above this many clients in memory, buckets that have refilled completely are dropped (they equal a new one).
 _PRUNE_ABOVE = 10_000
+# Redis keeps a bucket's level to 14 significant digits: comparisons allow for that much float dust.
+_EPS = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +64,13 @@ class Decision:
                 out[f"x-ratelimit-remaining-{kind}"] = str(window.remaining)
                 out[f"x-ratelimit-reset-{kind}"] = format_reset(window.reset)
         if not self.allowed:
-            out["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
+            out["Retry-After"] = str(max(1, math.ceil(round(self.retry_after, 3))))
         return out
 
 
 def format_reset(seconds: float) -> str:
     """A duration as OpenAI writes it (Go style): `20ms`, `1s`, `6m0s`, `1h2m3.5s`."""
-    total_ms = max(0, math.ceil(seconds * 1000))
+    total_ms = max(0, math.ceil(round(seconds * 1000, 3)))  # rounding first: float dust is not a millisecond
     if total_ms < 1000:
         return f"{total_ms}ms"
     hours, rest = divmod(total_ms, 3_600_000)
@@ -100,7 +102,7 @@ def _step(
     tokens = min(tlimit, bucket.tokens + elapsed * tlimit / window) if tlimit else 0.0
     allowed = True
     if take:
-        if (rlimit and requests < 1) or (tlimit and tokens <= 0):
+        if (rlimit and requests < 1 - _EPS) or (tlimit and tokens < _EPS):
             allowed = False
         elif rlimit:
             requests -= 1
@@ -114,16 +116,21 @@ def _decide(quota: Quota, requests: float, tokens: float, allowed: bool, window:
     retry = 0.0
     if quota.requests:
         rate = quota.requests / window
-        rwin = Window(quota.requests, max(0, math.floor(requests)), (quota.requests - requests) / rate)
-        if requests < 1:
+        rwin = Window(quota.requests, _whole(requests), (quota.requests - requests) / rate)
+        if requests < 1 - _EPS:
             retry = max(retry, (1 - requests) / rate)
     if quota.tokens:
         rate = quota.tokens / window
-        twin = Window(quota.tokens, max(0, math.floor(tokens)), (quota.tokens - tokens) / rate)
-        if tokens <= 0:
+        twin = Window(quota.tokens, _whole(tokens), (quota.tokens - tokens) / rate)
+        if tokens < _EPS:
             # The budget must be above zero again: a little past the moment it reaches it.
             retry = max(retry, -tokens / rate + 1 / rate)
     return Decision(allowed, rwin, twin, 0.0 if allowed else retry)
+
+
+def _whole(level: float) -> int:
+    """What is left, in whole units; Redis keeps 14 significant digits, so 2.99999999999999 counts as 3."""
+    return max(0, math.floor(level + _EPS))
 
 
 class Limiter(Protocol):
@@ -194,7 +201,7 @@ if rlimit > 0 then r = math.min(rlimit, r + elapsed * rlimit / window) else r = 
 if tlimit > 0 then t = math.min(tlimit, t + elapsed * tlimit / window) else t = 0 end
 local allowed = 1
 if take > 0 then
-  if (rlimit > 0 and r < 1) or (tlimit > 0 and t <= 0) then
+  if (rlimit > 0 and r < 1 - 1e-9) or (tlimit > 0 and t < 1e-9) then
     allowed = 0
   elseif rlimit > 0 then
     r = r - 1
@@ -320,12 +327,12 @@ class RedisLimiter:
         await self._redis.aclose()
 
 
-@dataclass(slots=True)
 class LimiterCollector:
     """A Prometheus collector for the Redis limiter's health, for the app's own registry."""
 
-    health: RedisHealth
-    namespace: str = "gateway"
+    def __init__(self, health: RedisHealth, namespace: str = "gateway") -> None:
+        self.health = health
+        self.namespace = namespace
 
     def collect(self) -> Iterator[Metric]:
         errors = CounterMetricFamily(
