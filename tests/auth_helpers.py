@@ -4,6 +4,7 @@ built with client auth on, a local OIDC issuer and a real Redis-protocol server 
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -269,8 +270,18 @@ class RedisServer:
         self.stop()
         raise RuntimeError("the Redis-protocol server did not start within 10s")
 
+    def pause(self) -> None:
+        """The server stops answering but keeps its connections open: a hung Redis, not a dead one."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
             self._process.kill()
             self._process.wait(timeout=10)
             self._process = None

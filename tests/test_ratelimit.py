@@ -214,6 +214,26 @@ async def test_redis_stopped_mid_test_fails_open_then_recovers(
     assert limiter.health.up and limiter.health.errors == 1
 
 
+async def test_a_hung_redis_costs_one_time_out_then_the_circuit_opens(
+    aiohttp_client: Any, upstream_url: str, keys: Any, redis_server: RedisServer
+) -> None:
+    (gw, _) = await _pair(
+        aiohttp_client, upstream_url, keys, FakeClock(), redis_url=redis_server.url, redis_retry_interval=3600
+    )
+    headers = {"X-API-Key": keys.key("limited")}
+    assert (await gw.get("/v1/models", headers=headers)).status == 200  # connected, script loaded
+    redis_server.pause()
+    try:
+        statuses = [(await gw.get("/v1/models", headers=headers)).status for _ in range(5)]
+    finally:
+        redis_server.resume()
+    # Failing open from a fresh local budget of 3; only the first check waited for Redis, and timed out.
+    assert statuses == [200, 200, 200, 429, 429]
+    limiter = gw.app[ACCESS].limiter
+    assert isinstance(limiter, RedisLimiter)
+    assert (limiter.health.errors, limiter.health.degraded_decisions) == (1, 5)
+
+
 async def test_redis_down_fails_closed_when_told_to(
     aiohttp_client: Any, upstream_url: str, keys: Any, redis_server: RedisServer
 ) -> None:
