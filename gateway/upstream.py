@@ -20,6 +20,7 @@ from yarl import URL
 from .errors import UpstreamError, UpstreamTimeout
 from .exchange import Exchange
 from .outbound import HOP_BY_HOP
+from .pool import IdleCappedConnector
 from .settings import Settings
 
 log = structlog.get_logger("gateway.upstream")
@@ -72,7 +73,9 @@ class Limits:
 def make_session(settings: Settings) -> aiohttp.ClientSession:
     context = ssl.create_default_context()
     context.minimum_version = ssl.TLSVersion.TLSv1_3 if settings.tls_min_version == "TLS13" else ssl.TLSVersion.TLSv1_2
-    connector = aiohttp.TCPConnector(
+    connector = IdleCappedConnector(
+        max_idle=settings.max_idle_conns,
+        max_idle_per_host=settings.max_idle_conns_per_host,
         limit=settings.max_conns,
         limit_per_host=0,
         keepalive_timeout=settings.idle_conn_timeout,
