@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 import structlog
@@ -25,6 +28,7 @@ from tests.auth_helpers import (
     gateway_app,
     write_keys,
 )
+from tests.test_process import ROOT, free_port, gateway_args, running, wait_listening
 
 Client = TestClient[web.Request, web.Application]
 
@@ -325,3 +329,50 @@ async def test_a_bad_keys_file_stops_start_up(tmp_path: Path, upstream: tuple[Up
     path.write_text("keys: [{name: a}]\n")
     with pytest.raises(ConfigError, match=r"\$.keys\[0\]: 'sha256' is a required property"):
         gateway_app(auth_settings(auth_keys_file=str(path)), str(upstream[1].make_url("")))
+
+
+@pytest.fixture
+def process_gateway(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+    """`python -m gateway keys new`, then `python -m gateway` with AUTH_ENABLED and that key's line in its file."""
+    made = subprocess.run(
+        [sys.executable, "-m", "gateway", "keys", "new", "cli-user"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    key, line = made.stdout.splitlines()[1].strip(), made.stdout.splitlines()[3]
+    keys_path = tmp_path / "keys.yaml"
+    keys_path.write_text("keys:\n" + line + "\n")
+    demo_port, gw_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "DEMO_API_URL": f"http://127.0.0.1:{demo_port}/v1",
+        "AUTH_ENABLED": "true",
+        "AUTH_KEYS_FILE": str(keys_path),
+    }
+    log_path = tmp_path / "gateway.log"
+    with running(["gateway.demo", "--port", str(demo_port)], env, demo_port), log_path.open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", *gateway_args(gw_port)], cwd=ROOT, env=env, stdout=log)
+        try:
+            wait_listening(gw_port, process)
+            yield f"http://127.0.0.1:{gw_port}", key, log_path
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+async def test_a_real_gateway_process_with_a_key_made_by_the_cli(process_gateway: tuple[str, str, Path]) -> None:
+    base, key, log_path = process_gateway
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
+        async with http.get(f"{base}/v1/models") as response:
+            assert response.status == 401
+        async with http.get(f"{base}/v1/models", headers={"X-API-Key": key}) as response:
+            assert response.status == 200
+            assert [m["id"] for m in (await response.json())["data"]] == ["demo/demo-echo", "demo/demo-story"]
+        async with http.get(f"{base}/health") as response:
+            assert response.status == 200
+    text = log_path.read_text()
+    assert '"event": "client auth on"' in text
+    assert key not in text and key.split("_", 2)[2] not in text
