@@ -1,4 +1,5 @@
-"""Command line: `python -m gateway [--host H] [--port P] [--providers FILE]` starts the gateway."""
+"""Command line: `python -m gateway [--host H] [--port P] [--providers FILE]` starts the gateway;
+`python -m gateway keys new NAME` makes a client API key (see gateway/keys.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import replace
 
 import structlog
 
+from . import keys
 from .app import create_app
 from .errors import ConfigError
 from .logs import configure_logging
@@ -58,15 +60,19 @@ def log_table(table: ProviderTable) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["keys"]:
+        return keys.cli(args[1:])
     env = dict(os.environ)
     try:
         settings, table = load(argv, env)
+        configure_logging(settings.environment, secrets=secret_values(env, table))
+        app = create_app(settings, table)  # reads the keys file when client auth is on
     except ConfigError as exc:
         print(f"gateway: {exc.render()}", file=sys.stderr)
         return 2
-    configure_logging(settings.environment, secrets=secret_values(env, table))
     log_table(table)
-    run(create_app(settings, table), settings)
+    run(app, settings)
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import handlers, metrics, upstream
+from . import auth, handlers, metrics, upstream
 from .errors import render_errors
 from .exchange import track
 from .observe import observer
@@ -30,10 +30,13 @@ def create_app(settings: Settings, table: ProviderTable) -> web.Application:
             # Request id, metrics and the access line; outside render_errors so it sees every final status.
             observer(settings, gateway_metrics),
             render_errors,
+            # access control (issue 5): inside render_errors, so 401/402/403/429 are envelopes and are measured.
+            *auth.middlewares(settings),
         ],
         client_max_size=settings.max_request_body_size,
     )
     app[STATE] = GatewayState(settings, table)
+    auth.setup(app, settings)  # access control (issue 5): keys file, OIDC, limiter lifecycle
     app.cleanup_ctx.append(upstream.session_context(settings))
     if gateway_metrics is not None:
         app[metrics.METRICS] = gateway_metrics

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from . import inbound, model_list, outbound, policy, routing, upstream
+from . import auth, inbound, model_list, outbound, policy, routing, upstream
 from .errors import NoProvider
 from .exchange import EXCHANGE
 from .state import STATE
@@ -29,6 +29,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     )
     exchange.provider, exchange.model = route.provider.id, route.model
     state.model_filter.check(route.provider.id, route.model)
+    auth.check_model(request, route.provider.id, route.model)
     policy.check_vision(settings.enable_vision, route.provider, chat.body)
     provider = route.provider
     exchange.scanner = SseUsage() if chat.stream else JsonUsage()
@@ -66,12 +67,12 @@ async def list_models(request: web.Request) -> web.Response:
         routing.require_served(provider)
         models = await model_list.fetch(session, provider, timeout, exchange.request_id)
         data = model_list.prefixed(provider, models, state.model_filter)
-        body = model_list.listing(data, {"provider": provider.id})
+        body = model_list.listing(auth.visible_models(request, data), {"provider": provider.id})
     else:
         data = await model_list.list_all(
             session, state.table.providers.values(), state.model_filter, timeout, exchange.request_id
         )
-        body = model_list.listing(data)
+        body = model_list.listing(auth.visible_models(request, data))
     exchange.listed_models = [model["id"] for model in data]
     return web.Response(body=orjson.dumps(body), content_type=_JSON)
 
@@ -86,6 +87,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     if provider is None:
         raise NoProvider(f"unknown provider {name!r}")
     exchange.provider = provider.id
+    auth.check_proxy(request, provider.id)
     routing.require_served(provider)
     url = outbound.proxy_url(provider, _raw_tail(request, name), request.raw_path.partition("?")[2])
     body = await inbound.read_body(request, settings.max_request_body_size, settings.read_timeout)
