@@ -56,8 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(settings.environment)
     log_table(table)
-    run(create_app(settings, table), settings)
-    return 0
+    return run(create_app(settings, table), settings)
 
 
 if __name__ == "__main__":
