@@ -474,8 +474,6 @@ def test_credentials_are_refused_in_config(name: str) -> None:
         ({"config": {"PROVIDERS_FILE": "/x"}}, "config.PROVIDERS_FILE is set by the chart"),
         ({"config": {"TELEMETRY_ENABLE": "true"}}, "config.TELEMETRY_ENABLE is set by the chart"),
         ({"config": {"lower_case": "x"}}, "not an environment variable name"),
-        ({"mode": "daemonset"}, "mode must be service or sidecar"),
-        ({"reload": {"mode": "hot"}}, "reload.mode must be restart or inPlace"),
         ({"shutdown": {"drainTimeoutSeconds": 30}}, "must be below terminationGracePeriodSeconds"),
         ({"shutdown": {"delaySeconds": 25}}, "delaySeconds must be below shutdown.drainTimeoutSeconds"),
         ({"metrics": {"serviceMonitor": {"enabled": True}}}, "serviceMonitor.enabled needs metrics.enabled"),
@@ -486,6 +484,22 @@ def test_credentials_are_refused_in_config(name: str) -> None:
 )
 def test_values_that_would_break_at_run_time_are_refused(values: dict[str, Any], message: str) -> None:
     with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
+        render(values)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"mode": "daemonset"}, "at '/mode': value must be one of 'service', 'sidecar'"),
+        ({"reload": {"mode": "hot"}}, "at '/reload/mode': value must be one of 'restart', 'inPlace'"),
+        ({"replicas": 3}, "additional properties 'replicas' not allowed"),
+        ({"ingress": {"enabeld": True}}, "at '/ingress': additional properties 'enabeld' not allowed"),
+        ({"config": {"ENABLE_VISION": {"on": True}}}, "at '/config/ENABLE_VISION': got object"),
+        ({"server": {"port": 80800}}, "at '/server/port'"),
+    ],
+)
+def test_values_schema_refuses_misspelt_and_mistyped_values(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmValuesError, match=re.escape(message)):
         render(values)
 
 
