@@ -12,7 +12,7 @@ import signal
 import ssl
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from .settings import Settings
 from .state import STATE
@@ -51,6 +51,14 @@ class StopSignals:
             loop.add_signal_handler(signum, self, signum)
 
 
+async def close_connection_while_draining(request: web.Request, response: web.StreamResponse) -> None:
+    """While draining, every answer says `Connection: close`, so clients move their pooled connections elsewhere."""
+    if request.app[STATE].draining:
+        # The hook runs after the headers are computed: say it, and make the connection act on it.
+        response.headers[hdrs.CONNECTION] = "close"
+        response.force_close()
+
+
 async def drain(runner: web.AppRunner, app: web.Application, settings: Settings) -> None:
     """Turn unready, keep accepting for the shutdown delay, then close the listener and wait for what is in flight.
 
@@ -72,6 +80,7 @@ async def drain(runner: web.AppRunner, app: web.Application, settings: Settings)
 
 async def serve(app: web.Application, settings: Settings) -> int:
     """Serve until a stop signal; return the process exit status."""
+    app.on_response_prepare.append(close_connection_while_draining)
     runner = web.AppRunner(
         app,
         handler_cancellation=True,

@@ -117,25 +117,27 @@ async def start_gateway(tmp_path: Path, upstream: TestServer, **env: str) -> Gat
     raise AssertionError(f"the gateway did not start:\n{gateway.output()}")
 
 
-async def status_of(url: str) -> int | None:
-    """The status of a GET on a fresh connection, or None when the connection is refused."""
+async def answer_of(url: str) -> tuple[int | None, str | None]:
+    """Status and Connection header of a GET on a new connection; (None, None) when the connection is refused."""
     try:
-        async with (
-            aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session,
-            session.get(url) as response,
-        ):
-            return response.status
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            return response.status, response.headers.get("Connection")
     except aiohttp.ClientConnectorError:
-        return None
+        return None, None
 
 
-async def wait_for_status(url: str, wanted: int | None) -> list[int | None]:
-    """Poll until `url` answers `wanted` (None: refused); return every status seen on the way."""
+async def status_of(url: str) -> int | None:
+    return (await answer_of(url))[0]
+
+
+async def wait_for_status(url: str, wanted: int | None) -> str | None:
+    """Poll until `url` answers `wanted` (None: refused); return that answer's Connection header."""
     seen: list[int | None] = []
     for _ in range(POLL_LIMIT):
-        seen.append(await status_of(url))
-        if seen[-1] == wanted:
-            return seen
+        status, connection = await answer_of(url)
+        seen.append(status)
+        if status == wanted:
+            return connection
         await asyncio.sleep(POLL)
     raise AssertionError(f"never saw {wanted} at {url}; saw {seen[-5:]}")
 
@@ -173,12 +175,12 @@ async def test_sigterm_drains_an_open_stream_and_exits_zero(provider, tmp_path: 
     gateway = await start_gateway(tmp_path, upstream, SERVER_DRAIN_TIMEOUT="20s", SERVER_SHUTDOWN_DELAY="2s")
     async with aiohttp.ClientSession() as session:
         stream = await open_stream(session, gateway)
-        assert await status_of(gateway.url + "/ready") == 200
+        assert await answer_of(gateway.url + "/ready") == (200, None)
 
         gateway.signal(signal.SIGTERM)
-        # Unready, answered on a new connection while the listener stays open for the shutdown delay;
-        # then no new connections at all.
-        await wait_for_status(gateway.url + "/ready", 503)
+        # Unready, answered on a new connection while the listener stays open for the shutdown delay, and that
+        # connection is not kept; then no new connections at all.
+        assert await wait_for_status(gateway.url + "/ready", 503) == "close"
         await wait_for_status(gateway.url + "/health", None)
         assert gateway.process.returncode is None, "the gateway exited with a stream still open"
 
