@@ -56,6 +56,7 @@ def test_gateway_is_a_native_sidecar_without_exposed_ports() -> None:
     assert (context["allowPrivilegeEscalation"], context["readOnlyRootFilesystem"]) == (False, True)
     assert context["capabilities"] == {"drop": ["ALL"]}
     assert pod_spec()["securityContext"]["runAsNonRoot"] is True
+    assert pod_spec()["enableServiceLinks"] is False
 
 
 def test_example_uses_exactly_what_the_chart_makes_in_sidecar_mode() -> None:
