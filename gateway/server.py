@@ -74,12 +74,15 @@ async def drain(runner: web.AppRunner, app: web.Application, settings: Settings)
         await asyncio.sleep(settings.shutdown_delay)
     server = runner.server
     open_connections = len(server.connections) if server is not None else 0
-    log.info("listener closed", open_connections=open_connections)
+    log.info("closing the listener", open_connections=open_connections)
     await runner.cleanup()
 
 
 async def serve(app: web.Application, settings: Settings) -> int:
     """Serve until a stop signal; return the process exit status."""
+    # Installed first: a SIGTERM that arrives during start-up drains once the listener is up.
+    signals = StopSignals()
+    signals.install(asyncio.get_running_loop())
     app.on_response_prepare.append(close_connection_while_draining)
     runner = web.AppRunner(
         app,
@@ -94,8 +97,6 @@ async def serve(app: web.Application, settings: Settings) -> int:
     await site.start()
     scheme = "https" if settings.tls_enabled else "http"
     log.info("listening", url=f"{scheme}://{settings.host}:{settings.port}")
-    signals = StopSignals()
-    signals.install(asyncio.get_running_loop())
     await signals.drain.wait()
     async with asyncio.TaskGroup() as tasks:
         drained = tasks.create_task(drain(runner, app, settings))
