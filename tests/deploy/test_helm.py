@@ -479,6 +479,10 @@ def test_credentials_are_refused_in_config(name: str) -> None:
         ({"shutdown": {"delaySeconds": 25}}, "delaySeconds must be below shutdown.drainTimeoutSeconds"),
         ({"metrics": {"serviceMonitor": {"enabled": True}}}, "serviceMonitor.enabled needs metrics.enabled"),
         ({"metrics": {"scrapeAnnotations": True}}, "scrapeAnnotations needs metrics.enabled"),
+        (
+            {"autoscaling": {"enabled": True, "targetCPUUtilizationPercentage": None}},
+            "autoscaling.enabled needs a CPU or memory utilization target",
+        ),
         ({"providerKeys": {"create": True, "existingSecret": "x"}}, "either providerKeys.create or"),
         ({"providers": {"existingConfigMap": "x", "table": DEMO_TABLE}}, "either providers.existingConfigMap or"),
     ],

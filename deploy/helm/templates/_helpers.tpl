@@ -153,6 +153,9 @@ derives, or that looks like a credential, is refused rather than silently shadow
 {{- if and .Values.metrics.scrapeAnnotations (not .Values.metrics.enabled) -}}
 {{- fail "metrics.scrapeAnnotations needs metrics.enabled" -}}
 {{- end -}}
+{{- if and .Values.autoscaling.enabled (not (or .Values.autoscaling.targetCPUUtilizationPercentage .Values.autoscaling.targetMemoryUtilizationPercentage)) -}}
+{{- fail "autoscaling.enabled needs a CPU or memory utilization target" -}}
+{{- end -}}
 {{- if and .Values.providerKeys.create .Values.providerKeys.existingSecret -}}
 {{- fail "set either providerKeys.create or providerKeys.existingSecret, not both" -}}
 {{- end -}}
