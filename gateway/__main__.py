@@ -72,8 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gateway: {exc.render()}", file=sys.stderr)
         return 2
     log_table(table)
-    run(app, settings)
-    return 0
+    return run(app, settings)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,9 @@ class Settings:
     tls_cert_path: str | None = None
     tls_key_path: str | None = None
     max_request_body_size: int = 10 * 1024 * 1024
+    # shutdown: the whole budget from SIGTERM to exit, and the part of it spent still accepting while unready
+    drain_timeout: float = 25.0
+    shutdown_delay: float = 0.0
     # client (towards providers)
     client_timeout: float = 30.0
     connect_timeout: float = 10.0
@@ -113,6 +116,8 @@ class Settings:
             tls_cert_path=env.get("SERVER_TLS_CERT_PATH") or None,
             tls_key_path=env.get("SERVER_TLS_KEY_PATH") or None,
             max_request_body_size=reader.integer("SERVER_MAX_REQUEST_BODY_SIZE", 10 * 1024 * 1024),
+            drain_timeout=reader.duration("SERVER_DRAIN_TIMEOUT", 25.0),
+            shutdown_delay=reader.duration("SERVER_SHUTDOWN_DELAY", 0.0, allow_zero=True),
             client_timeout=reader.duration("CLIENT_TIMEOUT", 30.0),
             connect_timeout=reader.duration("CLIENT_CONNECT_TIMEOUT", 10.0),
             response_header_timeout=reader.duration("CLIENT_RESPONSE_HEADER_TIMEOUT", 10.0),
@@ -146,6 +151,8 @@ class Settings:
         reader.errors.extend(_auth_problems(settings))
         if (settings.tls_cert_path is None) != (settings.tls_key_path is None):
             reader.errors.append("SERVER_TLS_CERT_PATH and SERVER_TLS_KEY_PATH must be set together")
+        if settings.shutdown_delay >= settings.drain_timeout:
+            reader.errors.append("SERVER_SHUTDOWN_DELAY must be below SERVER_DRAIN_TIMEOUT (the delay is part of it)")
         if reader.errors:
             raise ConfigError("environment", reader.errors)
         return settings
@@ -230,7 +237,7 @@ class _Reader:
             return default
         return value
 
-    def duration(self, name: str, default: float) -> float:
+    def duration(self, name: str, default: float, *, allow_zero: bool = False) -> float:
         raw = self._raw(name)
         if raw is None:
             return default
@@ -239,8 +246,8 @@ class _Reader:
         except ValueError as exc:
             self.errors.append(f"{name}: {exc}")
             return default
-        if value <= 0:
-            self.errors.append(f"{name}: must be above zero")
+        if value < 0 or (value == 0 and not allow_zero):
+            self.errors.append(f"{name}: must be {'zero or more' if allow_zero else 'above zero'}")
             return default
         return value
 
