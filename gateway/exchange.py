@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -28,6 +29,13 @@ class Exchange:
     error_type: str | None = None  # set when the gateway itself failed the request (status class, kind)
     retries: int = 0
     client_name: str | None = None  # the authenticated client's name (never its key)
+    # observability (issue 3)
+    request_id: str = ""  # the client's X-Request-ID when sane, else generated; on the response, upstream, logs
+    bytes_in: int = 0  # request body bytes read from the client
+    usage_requested: bool = False  # the gateway asked the provider for stream usage the client did not ask for
+    upstream_request_id: str | None = None  # the provider's own x-request-id, relayed as X-Upstream-Request-ID
+    listed_models: list[str] | None = None  # `provider/model` ids a successful /v1/models answer showed
+    request_body: dict[str, Any] | None = None  # the parsed chat body, for development-mode logs only
 
 
 EXCHANGE = web.RequestKey("exchange", Exchange)

@@ -20,10 +20,14 @@ log = structlog.get_logger("gateway.models")
 MAX_LIST_BYTES = 16 * 1024 * 1024
 
 
-async def fetch(session: aiohttp.ClientSession, provider: Provider, timeout: float) -> list[dict[str, Any]]:
+async def fetch(
+    session: aiohttp.ClientSession, provider: Provider, timeout: float, request_id: str = ""
+) -> list[dict[str, Any]]:
     """One provider's models in OpenAI's shape, ids bare; its own error answers raise UpstreamReply."""
     headers = dict(provider.headers)
     headers["Accept-Encoding"] = "identity"
+    if request_id:
+        headers["X-Request-ID"] = request_id
     try:
         async with asyncio.timeout(timeout):
             async with session.request(
@@ -99,11 +103,15 @@ def prefixed(provider: Provider, models: Iterable[dict[str, Any]], allowed: Mode
 
 
 async def list_all(
-    session: aiohttp.ClientSession, providers: Iterable[Provider], allowed: ModelFilter, timeout: float
+    session: aiohttp.ClientSession,
+    providers: Iterable[Provider],
+    allowed: ModelFilter,
+    timeout: float,
+    request_id: str = "",
 ) -> list[dict[str, Any]]:
     """Every served provider at once; one that fails or stalls is left out of the list, never fails it."""
     served = [p for p in providers if p.served]
-    results = await asyncio.gather(*(fetch(session, p, timeout) for p in served), return_exceptions=True)
+    results = await asyncio.gather(*(fetch(session, p, timeout, request_id) for p in served), return_exceptions=True)
     data: list[dict[str, Any]] = []
     for provider, result in zip(served, results, strict=True):
         if isinstance(result, BaseException):

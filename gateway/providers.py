@@ -93,6 +93,9 @@ class Provider:
     # Lower-cased header and query names that carry the key: a client may never set them.
     secret_header: str | None = None
     secret_query: str | None = None
+    # observability (issue 3): ask for usage in streams; model names known for metric labels.
+    stream_usage: bool = False
+    known_models: tuple[str, ...] = ()
     timeouts: TimeoutOverrides = TimeoutOverrides()
     retries: RetryOverrides = RetryOverrides()
 
@@ -292,6 +295,8 @@ def _build(entry: dict[str, Any], env: Mapping[str, str]) -> Provider:
         query=tuple(query) if ready else (),
         secret_header=secret_header.lower() if secret_header else None,
         secret_query=secret_query,
+        stream_usage=bool(entry.get("stream_usage", False)),
+        known_models=tuple(entry.get("models", ())),
         timeouts=TimeoutOverrides(**{name: _seconds(value) for name, value in entry.get("timeouts", {}).items()}),
         retries=_retry_overrides(entry.get("retries", {})),
     )
@@ -322,9 +327,12 @@ def _with_query(url: URL, query: list[tuple[str, str]]) -> URL:
 
 
 def _safe_url(url: str) -> str:
-    """A URL as it may be shown: user info dropped, so a credential in it is never printed."""
+    """A URL as it may be shown: user info and query dropped, so a credential in it is never printed."""
     try:
         parsed = URL(url)
     except ValueError:
         return "<unparsable>"
+    if parsed.query_string:
+        parsed = parsed.with_query(None)
+        return f"{parsed.with_user(None) if parsed.user or parsed.password else parsed}?<query hidden>"
     return str(parsed.with_user(None)) if parsed.user or parsed.password else url

@@ -21,6 +21,7 @@ from .errors import UpstreamError, UpstreamTimeout
 from .exchange import Exchange
 from .limits import NO_RETRY, RETRY_STATUSES, Limits, RetryPolicy
 from .outbound import HOP_BY_HOP
+from .pool import IdleCappedConnector
 from .settings import Settings
 from .write_guard import WriteGuard
 
@@ -38,7 +39,9 @@ _PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_pro
 def make_session(settings: Settings) -> aiohttp.ClientSession:
     context = ssl.create_default_context()
     context.minimum_version = ssl.TLSVersion.TLSv1_3 if settings.tls_min_version == "TLS13" else ssl.TLSVersion.TLSv1_2
-    connector = aiohttp.TCPConnector(
+    connector = IdleCappedConnector(
+        max_idle=settings.max_idle_conns,
+        max_idle_per_host=settings.max_idle_conns_per_host,
         limit=settings.max_conns,
         limit_per_host=0,
         keepalive_timeout=settings.idle_conn_timeout,
@@ -92,7 +95,7 @@ async def relay(
                 exchange.upstream_status = upstream.status
                 if limits.idle is not None and limits.timeout.sock_read != limits.idle:
                     _narrow_read_timeout(upstream, limits.idle)
-                response = _start_response(upstream)
+                response = _start_response(upstream, exchange)
                 await response.prepare(request)
                 guard = (
                     None if write_timeout is None else WriteGuard(request, write_timeout, partial(_stalled, exchange))
@@ -232,11 +235,19 @@ async def _copy_body(
             scanner.finish()
 
 
-def _start_response(upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+def _start_response(upstream: aiohttp.ClientResponse, exchange: Exchange) -> web.StreamResponse:
     headers: CIMultiDict[str] = CIMultiDict()
     for name, value in upstream.headers.items():
-        if name.lower() not in _NOT_RELAYED:
+        lowered = name.lower()
+        if lowered == "x-request-id":
+            # The provider's id stays visible under its own name; X-Request-ID is the gateway's.
+            exchange.upstream_request_id = value[:128]
+            headers.add("X-Upstream-Request-ID", value)
+        elif lowered not in _NOT_RELAYED:
             headers.add(name, value)
+    if exchange.request_id:
+        # Set before prepare(): a streamed answer's headers cannot change later.
+        headers["X-Request-ID"] = exchange.request_id
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
     if "transfer-encoding" not in upstream.headers and upstream.content_length is not None:
         response.content_length = upstream.content_length

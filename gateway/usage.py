@@ -4,6 +4,8 @@ usage event. Streams are scanned line by line with only the unfinished line kept
 
 from __future__ import annotations
 
+import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +16,9 @@ MAX_JSON_BODY = 4 * 1024 * 1024
 # An SSE line longer than this cannot be a usage event worth reading; it is skipped, not kept.
 MAX_SSE_LINE = 1024 * 1024
 _USAGE = b'"usage"'
+# A delta that carries something for the user: a non-empty string in content, reasoning or tool arguments. The
+# role-only first chunk (`"content":""`), keep-alive comments and empty deltas do not count.
+_CONTENT = re.compile(rb'"(?:content|reasoning_content|reasoning|arguments)"\s*:\s*"[^"]')
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +52,7 @@ class JsonUsage(UsageScanner):
     def __init__(self) -> None:
         self._parts: list[bytes] = []
         self._size = 0
+        self.body: dict[str, Any] | None = None  # the parsed answer, when it reported usage
 
     def feed(self, chunk: bytes) -> None:
         self._size += len(chunk)
@@ -65,6 +71,7 @@ class JsonUsage(UsageScanner):
         except orjson.JSONDecodeError:
             return
         if isinstance(parsed, dict):
+            self.body = parsed
             self.usage = Usage.of(parsed.get("usage"))
 
 
@@ -72,6 +79,8 @@ class SseUsage(UsageScanner):
     def __init__(self) -> None:
         self._pending = b""
         self.events = 0
+        # perf_counter when the first line with content passed (time to first token); found once, then unchecked.
+        self.first_content_at: float | None = None
 
     def feed(self, chunk: bytes) -> None:
         data = self._pending + chunk if self._pending else chunk
@@ -81,6 +90,8 @@ class SseUsage(UsageScanner):
             return
         self._pending = data[cut + 1 :] if len(data) - cut - 1 <= MAX_SSE_LINE else b""
         complete = data[: cut + 1]
+        if self.first_content_at is None and _CONTENT.search(complete):
+            self.first_content_at = time.perf_counter()
         if _USAGE in complete:
             self._scan(complete)
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -36,33 +39,37 @@ def wait_listening(port: int, process: subprocess.Popen[bytes], limit: float = 2
     raise AssertionError(f"nothing listened on {port} within {limit}s")
 
 
+@contextlib.contextmanager
+def running(args: list[str], env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A `python -m ...` process from the repo root, listening on `port`, stopped (then killed) afterwards."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_listening(port, process)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def gateway_args(port: int) -> list[str]:
+    return ["gateway", "--host", "127.0.0.1", "--port", str(port), "--providers", "config/demo.providers.yaml"]
+
+
 @pytest.fixture
 def demo_gateway() -> Iterator[str]:
     demo_port, gw_port = free_port(), free_port()
     env = {**os.environ, "DEMO_API_URL": f"http://127.0.0.1:{demo_port}/v1", "ENVIRONMENT": "production"}
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "gateway.demo", "--port", str(demo_port)], cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    gw = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(gw_port),
-         "--providers", "config/demo.providers.yaml"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        wait_listening(demo_port, demo)
-        wait_listening(gw_port, gw)
+    with (
+        running(["gateway.demo", "--port", str(demo_port)], env, demo_port),
+        running(gateway_args(gw_port), env, gw_port),
+    ):
         yield f"http://127.0.0.1:{gw_port}"
-    finally:
-        for process in (gw, demo):
-            process.terminate()
-        for process in (gw, demo):
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        if gw.stdout is not None:
-            gw.stdout.close()
 
 
 async def test_the_demo_setup_serves_models_chat_and_streams(demo_gateway: str) -> None:
@@ -90,3 +97,30 @@ def test_the_console_script_and_module_share_one_cli() -> None:
     done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0
     assert "--providers" in done.stdout and "--port" in done.stdout
+
+
+@pytest.fixture
+def tls_gateway(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    port = free_port()
+    env = {**os.environ, "SERVER_TLS_CERT_PATH": str(cert), "SERVER_TLS_KEY_PATH": str(key)}
+    with running(gateway_args(port), env, port):
+        yield port, cert
+
+
+async def test_tls_is_served_when_a_cert_and_key_are_set(tls_gateway: tuple[int, Path]) -> None:
+    port, cert = tls_gateway
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    async with aiohttp.ClientSession() as http, http.get(f"https://127.0.0.1:{port}/health", ssl=context) as r:
+        assert r.status == 200 and await r.json() == {"message": "OK"}
+    with pytest.raises(aiohttp.ClientError):
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/health") as r:
+            await r.read()

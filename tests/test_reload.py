@@ -4,6 +4,7 @@ refused and the running one kept; requests in flight finish on the table they st
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -198,7 +199,8 @@ def test_sighup_reloads_a_running_gateway_process(tmp_path) -> None:
         process.terminate()
         output, _ = process.communicate(timeout=10)
     lines = output.decode().splitlines()
-    assert any('"provider table reloaded"' in line and '"reason": "signal"' in line for line in lines), lines
+    events = [json.loads(line) for line in lines if line.startswith("{")]
+    assert [e["reason"] for e in events if e["event"] == "provider table reloaded"] == ["signal"], lines
     assert not any("Traceback" in line for line in lines)
 
 
