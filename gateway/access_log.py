@@ -47,6 +47,7 @@ def write(request: web.Request, exchange: Exchange, route: str, status: int, end
         bytes_in=exchange.bytes_in,
         bytes_out=exchange.bytes_out,
         error_type=exchange.error_type,
+        retries=exchange.retries,
         client=exchange.client_name,
         client_disconnected=exchange.client_disconnected,
     )

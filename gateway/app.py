@@ -41,6 +41,9 @@ def create_app(settings: Settings, table: ProviderTable) -> web.Application:
     if gateway_metrics is not None:
         app[metrics.METRICS] = gateway_metrics
         app.cleanup_ctx.append(metrics.listener(settings))
+        # Each hot reload of the table (resilience, issue 6) counts in llmgw_config_loads.
+        loaded = gateway_metrics.config_loaded
+        app[STATE].reload_listeners.append(lambda outcome: loaded(outcome == "success"))
     # Hot reload of the provider table on SIGHUP and on file changes (resilience, issue 6).
     app.cleanup_ctx.append(reload.reload_context())
     # Malformed HTTP from clients: one warning line each, not an ERROR traceback (resilience, issue 6).

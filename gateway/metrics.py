@@ -228,6 +228,13 @@ class GatewayMetrics:
         self.config_loads = Counter(
             "llmgw_config_loads", "Provider table loads, by result.", ["result"], registry=registry
         )
+        # resilience (issue 6): retries of provider calls before the first byte reached the client.
+        self.upstream_retries = Counter(
+            "llmgw_upstream_retries",
+            "Provider calls retried (failed connection or 429/502/503/504 before any byte went to the client).",
+            ["gen_ai_provider_name"],
+            registry=registry,
+        )
         self.client_requests = Counter(
             "llmgw_client_requests",
             "Requests by authenticated client name (never its key) and final status.",
@@ -287,6 +294,8 @@ class GatewayMetrics:
             series.bytes_in.inc(exchange.bytes_in)
         if exchange.bytes_out:
             series.bytes_out.inc(exchange.bytes_out)
+        if exchange.retries:
+            self.upstream_retries.labels(provider).inc(exchange.retries)
         if exchange.error_type in UPSTREAM_ERROR_KINDS:
             self.upstream_errors.labels(provider, exchange.error_type).inc()
         elif exchange.upstream_status is not None and exchange.upstream_status >= 400:

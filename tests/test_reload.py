@@ -23,6 +23,7 @@ from gateway.providers import load_table
 from gateway.reload import stamp
 from gateway.state import STATE
 from tests.helpers import entry
+from tests.observability_helpers import samples
 from tests.resilience_helpers import (
     CHAT,
     ROOT,
@@ -76,7 +77,9 @@ async def test_a_bad_table_is_refused_and_the_running_one_kept(aiohttp_client, a
     one = await echo_provider(aiohttp_server, "one")
     path = tmp_path / "providers.yaml"
     write_table(path, entry("a", one))
-    gw = await start_gateway(aiohttp_client, load_table(path, {}), reload_interval=0.05)
+    gw = await start_gateway(
+        aiohttp_client, load_table(path, {}), reload_interval=0.05, telemetry_enable=True, telemetry_metrics_port=0
+    )
     state = gw.app[STATE]
     running = state.table
 
@@ -97,6 +100,10 @@ async def test_a_bad_table_is_refused_and_the_running_one_kept(aiohttp_client, a
     write_table(path, entry("a", one), entry("c", one))
     await wait_for(lambda: state.config_loads["success"] == 1)
     assert set(state.table.providers) == {"a", "c"}
+    # The `config loads` metric: the load at start, then each reload by outcome.
+    metrics = await samples(gw.app)
+    assert metrics.value("llmgw_config_loads_total", result="success") == 2
+    assert metrics.value("llmgw_config_loads_total", result="failure") == 2
 
 
 async def test_the_kubernetes_configmap_symlink_swap_is_seen(aiohttp_client, aiohttp_server, tmp_path) -> None:

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from gateway.limits import RetryPolicy, retry_after
 from tests.helpers import Handler, entry, table_of
+from tests.observability_helpers import samples
 from tests.resilience_helpers import (
     CHAT,
     captured_logs,
@@ -235,3 +236,22 @@ def test_retry_after_forms() -> None:
     policy = RetryPolicy(max_retries=1, retry_after_max=10)
     assert policy.delay(0, {"retry-after": "10"}) == 10.0
     assert policy.delay(0, {"retry-after": "11"}) is None
+
+
+async def test_retries_show_in_the_access_line_and_a_metric(aiohttp_client, aiohttp_server) -> None:
+    bodies, handler = scripted((503, {}), (429, {"Retry-After": "0"}))
+    provider = await start_provider(aiohttp_server, handler)
+    gw = await start_gateway(
+        aiohttp_client,
+        one_provider(provider, retries=RETRYING),
+        client_timeout=5,
+        telemetry_enable=True,
+        telemetry_metrics_port=0,
+    )
+    with captured_logs() as logs:
+        assert (await gw.client.post(CHAT, json=chat())).status == 200
+        await gw.settled()
+    (line,) = events_named(logs, "request")
+    assert (line["retries"], line["upstream_status"], line["status"]) == (2, 200, 200)
+    metrics = await samples(gw.app)
+    assert metrics.value("llmgw_upstream_retries_total", gen_ai_provider_name="p") == 2
