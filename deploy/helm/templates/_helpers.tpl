@@ -160,9 +160,9 @@ REDIS_RETRY_INTERVAL: rateLimit.redis.retryInterval
 {{- end -}}
 
 {{/*
-The gateway's environment, minus secrets, as a YAML map: what the chart derives from its own values
-(listen address, ports, mounted paths, telemetry, shutdown) plus `config`. A key in `config` that the chart
-derives, or that looks like a credential, is refused rather than silently shadowed or stored in a ConfigMap.
+The gateway's environment, minus secrets, as a YAML map: what the chart derives from its own values (listen
+address, ports, mounted paths, telemetry, shutdown, access control) plus `config`. A key in `config` that the
+chart owns, or that looks like a credential, is refused rather than silently shadowed or stored in a ConfigMap.
 */}}
 {{- define "llm-gateway.settings" -}}
 {{- $sidecar := eq .Values.mode "sidecar" -}}
