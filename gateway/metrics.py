@@ -52,6 +52,8 @@ UPSTREAM_ERROR_KINDS = frozenset({"connect", "timeout", "truncated"})
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 OTHER = "other"
 MAX_KNOWN_MODELS = 2000
+# Client names come from the keys file (bounded) or OIDC subjects (not): past this many, `other`.
+MAX_CLIENT_LABELS = 1000
 MAX_MODEL_LENGTH = 200
 
 
@@ -226,6 +228,19 @@ class GatewayMetrics:
         self.config_loads = Counter(
             "llmgw_config_loads", "Provider table loads, by result.", ["result"], registry=registry
         )
+        self.client_requests = Counter(
+            "llmgw_client_requests",
+            "Requests by authenticated client name (never its key) and final status.",
+            ["client", "status"],
+            registry=registry,
+        )
+        self.client_tokens = Counter(
+            "llmgw_client_tokens",
+            "Tokens the provider reported, by authenticated client name and type (input/output).",
+            ["client", "gen_ai_token_type"],
+            registry=registry,
+        )
+        self._clients: set[str] = set()
         registry.register(_LiveCollector(self.live, table))
         self._genai: dict[tuple[str, str, str, str], _GenAISeries] = {}
         self._http: dict[tuple[str, str, int], _HttpSeries] = {}
@@ -244,6 +259,8 @@ class GatewayMetrics:
         http.duration.observe(elapsed)
         if exchange.listed_models and status == 200:
             self.models.learn(exchange.listed_models)
+        if exchange.client_name is not None:
+            self._record_client(exchange, status)
         if exchange.operation not in GENAI_OPERATIONS:
             return
         provider = exchange.provider or ""
@@ -274,6 +291,19 @@ class GatewayMetrics:
             self.upstream_errors.labels(provider, exchange.error_type).inc()
         elif exchange.upstream_status is not None and exchange.upstream_status >= 400:
             self.upstream_errors.labels(provider, "status").inc()
+
+    def _record_client(self, exchange: Exchange, status: int) -> None:
+        name = exchange.client_name or ""
+        if name not in self._clients:
+            if len(self._clients) >= MAX_CLIENT_LABELS:
+                name = "other"
+            else:
+                self._clients.add(name)
+        self.client_requests.labels(name, str(status)).inc()
+        usage = exchange.scanner.usage if exchange.scanner is not None else None
+        if usage is not None:
+            self.client_tokens.labels(name, "input").inc(usage.input_tokens)
+            self.client_tokens.labels(name, "output").inc(usage.output_tokens)
 
     def _http_series(self, route: str, method: str, status: int) -> _HttpSeries:
         series = _HttpSeries(

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.exchange import EXCHANGE
 from tests.observability_helpers import ScriptedProvider, chat, closed_port, gateway_app, make_table, scrape
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "gateway-dashboard.json"
@@ -70,10 +72,19 @@ def test_the_query_parser_finds_metrics_and_labels() -> None:
     assert labels == {("a_b_bucket", "x"), ("a_b_bucket", "y"), (None, "le"), (None, "route")}
 
 
+@web.middleware
+async def as_client(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Stands in for client auth, which names the caller on the exchange."""
+    request[EXCHANGE].client_name = "team-a"
+    response: web.StreamResponse = await handler(request)
+    return response
+
+
 async def test_every_dashboard_query_names_an_exported_metric(aiohttp_server: Any, aiohttp_client: Any) -> None:
     fake = ScriptedProvider()
     server = await aiohttp_server(fake.app())
     app = gateway_app(make_table(server.port, closed_port()))
+    app.middlewares.append(as_client)
     client = await aiohttp_client(app)
     for model, stream in (("fake/plain", False), ("fake/streamer", True), ("fake/fail", False), ("down/x", False)):
         async with client.post("/v1/chat/completions", data=orjson.dumps(chat(model, stream=stream))) as response:
