@@ -95,6 +95,7 @@ async def test_access_line_holds_exact_fields(setup: Any) -> None:
         "bytes_in": len(body),
         "bytes_out": len(answer),
         "error_type": None,
+        "retries": 0,
         "client": None,
         "client_disconnected": False,
     }

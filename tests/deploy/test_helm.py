@@ -7,6 +7,7 @@ import copy
 import re
 from dataclasses import replace
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import helm_python as helm
 import pytest
@@ -57,7 +58,18 @@ EVERYTHING_ON: dict[str, Any] = {
     "topologySpread": {"enabled": True},
     "tls": {"existingSecret": "gateway-serving-cert"},
     "providerKeys": {"create": True, "keys": {"OPENAI_API_KEY": TEST_KEY}},
-    "extraEnv": [{"name": "REDIS_URL", "valueFrom": {"secretKeyRef": {"name": "redis", "key": "url"}}}],
+    "auth": {
+        "enabled": True,
+        "keys": {"existingSecret": "gateway-client-keys"},
+        "oidc": {
+            "issuer": "https://login.example.com/realms/ai",
+            "clientId": "llm-gateway",
+            "clientSecret": {"existingSecret": "gateway-oidc"},
+            "policyClaim": "groups",
+        },
+    },
+    "rateLimit": {"redis": {"existingSecret": "gateway-redis", "failure": "closed"}},
+    "extraEnv": [{"name": "TEAM_API_KEY", "valueFrom": {"secretKeyRef": {"name": "team", "key": "key"}}}],
     "extraEnvFrom": [{"secretRef": {"name": "more-provider-keys"}}],
     "priorityClassName": "gateway-critical",
     "podAnnotations": {"team": "platform"},
@@ -73,9 +85,20 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "existing-secret-and-configmap": EXISTING,
     "inline-table": {"providers": {"table": DEMO_TABLE}},
     "in-place-reload": {"reload": {"mode": "inPlace"}},
+    "auth-keys-plain-redis": {
+        "auth": {"enabled": True, "keys": {"existingSecret": "gateway-client-keys"}},
+        "rateLimit": {"redis": {"url": "redis://redis-master.data.svc:6379/0"}},
+    },
+    "sidecar-auth": {
+        "mode": "sidecar",
+        "auth": {"enabled": True, "keys": {"existingSecret": "gateway-client-keys"}},
+        "rateLimit": {"redis": {"existingSecret": "gateway-redis"}},
+    },
 }
-SERVICE_SETS = [name for name in VALUE_SETS if name != "sidecar"]
+SERVICE_SETS = [name for name in VALUE_SETS if VALUE_SETS[name].get("mode") != "sidecar"]
 CREDENTIAL = re.compile(r"(_API_KEY|SECRET|PASSWORD|TOKEN)$|^REDIS_URL$")
+# Second spellings the gateway also reads: the chart writes the first one only.
+ALIASES = {"TELEMETRY_ENABLED": "TELEMETRY_ENABLE", "AUTH_ENABLED": "AUTH_ENABLE"}
 SWITCHES = [
     ("ingress", {"ingress": {"enabled": True}}, "Ingress"),
     ("autoscaling", {"autoscaling": {"enabled": True}}, "HorizontalPodAutoscaler"),
@@ -84,6 +107,12 @@ SWITCHES = [
     ("networkPolicy", {"networkPolicy": {"enabled": True}}, "NetworkPolicy"),
     ("providerKeys.create", {"providerKeys": {"create": True, "keys": {"OPENAI_API_KEY": TEST_KEY}}}, "Secret"),
 ]
+
+
+def holds_credentials(url: str) -> bool:
+    """A user or password in a URL's authority, or redis-py's `?password=` / `?username=` parameters."""
+    parts = urlsplit(url)
+    return bool(parts.username or parts.password or {"password", "username"} & set(parse_qs(parts.query)))
 
 
 def merged(*layers: dict[str, Any]) -> dict[str, Any]:
@@ -205,7 +234,11 @@ def test_existing_configmap_and_secret_are_used_and_not_made() -> None:
 def test_keys_come_only_from_secret_refs(name: str) -> None:
     rendered = render(VALUE_SETS[name])
     for config_map in rendered.all("ConfigMap"):
-        assert not [key for key in config_map["data"] if CREDENTIAL.search(key)]
+        data = config_map["data"]
+        # A Redis URL is there only when the chart could see it holds no credentials.
+        assert not [
+            key for key in data if CREDENTIAL.search(key) and (key != "REDIS_URL" or holds_credentials(data[key]))
+        ]
         assert TEST_KEY not in yaml.safe_dump(config_map)
     for obj in rendered.objects:
         if obj["kind"] != "Secret":
@@ -358,7 +391,8 @@ def test_network_policy_admits_the_api_and_metrics_ports_and_dns() -> None:
     assert [rule["ports"][0]["port"] for rule in policy["ingress"]] == ["http", "metrics"]
     assert policy["ingress"][0]["from"] == EVERYTHING_ON["networkPolicy"]["ingressFrom"]
     egress_ports = [port["port"] for rule in policy["egress"] for port in rule["ports"]]
-    assert egress_ports == [53, 53, 443]
+    # DNS, Redis (rate limits), the OIDC issuer, then networkPolicy.egress (the providers).
+    assert egress_ports == [53, 53, 6379, 443, 443]
     assert render({"networkPolicy": {"enabled": True}}).one("NetworkPolicy")["spec"]["policyTypes"] == ["Ingress"]
 
 
@@ -370,7 +404,9 @@ def test_pdb_takes_max_unavailable_instead_when_set() -> None:
 
 def test_extra_env_and_env_from_are_passed_after_the_charts_own() -> None:
     container = render(EVERYTHING_ON).container
-    assert container["env"] == EVERYTHING_ON["extraEnv"]
+    assert [entry["name"] for entry in container["env"]] == ["REDIS_URL", "AUTH_OIDC_CLIENT_SECRET", "TEAM_API_KEY"]
+    assert container["env"][-1:] == EVERYTHING_ON["extraEnv"]
+    assert "env" not in render().container
     assert container["envFrom"][-1] == {"secretRef": {"name": "more-provider-keys"}}
     assert container["image"] == "llm-gateway@sha256:" + "a" * 64
 
@@ -425,16 +461,30 @@ def test_drain_fits_the_termination_grace_period() -> None:
 
 def env_names_read_by_gateway() -> set[str]:
     source = (ROOT / "gateway" / "settings.py").read_text("utf-8")
-    return set(re.findall(r'(?:env\.get|reader\.\w+)\(\s*"([A-Z][A-Z0-9_]+)"', source))
+    read = set(re.findall(r'(?:env\.get|reader\.\w+)\(\s*"([A-Z][A-Z0-9_]+)"', source))
+    # Names read in a loop (AUTH_ENABLE and its alias): every quoted NAME_LIKE_THIS in the module.
+    return read | set(re.findall(r'"([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)"', source))
 
 
 def test_every_setting_the_gateway_reads_is_in_the_settings_configmap() -> None:
     names = env_names_read_by_gateway()
-    assert {"CLIENT_CONNECT_TIMEOUT", "SERVER_DRAIN_TIMEOUT", "PROVIDERS_FILE"} <= names
+    assert {"CLIENT_CONNECT_TIMEOUT", "SERVER_DRAIN_TIMEOUT", "PROVIDERS_FILE", "AUTH_ENABLE", "AUTH_ENABLED"} <= names
     data = render({"tls": {"existingSecret": "cert"}}).settings
     secret = {name for name in names if CREDENTIAL.search(name)}
-    missing = names - secret - set(data)
+    missing = names - secret - set(ALIASES) - set(data)
     assert not missing, f"add these to values.yaml `config` (or derive them in the chart): {sorted(missing)}"
+    # One spelling each: the chart writes the first and refuses the alias in `config`.
+    assert set(ALIASES) <= names and set(ALIASES.values()) <= set(data) and not set(ALIASES) & set(data)
+
+
+def test_every_setting_the_chart_derives_is_refused_in_config() -> None:
+    rendered = render({"tls": {"existingSecret": "cert"}, "rateLimit": {"redis": {"url": "redis://redis:6379"}}})
+    own = yaml.safe_load((CHART / "values.yaml").read_text("utf-8"))["config"]
+    derived = sorted(set(rendered.settings) - set(own) | set(ALIASES))
+    assert {"SERVER_PORT", "AUTH_KEYS_FILE", "REDIS_URL", "REDIS_TIMEOUT", "TELEMETRY_ENABLED"} <= set(derived)
+    for name in derived:
+        with pytest.raises(helm.HelmRenderError, match=f"config.{name} is set by the chart: use [a-z]"):
+            render({"config": {name: "x"}})
 
 
 def spec_settings() -> list[dict[str, Any]]:
@@ -462,7 +512,7 @@ def test_every_spec_config_setting_is_reachable_from_values() -> None:
     assert set(secret["stringData"]) == set(secrets)
 
 
-@pytest.mark.parametrize("name", ["OPENAI_API_KEY", "AUTH_OIDC_CLIENT_SECRET", "AUTH_OIDC_CLIENT_ID", "REDIS_URL"])
+@pytest.mark.parametrize("name", ["OPENAI_API_KEY", "AUTH_OIDC_CLIENT_SECRET", "REDIS_PASSWORD", "GITHUB_TOKEN"])
 def test_credentials_are_refused_in_config(name: str) -> None:
     with pytest.raises(helm.HelmRenderError, match=f"config.{name} looks like a credential"):
         render({"config": {name: "x"}})
@@ -473,7 +523,15 @@ def test_credentials_are_refused_in_config(name: str) -> None:
     [
         ({"config": {"SERVER_PORT": "9000"}}, "config.SERVER_PORT is set by the chart"),
         ({"config": {"PROVIDERS_FILE": "/x"}}, "config.PROVIDERS_FILE is set by the chart"),
-        ({"config": {"TELEMETRY_ENABLE": "true"}}, "config.TELEMETRY_ENABLE is set by the chart"),
+        ({"config": {"TELEMETRY_ENABLE": "true"}}, "config.TELEMETRY_ENABLE is set by the chart: use metrics.enabled"),
+        (
+            {"config": {"AUTH_OIDC_CLIENT_ID": "x"}},
+            "config.AUTH_OIDC_CLIENT_ID is set by the chart: use auth.oidc.clientId",
+        ),
+        (
+            {"config": {"REDIS_URL": "redis://:pw@redis:6379"}},
+            "config.REDIS_URL is set by the chart: use rateLimit.redis.url, or rateLimit.redis.existingSecret",
+        ),
         ({"config": {"lower_case": "x"}}, "not an environment variable name"),
         ({"shutdown": {"drainTimeoutSeconds": 30}}, "must be below terminationGracePeriodSeconds"),
         ({"shutdown": {"delaySeconds": 25}}, "delaySeconds must be below shutdown.drainTimeoutSeconds"),

@@ -95,10 +95,74 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{/* The keys file's path in the pod, when a keys Secret is given (else empty: no keys file). */}}
+{{- define "llm-gateway.authKeysFile" -}}
+{{- with .Values.auth.keys -}}
+{{- if .existingSecret -}}{{ printf "%s/%s" (trimSuffix "/" .mountPath) .existingSecretKey }}{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* (list url default): the port in the URL's authority, else the default. */}}
+{{- define "llm-gateway.urlPort" -}}
+{{- $authority := regexFind "^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*" (index . 0) -}}
+{{- default (index . 1) (regexFind "[0-9]+$" (regexFind ":[0-9]+$" $authority)) -}}
+{{- end -}}
+
+{{/* The TCP port the gateway reaches Redis on, for the NetworkPolicy; empty without Redis or over a unix socket. */}}
+{{- define "llm-gateway.redisPort" -}}
+{{- with .Values.rateLimit.redis -}}
+{{- if .url -}}
+{{- if not (hasPrefix "unix:" .url) -}}
+{{- include "llm-gateway.urlPort" (list .url "6379") -}}
+{{- end -}}
+{{- else if .existingSecret -}}
+{{- include "llm-gateway.envString" .port -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The HTTPS port of the OIDC issuer, for the NetworkPolicy; empty without an https issuer. */}}
+{{- define "llm-gateway.oidcPort" -}}
+{{- $issuer := .Values.auth.oidc.issuer -}}
+{{- if hasPrefix "https://" $issuer -}}
+{{- include "llm-gateway.urlPort" (list $issuer "443") -}}
+{{- end -}}
+{{- end -}}
+
 {{/*
-The gateway's environment, minus secrets, as a YAML map: what the chart derives from its own values
-(listen address, ports, mounted paths, telemetry, shutdown) plus `config`. A key in `config` that the chart
-derives, or that looks like a credential, is refused rather than silently shadowed or stored in a ConfigMap.
+Settings the chart owns, with the value to use instead; `config` may not set them. The aliases the gateway also
+reads (TELEMETRY_ENABLED, AUTH_ENABLED) are owned too: set beside the chart's spelling they would disagree.
+*/}}
+{{- define "llm-gateway.chartOwned" -}}
+SERVER_HOST: server.host
+SERVER_PORT: server.port
+PROVIDERS_FILE: providers.mountPath
+SERVER_TLS_CERT_PATH: tls.existingSecret
+SERVER_TLS_KEY_PATH: tls.existingSecret
+SERVER_DRAIN_TIMEOUT: shutdown.drainTimeoutSeconds
+SERVER_SHUTDOWN_DELAY: shutdown.delaySeconds
+TELEMETRY_ENABLE: metrics.enabled
+TELEMETRY_ENABLED: metrics.enabled
+TELEMETRY_METRICS_PORT: metrics.port
+AUTH_ENABLE: auth.enabled
+AUTH_ENABLED: auth.enabled
+AUTH_KEYS_FILE: auth.keys.existingSecret
+AUTH_KEYS_RELOAD_INTERVAL: auth.keys.reloadInterval
+AUTH_OIDC_ISSUER: auth.oidc.issuer
+AUTH_OIDC_CLIENT_ID: auth.oidc.clientId
+AUTH_OIDC_POLICY_CLAIM: auth.oidc.policyClaim
+AUTH_OIDC_NAME_CLAIM: auth.oidc.nameClaim
+AUTH_OIDC_LEEWAY: auth.oidc.leeway
+REDIS_URL: rateLimit.redis.url, or rateLimit.redis.existingSecret for a URL with a password
+RATELIMIT_REDIS_FAILURE: rateLimit.redis.failure
+REDIS_TIMEOUT: rateLimit.redis.timeout
+REDIS_RETRY_INTERVAL: rateLimit.redis.retryInterval
+{{- end -}}
+
+{{/*
+The gateway's environment, minus secrets, as a YAML map: what the chart derives from its own values (listen
+address, ports, mounted paths, telemetry, shutdown, access control) plus `config`. A key in `config` that the
+chart owns, or that looks like a credential, is refused rather than silently shadowed or stored in a ConfigMap.
 */}}
 {{- define "llm-gateway.settings" -}}
 {{- $sidecar := eq .Values.mode "sidecar" -}}
@@ -110,20 +174,36 @@ derives, or that looks like a credential, is refused rather than silently shadow
   "SERVER_SHUTDOWN_DELAY" (printf "%ss" (include "llm-gateway.envString" (ternary 0 .Values.shutdown.delaySeconds $sidecar)))
   "TELEMETRY_ENABLE" (ternary "true" "false" (.Values.metrics.enabled | default false))
   "TELEMETRY_METRICS_PORT" (include "llm-gateway.envString" .Values.metrics.port)
+  "AUTH_ENABLE" (ternary "true" "false" (.Values.auth.enabled | default false))
+  "AUTH_KEYS_FILE" (include "llm-gateway.authKeysFile" .)
+  "AUTH_KEYS_RELOAD_INTERVAL" (include "llm-gateway.envString" .Values.auth.keys.reloadInterval)
+  "AUTH_OIDC_ISSUER" (.Values.auth.oidc.issuer | toString)
+  "AUTH_OIDC_CLIENT_ID" (.Values.auth.oidc.clientId | toString)
+  "AUTH_OIDC_POLICY_CLAIM" (.Values.auth.oidc.policyClaim | toString)
+  "AUTH_OIDC_NAME_CLAIM" (.Values.auth.oidc.nameClaim | toString)
+  "AUTH_OIDC_LEEWAY" (include "llm-gateway.envString" .Values.auth.oidc.leeway)
+  "RATELIMIT_REDIS_FAILURE" (.Values.rateLimit.redis.failure | toString)
+  "REDIS_TIMEOUT" (include "llm-gateway.envString" .Values.rateLimit.redis.timeout)
+  "REDIS_RETRY_INTERVAL" (include "llm-gateway.envString" .Values.rateLimit.redis.retryInterval)
 -}}
 {{- if .Values.tls.existingSecret -}}
 {{- $_ := set $derived "SERVER_TLS_CERT_PATH" (printf "%s/tls.crt" .Values.tls.mountPath) -}}
 {{- $_ := set $derived "SERVER_TLS_KEY_PATH" (printf "%s/tls.key" .Values.tls.mountPath) -}}
 {{- end -}}
+{{- /* Only a URL without credentials (checked in llm-gateway.validate); one from a Secret is a secretKeyRef. */ -}}
+{{- with .Values.rateLimit.redis.url -}}
+{{- $_ := set $derived "REDIS_URL" . -}}
+{{- end -}}
+{{- $owned := include "llm-gateway.chartOwned" . | fromYaml -}}
 {{- $settings := dict -}}
 {{- range $name, $value := .Values.config -}}
 {{- if not (regexMatch "^[A-Z_][A-Z0-9_]*$" $name) -}}
 {{- fail (printf "config.%s: not an environment variable name (A-Z, 0-9, _)" $name) -}}
 {{- end -}}
-{{- if or (hasKey $derived $name) (eq $name "SERVER_TLS_CERT_PATH") (eq $name "SERVER_TLS_KEY_PATH") -}}
-{{- fail (printf "config.%s is set by the chart; use the dedicated value (see the chart README, 'Derived settings')" $name) -}}
+{{- if hasKey $owned $name -}}
+{{- fail (printf "config.%s is set by the chart: use %s (see the chart README, 'Derived settings')" $name (get $owned $name)) -}}
 {{- end -}}
-{{- if or (regexMatch "(_API_KEY|SECRET|PASSWORD|TOKEN)" $name) (eq $name "AUTH_OIDC_CLIENT_ID") (eq $name "REDIS_URL") -}}
+{{- if regexMatch "(_API_KEY|SECRET|PASSWORD|TOKEN)" $name -}}
 {{- fail (printf "config.%s looks like a credential: put it in the providerKeys Secret or extraEnv with a secretKeyRef, never in a ConfigMap" $name) -}}
 {{- end -}}
 {{- if not (kindIs "invalid" $value) -}}
@@ -161,5 +241,25 @@ derives, or that looks like a credential, is refused rather than silently shadow
 {{- end -}}
 {{- if and .Values.providers.existingConfigMap .Values.providers.table -}}
 {{- fail "set either providers.existingConfigMap or providers.table, not both" -}}
+{{- end -}}
+{{- with .Values.auth -}}
+{{- if and .enabled (not (or .keys.existingSecret .oidc.issuer)) -}}
+{{- fail "auth.enabled needs auth.keys.existingSecret or auth.oidc.issuer (or both): nobody could sign in" -}}
+{{- end -}}
+{{- if and .oidc.issuer (not .oidc.clientId) -}}
+{{- fail "auth.oidc.issuer needs auth.oidc.clientId (the audience tokens must carry)" -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.auth.keys.existingSecret (eq .Values.mode "service") (not .Values.podSecurityContext.fsGroup) -}}
+{{- fail "auth.keys.existingSecret needs podSecurityContext.fsGroup: the keys file is mounted with mode 0440, readable through the group only" -}}
+{{- end -}}
+{{- with .Values.rateLimit.redis -}}
+{{- if and .url .existingSecret -}}
+{{- fail "set either rateLimit.redis.url or rateLimit.redis.existingSecret, not both" -}}
+{{- end -}}
+{{- /* A user, a password (user:pass@ or ?password=) would end up in a ConfigMap, readable by far more people. */ -}}
+{{- if or (regexMatch "^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@" .url) (regexMatch "(?i)[?&](password|username)=" .url) -}}
+{{- fail "rateLimit.redis.url holds credentials and would be stored in a ConfigMap: put the whole URL in a Secret and set rateLimit.redis.existingSecret (and existingSecretKey) instead" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
