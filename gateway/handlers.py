@@ -61,20 +61,23 @@ async def list_models(request: web.Request) -> web.Response:
     session = request.app[upstream.SESSION]
     exchange = request[EXCHANGE]
     exchange.operation = "models"
+    table, model_filter, policies = state.table, state.model_filter, state.policies
     timeout = state.settings.response_header_timeout
     name = request.query.get("provider")
     if name:
-        provider = state.table.lookup(name)
+        provider = table.lookup(name)
         if provider is None:
             raise NoProvider(f"unknown provider {name!r}")
         exchange.provider = provider.id
         routing.require_served(provider)
-        models = await model_list.fetch(session, provider, timeout, exchange.request_id)
-        data = model_list.prefixed(provider, models, state.model_filter)
+        models = await model_list.fetch(session, provider, policies[provider.id].stream.headers, exchange.request_id)
+        data = model_list.prefixed(provider, models, model_filter)
         body = model_list.listing(auth.visible_models(request, data), {"provider": provider.id})
     else:
+        # Each provider's list gets its own head limit (the table's timeouts.response_header, if any).
+        limits = {pid: policy.stream.headers for pid, policy in policies.items()}
         data = await model_list.list_all(
-            session, state.table.providers.values(), state.model_filter, timeout, exchange.request_id
+            session, table.providers.values(), model_filter, timeout, exchange.request_id, limits
         )
         body = model_list.listing(auth.visible_models(request, data))
     exchange.listed_models = [model["id"] for model in data]

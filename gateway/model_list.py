@@ -108,10 +108,16 @@ async def list_all(
     allowed: ModelFilter,
     timeout: float,
     request_id: str = "",
+    limits: Mapping[str, float] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every served provider at once; one that fails or stalls is left out of the list, never fails it."""
+    """Every served provider at once; one that fails or stalls is left out of the list, never fails it.
+
+    `limits` (provider id -> seconds) holds the table's per-provider head limits; `timeout` is the default."""
     served = [p for p in providers if p.served]
-    results = await asyncio.gather(*(fetch(session, p, timeout, request_id) for p in served), return_exceptions=True)
+    limits = limits or {}
+    results = await asyncio.gather(
+        *(fetch(session, p, limits.get(p.id, timeout), request_id) for p in served), return_exceptions=True
+    )
     data: list[dict[str, Any]] = []
     for provider, result in zip(served, results, strict=True):
         if isinstance(result, BaseException):

@@ -252,3 +252,19 @@ def test_the_settings_read_their_env_names() -> None:
     assert Settings.from_env({}).reload_interval == 2.0
     with pytest.raises(ConfigError):
         Settings.from_env({"CLIENT_MAX_RETRIES": "-1"})
+
+
+async def test_model_lists_use_each_providers_head_limit(aiohttp_client, aiohttp_server) -> None:
+    async def slow_list(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(0.5)
+        return web.json_response({"object": "list", "data": [{"id": "m1", "object": "model", "created": 1}]})
+
+    provider = await start_provider(aiohttp_server, slow_list)
+    url = str(provider.make_url("")).rstrip("/")
+    table = table_of(entry("local", url, timeouts={"response_header": 5}), entry("hosted", url))
+    gw = await start_gateway(aiohttp_client, table)
+    listing = await (await gw.client.get("/v1/models")).json()
+    # The hosted provider's list took longer than the default 0.3 s and is left out; the local one waited.
+    assert [model["id"] for model in listing["data"]] == ["local/m1"]
+    assert (await gw.client.get("/v1/models?provider=local")).status == 200
+    assert (await gw.client.get("/v1/models?provider=hosted")).status == 504
