@@ -42,8 +42,8 @@ def create_app(settings: Settings, table: ProviderTable) -> web.Application:
         app[metrics.METRICS] = gateway_metrics
         app.cleanup_ctx.append(metrics.listener(settings))
         # Each hot reload of the table (resilience, issue 6) counts in llmgw_config_loads.
-        loaded = gateway_metrics.config_loaded
-        app[STATE].reload_listeners.append(lambda outcome: loaded(outcome == "success"))
+        reloaded, state = gateway_metrics.table_reloaded, app[STATE]
+        state.reload_listeners.append(lambda outcome: reloaded(outcome, state.table))
     # Hot reload of the provider table on SIGHUP and on file changes (resilience, issue 6).
     app.cleanup_ctx.append(reload.reload_context())
     # Malformed HTTP from clients: one warning line each, not an ERROR traceback (resilience, issue 6).

@@ -106,10 +106,14 @@ class ModelLabels:
                 labels.add(provider.id, tail)
             else:
                 labels.add(None, entry)
+        labels.add_table(table)
+        return labels
+
+    def add_table(self, table: ProviderTable) -> None:
+        """The `models:` the table declares (again after a reload, for providers it added)."""
         for provider in table.providers.values():
             for model in provider.known_models:
-                labels.add(provider.id, model)
-        return labels
+                self.add(provider.id, model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +258,12 @@ class GatewayMetrics:
 
     def config_loaded(self, ok: bool) -> None:
         self.config_loads.labels("success" if ok else "failure").inc()
+
+    def table_reloaded(self, outcome: str, table: ProviderTable) -> None:
+        """A hot reload's outcome (resilience, issue 6); a new table's declared models become labels."""
+        self.config_loaded(outcome == "success")
+        if outcome == "success":
+            self.models.add_table(table)
 
     def record(self, exchange: Exchange, route: str, method: str, status: int, ended: float) -> None:
         """Everything one finished request contributes; called once per request, never per chunk."""

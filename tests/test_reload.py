@@ -55,22 +55,40 @@ async def test_an_edited_file_is_reloaded(aiohttp_client, aiohttp_server, tmp_pa
     one, two = await echo_provider(aiohttp_server, "one"), await echo_provider(aiohttp_server, "two")
     path = tmp_path / "providers.yaml"
     write_table(path, entry("a", one))
-    gw = await start_gateway(aiohttp_client, load_table(path, {}), reload_interval=0.05)
+    gw = await start_gateway(
+        aiohttp_client, load_table(path, {}), reload_interval=0.05, telemetry_enable=True, telemetry_metrics_port=0
+    )
     state = gw.app[STATE]
     outcomes: list[str] = []
     state.reload_listeners.append(outcomes.append)
     assert (await (await gw.client.post(CHAT, json=chat("a/m"))).json()) == {"served_by": "one"}
 
     with captured_logs() as logs:
-        write_table(path, entry("a", two), entry("b", one, timeouts={"total": 9}))
+        write_table(path, entry("a", two), entry("b", one, timeouts={"total": 9}, models=["big-model"]))
         await wait_for(lambda: "b" in state.table.providers)
     assert (await (await gw.client.post(CHAT, json=chat("a/m"))).json()) == {"served_by": "two"}
     assert (await (await gw.client.post(CHAT, json=chat("b/m"))).json()) == {"served_by": "one"}
+    assert (await gw.client.post(CHAT, json=chat("b/big-model"))).status == 200
+    # The new table's declared models are metric labels from now on; others stay `other`.
+    metrics = await samples(gw.app)
+    duration = "gen_ai_server_request_duration_seconds_count"
+    assert metrics.value(duration, **genai("b", "big-model")) == 1
+    assert metrics.value(duration, **genai("b", "other")) == 1
+    assert metrics.value("llmgw_config_loads_total", result="success") == 2  # the start, then the reload
     # What is derived from the table is rebuilt with it.
     assert state.policies["b"].chat.whole == 9.0
     assert (dict(state.config_loads), outcomes) == ({"success": 1}, ["success"])
     (line,) = events_named(logs, "provider table reloaded")
     assert (line["added"], line["removed"], line["changed"], line["reason"]) == (["b"], [], ["a"], "file changed")
+
+
+def genai(provider: str, model: str) -> dict[str, str]:
+    return {
+        "gen_ai_operation_name": "chat",
+        "gen_ai_provider_name": provider,
+        "gen_ai_request_model": model,
+        "error_type": "",
+    }
 
 
 async def test_a_bad_table_is_refused_and_the_running_one_kept(aiohttp_client, aiohttp_server, tmp_path) -> None:
