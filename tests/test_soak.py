@@ -14,17 +14,30 @@ import gc
 import os
 import random
 import resource
+import subprocess
+import sys
 import time
 import tracemalloc
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 
 from gateway.upstream import SESSION
 from tests.helpers import entry, table_of
-from tests.resilience_helpers import CHAT, TINY, chat, event, start_gateway, start_provider, url_of
+from tests.resilience_helpers import (
+    CHAT,
+    ROOT,
+    TINY,
+    chat,
+    event,
+    free_port,
+    start_gateway,
+    start_provider,
+    url_of,
+)
 
 pytestmark = pytest.mark.soak
 
@@ -206,3 +219,92 @@ async def _settle(gw: Any, *providers: FlakyProvider, expected: int) -> None:
         f"{[p.in_flight for p in providers]} provider requests, {len(connector._acquired)} upstream connections, "
         f"{len(connector._conns)} pooled"
     )
+
+
+def process_figures(pid: int) -> tuple[float, int]:
+    """A process's resident memory (MiB) and open file descriptors (sockets included)."""
+    with open(f"/proc/{pid}/status") as status:
+        rss = next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS:"))
+    return rss, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+async def test_soak_a_gateway_process(aiohttp_server, tmp_path) -> None:
+    """The same load against `python -m gateway` (uvloop, as deployed), measured from outside: its open sockets
+    return to their count before the load, and its memory stays near where the first full round left it."""
+    flaky_a, flaky_b = FlakyProvider(3), FlakyProvider(4)
+    a = await start_provider(aiohttp_server, flaky_a.handle)
+    b = await start_provider(aiohttp_server, flaky_b.handle)
+    path = tmp_path / "providers.yaml"
+    path.write_text(orjson.dumps({"providers": {"a": entry("a", url_of(a)), "b": entry("b", url_of(b))}}).decode())
+    port = free_port()
+    env = {
+        **os.environ,
+        "ENVIRONMENT": "production",
+        "CLIENT_CONNECT_TIMEOUT": "10s",
+        "CLIENT_RESPONSE_HEADER_TIMEOUT": "5s",
+        "CLIENT_STREAM_IDLE_TIMEOUT": "1s",
+        "CLIENT_IDLE_CONN_TIMEOUT": "300ms",
+        "CLIENT_RETRY_BACKOFF": "10ms",
+    }
+    command = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port), "--providers", str(path)]
+    process = await asyncio.create_subprocess_exec(
+        *command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        await _listening(port, process)
+        url = f"http://127.0.0.1:{port}{CHAT}"
+        rng = random.Random(11)
+        connector = aiohttp.TCPConnector(limit=0, force_close=True)
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
+            await soak_round(http, url, rng, STREAMS)
+            start_rss, start_fds = await _quiet_process(process.pid, flaky_a, flaky_b)
+            began = time.monotonic()
+            outcomes: collections.Counter[str] = collections.Counter()
+            for _ in range(ROUNDS):
+                outcomes += await soak_round(http, url, rng, STREAMS)
+            elapsed = time.monotonic() - began
+            end_rss, end_fds = await _quiet_process(process.pid, flaky_a, flaky_b, expect_fds=start_fds)
+    finally:
+        process.terminate()
+        _, errors = await asyncio.wait_for(process.communicate(), timeout=20)
+    print(
+        f"\nsoak (gateway process): {STREAMS * ROUNDS} streams, {STREAMS} concurrent, {elapsed:.1f}s; "
+        f"outcomes {dict(outcomes)}"
+        f"\n  gateway RSS {start_rss:.1f} -> {end_rss:.1f} MiB, open fds {start_fds} -> {end_fds}"
+    )
+    assert set(outcomes) <= {"completed", "ended early, cleanly", "client hung up", "status 503", "status 504"}
+    assert end_fds <= start_fds
+    # After a first round at full size, more of the same hardly moves the resident size.
+    assert end_rss < start_rss * 1.15 + 5
+    assert process.returncode == 0
+    assert b"Traceback" not in errors
+
+
+async def _listening(port: int, process: asyncio.subprocess.Process) -> None:
+    for _ in range(400):
+        assert process.returncode is None, f"the gateway exited with {process.returncode}"
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
+    raise AssertionError(f"nothing listened on {port}")
+
+
+async def _quiet_process(pid: int, *providers: FlakyProvider, expect_fds: int | None = None) -> tuple[float, int]:
+    """Bounded wait until the providers serve nothing and the gateway's sockets stop closing (pooled upstream
+    connections expire after CLIENT_IDLE_CONN_TIMEOUT); then its figures."""
+    last = process_figures(pid)
+    steady = 0
+    for _ in range(500):
+        await asyncio.sleep(0.05)
+        now = process_figures(pid)
+        idle = all(p.in_flight == 0 for p in providers)
+        steady = steady + 1 if idle and now[1] == last[1] else 0
+        last = now
+        if steady >= 20 and (expect_fds is None or now[1] <= expect_fds):
+            return now
+    return last
