@@ -24,7 +24,15 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from multidict import CIMultiDictProxy
 
-from .errors import GatewayError, Handler, ModelNotAllowed
+from .errors import (
+    Forbidden,
+    Handler,
+    LimiterUnavailable,
+    ModelNotAllowed,
+    PaymentRequired,
+    RateLimited,
+    Unauthenticated,
+)
 from .exchange import EXCHANGE
 from .keys import EMPTY_STORE, UNRESTRICTED, ClientPolicy, KeyStore, file_stamp, load_keys
 from .metrics import METRICS
@@ -39,42 +47,7 @@ log = structlog.get_logger("gateway.auth")
 PUBLIC_PATHS = frozenset({"/health", "/ready"})
 # Routes that are not inference: a client without the inference entitlement may still call them.
 NOT_INFERENCE = frozenset({"/v1/models"})
-REALM = 'Bearer realm="llm-gateway"'
 MAX_CREDENTIAL = 8192
-
-
-class Unauthenticated(GatewayError):
-    status = 401
-    type = "authentication_error"
-    code = "invalid_api_key"
-
-    def __init__(self, message: str, *, invalid: bool = True) -> None:
-        challenge = f'{REALM}, error="invalid_token"' if invalid else REALM
-        super().__init__(message, headers={"WWW-Authenticate": challenge})
-
-
-class PaymentRequired(GatewayError):
-    status = 402
-    type = "insufficient_quota"
-    code = "paid_account_required"
-
-
-class Forbidden(GatewayError):
-    status = 403
-    type = "permission_error"
-    code = "forbidden"
-
-
-class RateLimited(GatewayError):
-    status = 429
-    type = "requests"
-    code = "rate_limit_exceeded"
-
-
-class LimiterUnavailable(GatewayError):
-    status = 503
-    type = "server_error"
-    code = "rate_limiter_unavailable"
 
 
 @dataclass(frozen=True, slots=True)

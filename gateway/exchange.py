@@ -5,12 +5,12 @@ metrics, the access log and rate limits), so nothing on the hot path writes a me
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
+from .errors import Handler
 from .usage import UsageScanner
 
 
@@ -39,8 +39,6 @@ class Exchange:
 
 
 EXCHANGE = web.RequestKey("exchange", Exchange)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @web.middleware

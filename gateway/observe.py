@@ -14,7 +14,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from . import access_log
-from .exchange import EXCHANGE, Handler
+from .errors import Handler
+from .exchange import EXCHANGE
 from .metrics import GatewayMetrics, method_label, route_label
 from .settings import Settings
 
