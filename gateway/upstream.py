@@ -1,5 +1,6 @@
-"""The only user of the outbound HTTP client: the pooled session, time limits, transport errors mapped to 502/504
-at this one boundary, and the relay that copies the provider's answer to the client chunk by chunk, untouched.
+"""The only user of the outbound HTTP client: the pooled session, transport errors mapped to 502/504 at this one
+boundary, retries while the client has nothing yet, and the relay that copies the provider's answer to the
+client chunk by chunk, untouched. The limits and retry rules come precomputed from `limits.py`.
 """
 
 from __future__ import annotations
