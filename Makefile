@@ -6,8 +6,9 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8080
 DEMO_PORT ?= 8081
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: install run test lint fmt typecheck pytest clean bench bench-smoke bench-deps
+.PHONY: install run test lint fmt typecheck pytest helm-lint image lock clean bench bench-smoke bench-deps
 
 install: $(STAMP)
 
@@ -25,7 +26,7 @@ run: install
 	DEMO_API_URL=http://127.0.0.1:$(DEMO_PORT)/v1 ENVIRONMENT=development \
 	  $(BIN)/python -m gateway --host $(HOST) --port $(PORT) --providers config/demo.providers.yaml
 
-test: lint typecheck pytest bench-smoke
+test: lint typecheck helm-lint pytest bench-smoke
 
 lint: install
 	$(BIN)/ruff check gateway tests bench
@@ -39,7 +40,20 @@ typecheck: install
 	$(BIN)/mypy --strict gateway bench
 
 pytest: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --ignore=tests/deploy
+
+# The Helm chart (lint, render with several value sets, strict Kubernetes schemas), the image and the sidecar
+# example; offline: Helm's engine ships inside helm-python-sdk.
+helm-lint: install
+	$(BIN)/pytest -q tests/deploy
+
+# Not run by `make test`: no Docker engine is needed for the tests (tests/deploy/test_image.py reads the Dockerfile).
+image:
+	docker build -t llm-gateway:$(VERSION) .
+
+# Re-pin the image's runtime dependencies to what `make install` resolved.
+lock: install
+	$(BIN)/python deploy/lock.py
 
 # The benchmark's tools: wrk and nginx (Debian packages), node for the mock upstream; apt-get only what is missing.
 BENCH_TOOLS := wrk nginx node

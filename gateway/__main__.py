@@ -1,4 +1,5 @@
-"""Command line: `python -m gateway [--host H] [--port P] [--providers FILE]` starts the gateway."""
+"""Command line: `python -m gateway [--host H] [--port P] [--providers FILE]` starts the gateway;
+`python -m gateway keys new NAME` makes a client API key (see gateway/keys.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from dataclasses import replace
 
 import structlog
 
+from . import keys
 from .app import create_app
 from .errors import ConfigError
 from .logs import configure_logging
 from .providers import ProviderTable, load_table
+from .redact import secret_values
 from .server import run
 from .settings import Settings
 
@@ -39,25 +42,37 @@ def load(argv: Sequence[str] | None, env: dict[str, str]) -> tuple[Settings, Pro
 
 
 def log_table(table: ProviderTable) -> None:
+    """One line per provider: served (where, how it authenticates) or not served and why; then a summary."""
     log = structlog.get_logger("gateway")
     for provider in table.providers.values():
         if provider.served:
-            log.info("provider served", provider=provider.id, url=provider.url, auth=provider.auth_type)
+            log.info(
+                "provider served",
+                provider=provider.id,
+                url=provider.url,
+                auth=provider.auth_type,
+                stream_usage=provider.stream_usage,
+            )
         else:
             log.warning("provider not served", provider=provider.id, reason=provider.unavailable)
+    served = sum(1 for p in table.providers.values() if p.served)
+    log.info("provider table loaded", source=table.source, served=served, total=len(table.providers))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["keys"]:
+        return keys.cli(args[1:])
     env = dict(os.environ)
     try:
         settings, table = load(argv, env)
+        configure_logging(settings.environment, secrets=secret_values(env, table))
+        app = create_app(settings, table)  # reads the keys file when client auth is on
     except ConfigError as exc:
         print(f"gateway: {exc.render()}", file=sys.stderr)
         return 2
-    configure_logging(settings.environment)
     log_table(table)
-    run(create_app(settings, table), settings)
-    return 0
+    return run(app, settings)
 
 
 if __name__ == "__main__":

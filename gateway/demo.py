@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Sequence
@@ -71,6 +72,20 @@ async def chat(request: web.Request) -> web.StreamResponse:
         )
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
+    with contextlib.suppress(ConnectionResetError):  # the listener went away: nothing to finish
+        await _stream(response, cid, created, model, answer, usage, body)
+    return response
+
+
+async def _stream(
+    response: web.StreamResponse,
+    cid: str,
+    created: int,
+    model: str,
+    answer: str,
+    usage: dict[str, int],
+    body: dict[str, Any],
+) -> None:
     words = answer.split(" ")
     for i, word in enumerate(words):
         delta = {"content": word if i == 0 else f" {word}"}
@@ -98,7 +113,6 @@ async def chat(request: web.Request) -> web.StreamResponse:
         await response.write(b"data: " + orjson.dumps(tail) + b"\n\n")
     await response.write(b"data: [DONE]\n\n")
     await response.write_eof()
-    return response
 
 
 def create_demo_app() -> web.Application:

@@ -3,9 +3,15 @@
     GatewayError                    status, type, code -> {"error": {"message", "type", "code"}}
     ├── InvalidRequest              400 invalid_request_error
     │   ├── RequestTooLarge         413 invalid_request_error / request_too_large
-    │   └── RequestTimeout          408 invalid_request_error / request_timeout
-    ├── NoProvider                  404 no_provider
+    │   ├── RequestTimeout          408 invalid_request_error / request_timeout
+    │   └── IncompleteRequest       400 invalid_request_error / incomplete_body
+    ├── Unauthenticated             401 authentication_error / invalid_api_key (+ WWW-Authenticate)
+    ├── PaymentRequired             402 insufficient_quota / paid_account_required
+    ├── Forbidden                   403 permission_error / forbidden
     ├── ModelNotAllowed             403 permission_error / model_not_allowed
+    ├── NoProvider                  404 no_provider
+    ├── RateLimited                 429 requests / rate_limit_exceeded (+ Retry-After)
+    ├── LimiterUnavailable          503 server_error / rate_limiter_unavailable
     ├── ProviderNotConfigured       503 provider_not_configured
     ├── UpstreamError               502 upstream_error
     └── UpstreamTimeout             504 upstream_error / upstream_timeout
@@ -71,6 +77,11 @@ class RequestTimeout(InvalidRequest):
     close_connection = True
 
 
+class IncompleteRequest(InvalidRequest):
+    code = "incomplete_body"
+    close_connection = True  # the framing is lost: nothing after it on this connection can be trusted
+
+
 class NoProvider(GatewayError):
     status = 404
     type = "no_provider"
@@ -81,6 +92,43 @@ class ModelNotAllowed(GatewayError):
     status = 403
     type = "permission_error"
     code = "model_not_allowed"
+
+
+AUTH_REALM = 'Bearer realm="llm-gateway"'
+
+
+class Unauthenticated(GatewayError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+    def __init__(self, message: str, *, invalid: bool = True) -> None:
+        challenge = f'{AUTH_REALM}, error="invalid_token"' if invalid else AUTH_REALM
+        super().__init__(message, headers={"WWW-Authenticate": challenge})
+
+
+class PaymentRequired(GatewayError):
+    status = 402
+    type = "insufficient_quota"
+    code = "paid_account_required"
+
+
+class Forbidden(GatewayError):
+    status = 403
+    type = "permission_error"
+    code = "forbidden"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+
+
+class LimiterUnavailable(GatewayError):
+    status = 503
+    type = "server_error"
+    code = "rate_limiter_unavailable"
 
 
 class ProviderNotConfigured(GatewayError):

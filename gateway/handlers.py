@@ -5,72 +5,116 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from . import inbound, model_list, outbound, policy, routing, upstream
+from . import auth, inbound, model_list, outbound, policy, routing, upstream
 from .errors import NoProvider
+from .exchange import EXCHANGE
 from .state import STATE
+from .usage import JsonUsage, SseUsage
 
 _JSON = "application/json"
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    settings, table = state.settings, state.table
+    # Read once: a reload during this request does not change the table it finishes on.
+    settings, table, model_filter, policies = state.settings, state.table, state.model_filter, state.policies
+    exchange = request[EXCHANGE]
+    exchange.operation = "chat"
     raw = await inbound.read_body(request, settings.max_request_body_size, settings.read_timeout)
+    exchange.bytes_in = len(raw)
     chat = inbound.parse_chat(raw)
+    exchange.stream = chat.stream
+    exchange.request_body = chat.body
     route = routing.resolve(
         table, chat.model, query_provider=request.query.get("provider"), body_provider=chat.provider
     )
-    state.model_filter.check(route.provider.id, route.model)
+    exchange.provider, exchange.model = route.provider.id, route.model
+    model_filter.check(route.provider.id, route.model)
+    auth.check_model(request, route.provider.id, route.model)
     policy.check_vision(settings.enable_vision, route.provider, chat.body)
     provider = route.provider
+    call = policies[provider.id]
+    exchange.scanner = SseUsage() if chat.stream else JsonUsage()
+    # Streams report usage only when asked; the client's own stream_options always win.
+    exchange.usage_requested = ask_usage = chat.stream and provider.stream_usage and "stream_options" not in chat.body
     return await upstream.relay(
         request,
         request.app[upstream.SESSION],
         provider.chat.method,
         provider.chat_url,
-        outbound.upstream_headers(request.headers, provider, disable_compression=settings.disable_compression),
-        outbound.chat_body(raw, chat.body, route, provider_field="provider" in chat.body),
-        upstream.Limits.for_call(settings, stream=chat.stream),
+        outbound.upstream_headers(
+            request.headers,
+            provider,
+            disable_compression=settings.disable_compression,
+            request_id=exchange.request_id,
+        ),
+        outbound.chat_body(raw, chat.body, route, provider_field="provider" in chat.body, ask_usage=ask_usage),
+        call.limits(chat.stream),
+        exchange,
+        call.retry,
+        settings.write_timeout,
     )
 
 
 async def list_models(request: web.Request) -> web.Response:
     state = request.app[STATE]
     session = request.app[upstream.SESSION]
+    exchange = request[EXCHANGE]
+    exchange.operation = "models"
+    table, model_filter, policies = state.table, state.model_filter, state.policies
     timeout = state.settings.response_header_timeout
     name = request.query.get("provider")
     if name:
-        provider = state.table.lookup(name)
+        provider = table.lookup(name)
         if provider is None:
             raise NoProvider(f"unknown provider {name!r}")
+        exchange.provider = provider.id
         routing.require_served(provider)
-        models = await model_list.fetch(session, provider, timeout)
-        data = model_list.prefixed(provider, models, state.model_filter)
-        body = model_list.listing(data, {"provider": provider.id})
+        models = await model_list.fetch(session, provider, policies[provider.id].stream.headers, exchange.request_id)
+        data = model_list.prefixed(provider, models, model_filter)
+        body = model_list.listing(auth.visible_models(request, data), {"provider": provider.id})
     else:
-        data = await model_list.list_all(session, state.table.providers.values(), state.model_filter, timeout)
-        body = model_list.listing(data)
+        # Each provider's list gets its own head limit (the table's timeouts.response_header, if any).
+        limits = {pid: policy.stream.headers for pid, policy in policies.items()}
+        data = await model_list.list_all(
+            session, table.providers.values(), model_filter, timeout, exchange.request_id, limits
+        )
+        body = model_list.listing(auth.visible_models(request, data))
+    exchange.listed_models = [model["id"] for model in data]
     return web.Response(body=orjson.dumps(body), content_type=_JSON)
 
 
 async def proxy(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    settings = state.settings
+    settings, table, policies = state.settings, state.table, state.policies
+    exchange = request[EXCHANGE]
+    exchange.operation = "proxy"
     name = request.match_info["provider"]
-    provider = state.table.lookup(name)
+    provider = table.lookup(name)
     if provider is None:
         raise NoProvider(f"unknown provider {name!r}")
+    exchange.provider = provider.id
+    auth.check_proxy(request, provider.id)
     routing.require_served(provider)
     url = outbound.proxy_url(provider, _raw_tail(request, name), request.raw_path.partition("?")[2])
     body = await inbound.read_body(request, settings.max_request_body_size, settings.read_timeout)
+    exchange.bytes_in = len(body)
     return await upstream.relay(
         request,
         request.app[upstream.SESSION],
         request.method,
         url,
-        outbound.upstream_headers(request.headers, provider, disable_compression=settings.disable_compression),
+        outbound.upstream_headers(
+            request.headers,
+            provider,
+            disable_compression=settings.disable_compression,
+            request_id=exchange.request_id,
+        ),
         body if body or request.method not in ("GET", "DELETE") else None,
-        upstream.Limits.for_proxy(settings),
+        policies[provider.id].proxy,
+        exchange,
+        policies[provider.id].retry,
+        settings.write_timeout,
     )
 
 

@@ -3,30 +3,41 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
-from .errors import InvalidRequest, RequestTimeout, RequestTooLarge
+from .errors import IncompleteRequest, InvalidRequest, RequestTimeout, RequestTooLarge
 
 
 async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
-    """The whole body, refused with 413 before reading when it announces more than `limit` bytes."""
+    """The whole body within `timeout`; 413 as soon as it is known to exceed `limit` bytes: before reading when
+    it announces more, else once the bytes read pass the limit (a chunked body is never read past it)."""
     length = request.content_length
     if length is not None and length > limit:
         raise RequestTooLarge(f"request body of {length} bytes is over the limit of {limit} bytes")
+    parts: list[bytes] = []
+    size = 0
     try:
-        if request.content.is_eof():
-            # The whole body came in with the head (the common case): nothing to wait for, so no timer.
-            return await request.read()
-        async with asyncio.timeout(timeout):
-            return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise RequestTooLarge(f"request body is over the limit of {limit} bytes") from None
+        # The whole body came in with the head (the common case): nothing to wait for, so no timer (a timer
+        # costs about 9 us on uvloop).
+        waiting = contextlib.nullcontext() if request.content.is_eof() else asyncio.timeout(timeout)
+        async with waiting:
+            while chunk := await request.content.readany():
+                size += len(chunk)
+                if size > limit:
+                    raise RequestTooLarge(f"request body is over the limit of {limit} bytes")
+                parts.append(chunk)
     except TimeoutError:
         raise RequestTimeout(f"the request body did not arrive within {timeout:g}s") from None
+    except (HttpProcessingError, ConnectionError) as exc:
+        # Broken framing (bad chunk sizes, a body shorter than announced) or a client that went away.
+        raise IncompleteRequest(f"the request body could not be read ({type(exc).__name__})") from None
+    return b"".join(parts)
 
 
 def parse_object(raw: bytes) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -20,10 +20,14 @@ log = structlog.get_logger("gateway.models")
 MAX_LIST_BYTES = 16 * 1024 * 1024
 
 
-async def fetch(session: aiohttp.ClientSession, provider: Provider, timeout: float) -> list[dict[str, Any]]:
+async def fetch(
+    session: aiohttp.ClientSession, provider: Provider, timeout: float, request_id: str = ""
+) -> list[dict[str, Any]]:
     """One provider's models in OpenAI's shape, ids bare; its own error answers raise UpstreamReply."""
     headers = dict(provider.headers)
     headers["Accept-Encoding"] = "identity"
+    if request_id:
+        headers["X-Request-ID"] = request_id
     try:
         async with asyncio.timeout(timeout):
             async with session.request(
@@ -83,9 +87,11 @@ def _epoch(value: Any) -> int:
         return int(value)
     if isinstance(value, str):
         try:
-            return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             return 0
+        # A time without a zone is taken as UTC, never as the gateway's local time.
+        return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp())
     return 0
 
 
@@ -97,11 +103,21 @@ def prefixed(provider: Provider, models: Iterable[dict[str, Any]], allowed: Mode
 
 
 async def list_all(
-    session: aiohttp.ClientSession, providers: Iterable[Provider], allowed: ModelFilter, timeout: float
+    session: aiohttp.ClientSession,
+    providers: Iterable[Provider],
+    allowed: ModelFilter,
+    timeout: float,
+    request_id: str = "",
+    limits: Mapping[str, float] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every served provider at once; one that fails or stalls is left out of the list, never fails it."""
+    """Every served provider at once; one that fails or stalls is left out of the list, never fails it.
+
+    `limits` (provider id -> seconds) holds the table's per-provider head limits; `timeout` is the default."""
     served = [p for p in providers if p.served]
-    results = await asyncio.gather(*(fetch(session, p, timeout) for p in served), return_exceptions=True)
+    limits = limits or {}
+    results = await asyncio.gather(
+        *(fetch(session, p, limits.get(p.id, timeout), request_id) for p in served), return_exceptions=True
+    )
     data: list[dict[str, Any]] = []
     for provider, result in zip(served, results, strict=True):
         if isinstance(result, BaseException):

@@ -50,7 +50,7 @@ NOT_FORWARDED = HOP_BY_HOP | {
 
 
 def upstream_headers(
-    client: CIMultiDictProxy[str], provider: Provider, *, disable_compression: bool
+    client: CIMultiDictProxy[str], provider: Provider, *, disable_compression: bool, request_id: str | None = None
 ) -> CIMultiDict[str]:
     """End-to-end client headers, minus anything that could carry a credential, plus the provider's own."""
     declared_hop = (
@@ -68,16 +68,31 @@ def upstream_headers(
     # The body is relayed as raw bytes: only ask for an encoding the client itself accepts.
     encoding = "identity" if disable_compression else client.get("accept-encoding", "identity")
     headers["Accept-Encoding"] = encoding
+    if request_id:
+        # The gateway's id (the client's own when it was sane), so provider-side logs can be matched with ours.
+        headers["X-Request-ID"] = request_id
     return headers
 
 
-def chat_body(raw: bytes, body: dict[str, Any], route: Route, provider_field: bool) -> bytes:
-    """The client's bytes unchanged, unless the model name or the `provider` field must change."""
+_INCLUDE_USAGE = b',"stream_options":{"include_usage":true}}'
+
+
+def chat_body(raw: bytes, body: dict[str, Any], route: Route, provider_field: bool, ask_usage: bool = False) -> bytes:
+    """The client's bytes unchanged, unless the model name or the `provider` field must change, or (`ask_usage`)
+    the stream should end with a usage chunk and the client did not set `stream_options` itself."""
+    inject = ask_usage and "stream_options" not in body
     if route.model == route.requested and not provider_field:
-        return raw
+        if not inject:
+            return raw
+        # Only the option is missing: splice it in before the closing brace instead of re-encoding the body.
+        end = raw.rstrip()
+        if end.endswith(b"}"):
+            return end[:-1] + _INCLUDE_USAGE
     rewritten = dict(body)
     rewritten["model"] = route.model
     rewritten.pop("provider", None)
+    if inject:
+        rewritten["stream_options"] = {"include_usage": True}
     return orjson.dumps(rewritten)
 
 

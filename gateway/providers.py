@@ -19,6 +19,7 @@ import yaml
 from yarl import URL
 
 from .errors import ConfigError
+from .settings import parse_duration
 
 AuthType = Literal["bearer", "xheader", "query", "none"]
 
@@ -52,6 +53,26 @@ class ListShape:
 
 
 @dataclass(frozen=True, slots=True)
+class TimeoutOverrides:
+    """The table's `timeouts:` block: seconds that replace the CLIENT_* settings for one provider (None = keep)."""
+
+    connect: float | None = None
+    response_header: float | None = None
+    total: float | None = None
+    stream_idle: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryOverrides:
+    """The table's `retries:` block: replaces the CLIENT_*RETR* settings for one provider (None = keep)."""
+
+    max_retries: int | None = None
+    backoff: float | None = None
+    backoff_max: float | None = None
+    retry_after_max: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Provider:
     id: str
     url: str
@@ -74,6 +95,11 @@ class Provider:
     # Lower-cased header and query names that carry the key: a client may never set them.
     secret_header: str | None = None
     secret_query: str | None = None
+    # observability (issue 3): ask for usage in streams; model names known for metric labels.
+    stream_usage: bool = False
+    known_models: tuple[str, ...] = ()
+    timeouts: TimeoutOverrides = TimeoutOverrides()
+    retries: RetryOverrides = RetryOverrides()
 
     @property
     def served(self) -> bool:
@@ -285,7 +311,27 @@ def _build(entry: dict[str, Any], env: Mapping[str, str]) -> Provider:
         query=tuple(query) if ready else (),
         secret_header=secret_header.lower() if secret_header else None,
         secret_query=secret_query,
+        stream_usage=bool(entry.get("stream_usage", False)),
+        known_models=tuple(entry.get("models", ())),
+        timeouts=TimeoutOverrides(**{name: _seconds(value) for name, value in entry.get("timeouts", {}).items()}),
+        retries=_retry_overrides(entry.get("retries", {})),
     )
+
+
+def _retry_overrides(block: dict[str, Any]) -> RetryOverrides:
+    return RetryOverrides(
+        max_retries=block.get("max_retries"),
+        backoff=_seconds(block.get("backoff")),
+        backoff_max=_seconds(block.get("backoff_max")),
+        retry_after_max=_seconds(block.get("retry_after_max")),
+    )
+
+
+def _seconds(value: float | str | None) -> float | None:
+    """A schema-checked duration: seconds as a number, or Go-style text such as `90s` or `2m`."""
+    if value is None:
+        return None
+    return float(value) if isinstance(value, int | float) else parse_duration(value)
 
 
 def _endpoint(entry: dict[str, str]) -> Endpoint:
@@ -297,9 +343,12 @@ def _with_query(url: URL, query: list[tuple[str, str]]) -> URL:
 
 
 def _safe_url(url: str) -> str:
-    """A URL as it may be shown: user info dropped, so a credential in it is never printed."""
+    """A URL as it may be shown: user info and query dropped, so a credential in it is never printed."""
     try:
         parsed = URL(url)
     except ValueError:
         return "<unparsable>"
+    if parsed.query_string:
+        parsed = parsed.with_query(None)
+        return f"{parsed.with_user(None) if parsed.user or parsed.password else parsed}?<query hidden>"
     return str(parsed.with_user(None)) if parsed.user or parsed.password else url

@@ -1,4 +1,9 @@
-"""Running the app: the listening socket (TLS when configured), uvloop, and a clean stop on SIGINT/SIGTERM."""
+"""Running the app: the listening socket (TLS when configured), uvloop, and a graceful stop on SIGTERM/SIGINT.
+
+The first signal drains: /ready turns 503, the listener stays open for SERVER_SHUTDOWN_DELAY (so load balancers
+can stop sending), then closes; requests and streams in flight finish within SERVER_DRAIN_TIMEOUT, counted from
+the signal, and the process exits 0. A second signal cuts what is left and exits 1 at once.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,16 @@ import signal
 import ssl
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from .settings import Settings
+from .state import STATE
 
 log = structlog.get_logger("gateway")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+EXIT_DRAINED = 0
+EXIT_FORCED = 1
 
 
 def server_ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -24,12 +34,64 @@ def server_ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-async def serve(app: web.Application, settings: Settings) -> None:
+class StopSignals:
+    """Counts stop signals: the first asks for a drain, any later one for an immediate stop."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.drain = asyncio.Event()
+        self.force = asyncio.Event()
+
+    def __call__(self, signum: signal.Signals) -> None:
+        self.count += 1
+        log.info("signal received", signal=signum.name, count=self.count)
+        (self.drain if self.count == 1 else self.force).set()
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        for signum in STOP_SIGNALS:
+            loop.add_signal_handler(signum, self, signum)
+
+
+async def close_connection_while_draining(request: web.Request, response: web.StreamResponse) -> None:
+    """While draining, every answer says `Connection: close`, so clients move their pooled connections elsewhere."""
+    if request.app[STATE].draining:
+        # The hook runs after the headers are computed: say it, and make the connection act on it.
+        response.headers[hdrs.CONNECTION] = "close"
+        response.force_close()
+
+
+async def drain(runner: web.AppRunner, app: web.Application, settings: Settings) -> None:
+    """Turn unready, keep accepting for the shutdown delay, then close the listener and wait for what is in flight.
+
+    `runner.cleanup()` closes the listening sockets, closes idle keep-alive connections, waits up to the runner's
+    `shutdown_timeout` for handlers still running (then cancels them) and finally runs the app's cleanup_ctx,
+    which closes the upstream session only after the last stream has ended.
+    """
+    app[STATE].draining = True
+    log.info("draining", delay=settings.shutdown_delay, timeout=settings.drain_timeout)
+    if settings.shutdown_delay > 0:
+        # Endpoint controllers and load balancers learn of the stop at the same time we do; until they
+        # have taken this pod out, new connections must still be answered (with /ready saying 503).
+        await asyncio.sleep(settings.shutdown_delay)
+    server = runner.server
+    open_connections = len(server.connections) if server is not None else 0
+    log.info("closing the listener", open_connections=open_connections)
+    await runner.cleanup()
+
+
+async def serve(app: web.Application, settings: Settings) -> int:
+    """Serve until a stop signal; return the process exit status."""
+    # Installed first: a SIGTERM that arrives during start-up drains once the listener is up.
+    signals = StopSignals()
+    signals.install(asyncio.get_running_loop())
+    app.on_response_prepare.append(close_connection_while_draining)
     runner = web.AppRunner(
         app,
         handler_cancellation=True,
         keepalive_timeout=settings.idle_timeout,
         access_log=None,
+        # What is left of the drain budget once the shutdown delay has passed.
+        shutdown_timeout=settings.drain_timeout - settings.shutdown_delay,
     )
     await runner.setup()
     # What start-up built lives as long as the process: keep it out of every later collection, where it made
@@ -43,21 +105,24 @@ async def serve(app: web.Application, settings: Settings) -> None:
     await site.start()
     scheme = "https" if settings.tls_enabled else "http"
     log.info("listening", url=f"{scheme}://{settings.host}:{settings.port}")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        log.info("stopping")
-        await runner.cleanup()
+    await signals.drain.wait()
+    async with asyncio.TaskGroup() as tasks:
+        drained = tasks.create_task(drain(runner, app, settings))
+        forced = tasks.create_task(signals.force.wait())
+        await asyncio.wait((drained, forced), return_when=asyncio.FIRST_COMPLETED)
+        drained.cancel()
+        forced.cancel()
+    if drained.cancelled():
+        # Whatever is still open is cancelled when the event loop closes behind us.
+        log.warning("stopped at once on a second signal")
+        return EXIT_FORCED
+    log.info("stopped")
+    return EXIT_DRAINED
 
 
-def run(app: web.Application, settings: Settings) -> None:
+def run(app: web.Application, settings: Settings) -> int:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
-        asyncio.run(serve(app, settings))
-    else:
-        uvloop.run(serve(app, settings))
+        return asyncio.run(serve(app, settings))
+    return uvloop.run(serve(app, settings))

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 
@@ -60,6 +61,9 @@ class Settings:
     tls_cert_path: str | None = None
     tls_key_path: str | None = None
     max_request_body_size: int = 10 * 1024 * 1024
+    # shutdown: the whole budget from SIGTERM to exit, and the part of it spent still accepting while unready
+    drain_timeout: float = 25.0
+    shutdown_delay: float = 0.0
     # client (towards providers)
     client_timeout: float = 30.0
     connect_timeout: float = 10.0
@@ -73,6 +77,29 @@ class Settings:
     disable_compression: bool = True
     expect_continue_timeout: float = 1.0
     providers_file: str = "providers.yaml"
+    # observability (issue 3)
+    telemetry_enable: bool = False
+    telemetry_metrics_port: int = 9464
+    # access control (issue 5): client keys, OIDC, per-key limits shared through Redis
+    auth_enable: bool = False
+    auth_keys_file: str | None = None
+    auth_keys_reload_interval: float = 10.0
+    auth_oidc_issuer: str | None = None
+    auth_oidc_client_id: str | None = None
+    auth_oidc_client_secret: str | None = field(default=None, repr=False)  # read, never used nor shown
+    auth_oidc_policy_claim: str | None = None
+    auth_oidc_name_claim: str = "sub"
+    auth_oidc_leeway: float = 30.0
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
+    ratelimit_fail_open: bool = True
+    redis_timeout: float = 0.25
+    redis_retry_interval: float = 5.0
+    # resilience (issue 6): retries before the first byte, and hot reload of the provider table
+    max_retries: int = 2
+    retry_backoff: float = 0.25
+    retry_backoff_max: float = 4.0
+    retry_after_max: float = 20.0
+    reload_interval: float = 2.0  # 0 turns file polling off; SIGHUP still reloads
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -95,6 +122,8 @@ class Settings:
             tls_cert_path=env.get("SERVER_TLS_CERT_PATH") or None,
             tls_key_path=env.get("SERVER_TLS_KEY_PATH") or None,
             max_request_body_size=reader.integer("SERVER_MAX_REQUEST_BODY_SIZE", 10 * 1024 * 1024),
+            drain_timeout=reader.duration("SERVER_DRAIN_TIMEOUT", 25.0),
+            shutdown_delay=reader.duration("SERVER_SHUTDOWN_DELAY", 0.0, allow_zero=True),
             client_timeout=reader.duration("CLIENT_TIMEOUT", 30.0),
             connect_timeout=reader.duration("CLIENT_CONNECT_TIMEOUT", 10.0),
             response_header_timeout=reader.duration("CLIENT_RESPONSE_HEADER_TIMEOUT", 10.0),
@@ -107,9 +136,39 @@ class Settings:
             disable_compression=reader.boolean("CLIENT_DISABLE_COMPRESSION", True),
             expect_continue_timeout=reader.duration("CLIENT_EXPECT_CONTINUE_TIMEOUT", 1.0),
             providers_file=env.get("PROVIDERS_FILE", "providers.yaml") or "providers.yaml",
+            # observability (issue 3): the spec says TELEMETRY_ENABLE, the Go gateway TELEMETRY_ENABLED.
+            telemetry_enable=reader.boolean("TELEMETRY_ENABLE", reader.boolean("TELEMETRY_ENABLED", False)),
+            telemetry_metrics_port=reader.port("TELEMETRY_METRICS_PORT", 9464),
+            # access control (issue 5)
+            auth_enable=_auth_enable(reader),
+            auth_keys_file=reader.text("AUTH_KEYS_FILE"),
+            auth_keys_reload_interval=reader.duration("AUTH_KEYS_RELOAD_INTERVAL", 10.0),
+            auth_oidc_issuer=(reader.text("AUTH_OIDC_ISSUER") or "").rstrip("/") or None,
+            auth_oidc_client_id=reader.text("AUTH_OIDC_CLIENT_ID"),
+            auth_oidc_client_secret=reader.text("AUTH_OIDC_CLIENT_SECRET"),
+            auth_oidc_policy_claim=reader.text("AUTH_OIDC_POLICY_CLAIM"),
+            auth_oidc_name_claim=reader.text("AUTH_OIDC_NAME_CLAIM") or "sub",
+            auth_oidc_leeway=reader.duration("AUTH_OIDC_LEEWAY", 30.0),
+            redis_url=reader.text("REDIS_URL"),
+            ratelimit_fail_open=reader.choice("RATELIMIT_REDIS_FAILURE", ("open", "closed"), "open") == "open",
+            redis_timeout=reader.duration("REDIS_TIMEOUT", 0.25),
+            redis_retry_interval=reader.duration("REDIS_RETRY_INTERVAL", 5.0),
+            # resilience (issue 6)
+            max_retries=reader.integer("CLIENT_MAX_RETRIES", 2),
+            retry_backoff=reader.duration("CLIENT_RETRY_BACKOFF", 0.25),
+            retry_backoff_max=reader.duration("CLIENT_RETRY_BACKOFF_MAX", 4.0),
+            retry_after_max=reader.duration("CLIENT_RETRY_AFTER_MAX", 20.0),
+            reload_interval=(
+                0.0
+                if (env.get("PROVIDERS_RELOAD_INTERVAL") or "").strip().lower() in ("0", "off")
+                else reader.duration("PROVIDERS_RELOAD_INTERVAL", 2.0)
+            ),
         )
+        reader.errors.extend(_auth_problems(settings))
         if (settings.tls_cert_path is None) != (settings.tls_key_path is None):
             reader.errors.append("SERVER_TLS_CERT_PATH and SERVER_TLS_KEY_PATH must be set together")
+        if settings.shutdown_delay >= settings.drain_timeout:
+            reader.errors.append("SERVER_SHUTDOWN_DELAY must be below SERVER_DRAIN_TIMEOUT (the delay is part of it)")
         if reader.errors:
             raise ConfigError("environment", reader.errors)
         return settings
@@ -117,6 +176,35 @@ class Settings:
     @property
     def tls_enabled(self) -> bool:
         return self.tls_cert_path is not None
+
+
+# access control (issue 5)
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _auth_enable(reader: _Reader) -> bool:
+    """AUTH_ENABLE and its spelling AUTH_ENABLED mean the same; set both, they must agree."""
+    values = {name: reader.boolean(name, False) for name in ("AUTH_ENABLE", "AUTH_ENABLED") if reader.text(name)}
+    if len(set(values.values())) > 1:
+        reader.errors.append("AUTH_ENABLE and AUTH_ENABLED disagree: set one of them")
+    return any(values.values())
+
+
+def _auth_problems(settings: Settings) -> list[str]:
+    problems = []
+    if settings.auth_enable and not (settings.auth_keys_file or settings.auth_oidc_issuer):
+        problems.append("AUTH_ENABLE needs AUTH_KEYS_FILE or AUTH_OIDC_ISSUER (or both): nobody could sign in")
+    if settings.auth_oidc_issuer and not settings.auth_oidc_client_id:
+        problems.append("AUTH_OIDC_ISSUER needs AUTH_OIDC_CLIENT_ID (the audience tokens must carry)")
+    issuer = urlsplit(settings.auth_oidc_issuer or "")
+    # Plain http only towards this host (tests, a sidecar issuer): elsewhere the signing keys could be swapped.
+    if settings.auth_oidc_issuer and not (
+        issuer.scheme == "https" or (issuer.scheme == "http" and issuer.hostname in _LOOPBACK)
+    ):
+        problems.append("AUTH_OIDC_ISSUER must be an https:// URL (http:// only for localhost)")
+    if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
+    return problems
 
 
 class _Reader:
@@ -129,6 +217,9 @@ class _Reader:
     def _raw(self, name: str) -> str | None:
         value = self.env.get(name)
         return None if value is None or value.strip() == "" else value.strip()
+
+    def text(self, name: str) -> str | None:
+        return self._raw(name)
 
     def boolean(self, name: str, default: bool) -> bool:
         raw = self._raw(name)
@@ -162,7 +253,7 @@ class _Reader:
             return default
         return value
 
-    def duration(self, name: str, default: float) -> float:
+    def duration(self, name: str, default: float, *, allow_zero: bool = False) -> float:
         raw = self._raw(name)
         if raw is None:
             return default
@@ -171,8 +262,8 @@ class _Reader:
         except ValueError as exc:
             self.errors.append(f"{name}: {exc}")
             return default
-        if value <= 0:
-            self.errors.append(f"{name}: must be above zero")
+        if value < 0 or (value == 0 and not allow_zero):
+            self.errors.append(f"{name}: must be {'zero or more' if allow_zero else 'above zero'}")
             return default
         return value
 

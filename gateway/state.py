@@ -1,17 +1,23 @@
-"""What a running gateway holds: its settings and the current provider table with the filter built from them.
+"""What a running gateway holds: its settings and the current provider table with what is built from them.
 
-A reload swaps `table` whole; a request reads it once, so it finishes on the table it started with.
+A reload swaps the table and everything derived from it in one step (no await in between); a request reads them
+once, at its start, so it finishes on the table it started with.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from .limits import CallPolicy, call_policies
 from .policy import ModelFilter
 from .providers import ProviderTable
 from .settings import Settings
+
+ReloadListener = Callable[[str], None]
 
 
 @dataclass(slots=True)
@@ -20,9 +26,28 @@ class GatewayState:
     table: ProviderTable
     model_filter: ModelFilter = field(init=False)
     draining: bool = False
+    # Per provider id: time limits and retry rules, merged from the settings and the table's overrides.
+    policies: Mapping[str, CallPolicy] = field(init=False)
+    # Outcomes of table (re)loads: "success" / "failure" -> count. Listeners are called with each outcome
+    # (the metrics module can turn them into a `config loads` counter).
+    config_loads: Counter[str] = field(default_factory=Counter)
+    reload_listeners: list[ReloadListener] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.model_filter = ModelFilter.of(self.settings.allowed_models, self.settings.disallowed_models)
+        self.policies = call_policies(self.settings, self.table)
+
+    def swap(self, table: ProviderTable, settings: Settings | None = None) -> None:
+        """Install a validated table (and settings): build everything first, then assign without awaiting."""
+        settings = settings or self.settings
+        model_filter = ModelFilter.of(settings.allowed_models, settings.disallowed_models)
+        policies = call_policies(settings, table)
+        self.settings, self.table, self.model_filter, self.policies = settings, table, model_filter, policies
+
+    def record_load(self, outcome: str) -> None:
+        self.config_loads[outcome] += 1
+        for listener in self.reload_listeners:
+            listener(outcome)
 
 
 STATE = web.AppKey("state", GatewayState)

@@ -1,0 +1,113 @@
+"""The access log: one line per request built from its Exchange when it ends, and in development mode the chat
+request and answer bodies, truncated per DEBUG_CONTENT_TRUNCATE_WORDS and DEBUG_MAX_MESSAGES.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from .exchange import Exchange
+from .usage import JsonUsage, SseUsage
+
+log = structlog.get_logger("gateway.access")
+
+MAX_PATH = 256
+MAX_MODEL = 200
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000.0, 3)
+
+
+def write(request: web.Request, exchange: Exchange, route: str, status: int, ended: float) -> None:
+    """One line with everything an operator asks about a request; 5xx lines are warnings."""
+    scanner = exchange.scanner
+    usage = scanner.usage if scanner is not None else None
+    first = scanner.first_content_at if isinstance(scanner, SseUsage) else None
+    (log.warning if status >= 500 else log.info)(
+        "request",
+        method=request.method,
+        route=route,
+        path=request.path[:MAX_PATH],
+        status=status,
+        operation=exchange.operation,
+        provider=exchange.provider,
+        model=exchange.model[:MAX_MODEL] if exchange.model else None,
+        stream=exchange.stream,
+        upstream_status=exchange.upstream_status,
+        upstream_request_id=exchange.upstream_request_id,
+        duration_ms=_ms(ended - exchange.started),
+        ttft_ms=_ms(first - exchange.started) if first is not None else None,
+        input_tokens=usage.input_tokens if usage is not None else None,
+        output_tokens=usage.output_tokens if usage is not None else None,
+        usage_requested=exchange.usage_requested,
+        bytes_in=exchange.bytes_in,
+        bytes_out=exchange.bytes_out,
+        error_type=exchange.error_type,
+        retries=exchange.retries,
+        client=exchange.client_name,
+        client_disconnected=exchange.client_disconnected,
+    )
+
+
+def write_bodies(exchange: Exchange, words: int, max_messages: int) -> None:
+    """Development mode only: what was asked and (for whole JSON answers) what came back, truncated."""
+    if exchange.request_body is not None:
+        log.debug("request body", body=preview_chat(exchange.request_body, words, max_messages))
+    scanner = exchange.scanner
+    if isinstance(scanner, JsonUsage) and scanner.body is not None:
+        log.debug("response body", body=preview_answer(scanner.body, words))
+
+
+def truncate_words(text: str, words: int) -> str:
+    parts = text.split(maxsplit=words)
+    if len(parts) <= words:
+        return text
+    return " ".join(parts[:words]) + " ..."
+
+
+def _content(content: Any, words: int) -> Any:
+    if isinstance(content, str):
+        return truncate_words(content, words)
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                parts.append({**part, "text": truncate_words(part["text"], words)})
+            elif isinstance(part, dict):
+                # Images and audio arrive inline as base64: only their type is worth a log line.
+                parts.append({"type": part.get("type")})
+            else:
+                parts.append(part)
+        return parts
+    return content
+
+
+def preview_chat(body: dict[str, Any], words: int, max_messages: int) -> dict[str, Any]:
+    """The chat body with at most `max_messages` messages, each text cut to `words` words."""
+    preview = dict(body)
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        kept = messages[:max_messages]
+        preview["messages"] = [
+            {**m, "content": _content(m.get("content"), words)} if isinstance(m, dict) else m for m in kept
+        ]
+        if len(messages) > len(kept):
+            preview["messages_omitted"] = len(messages) - len(kept)
+    return preview
+
+
+def preview_answer(body: dict[str, Any], words: int) -> dict[str, Any]:
+    preview = dict(body)
+    choices = body.get("choices")
+    if isinstance(choices, list):
+        preview["choices"] = [
+            {**c, "message": {**c["message"], "content": _content(c["message"].get("content"), words)}}
+            if isinstance(c, dict) and isinstance(c.get("message"), dict)
+            else c
+            for c in choices
+        ]
+    return preview

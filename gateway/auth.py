@@ -1,0 +1,340 @@
+"""Who is calling, and may they: the client-auth middleware (API keys or OIDC tokens), the per-client policy checks
+the handlers call, rate limits, and the x-ratelimit-* headers set on every answer just before it starts.
+
+    GatewayError
+    ├── Unauthenticated     401 authentication_error / invalid_api_key (with WWW-Authenticate)
+    ├── PaymentRequired     402 insufficient_quota / paid_account_required
+    ├── Forbidden           403 permission_error
+    ├── RateLimited         429 requests|tokens / rate_limit_exceeded (with Retry-After, x-ratelimit-*)
+    └── LimiterUnavailable  503 server_error / rate_limiter_unavailable (Redis down, failing closed)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from multidict import CIMultiDictProxy
+
+from .errors import (
+    Forbidden,
+    Handler,
+    LimiterUnavailable,
+    ModelNotAllowed,
+    PaymentRequired,
+    RateLimited,
+    Unauthenticated,
+)
+from .exchange import EXCHANGE
+from .keys import EMPTY_STORE, UNRESTRICTED, ClientPolicy, KeyStore, file_stamp, load_keys
+from .metrics import METRICS
+from .oidc import OidcVerifier, TokenRejected, looks_like_jwt
+from .ratelimit import Clock, Decision, Limiter, LimiterCollector, MemoryLimiter, Quota, RedisHealth, RedisLimiter
+from .settings import Settings
+
+log = structlog.get_logger("gateway.auth")
+
+# Never behind credentials: probes must work without them (the metrics port is another app altogether).
+# Matched by the route that will run, so no spelling of a path can reach another handler through them.
+PUBLIC_PATHS = frozenset({"/health", "/ready"})
+# Routes that are not inference: a client without the inference entitlement may still call them.
+NOT_INFERENCE = frozenset({"/v1/models"})
+MAX_CREDENTIAL = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """The authenticated caller: a name for logs and metrics (never a key), its policy and its budget's id."""
+
+    name: str
+    policy: ClientPolicy
+    bucket: str
+
+    @property
+    def quota(self) -> Quota:
+        return Quota(self.policy.requests_per_minute, self.policy.tokens_per_minute)
+
+
+@dataclass(slots=True)
+class Access:
+    """The app's access-control state. `keys` is swapped whole when the keys file changes."""
+
+    keys: KeyStore = EMPTY_STORE
+    keys_file: str | None = None
+    oidc: OidcVerifier | None = None
+    policy_claim: str | None = None
+    name_claim: str = "sub"
+    limiter: Limiter = field(default_factory=MemoryLimiter)
+
+    @property
+    def redis_health(self) -> RedisHealth | None:
+        """For the metrics: None unless limits are shared through Redis."""
+        return self.limiter.health if isinstance(self.limiter, RedisLimiter) else None
+
+
+ACCESS = web.AppKey("access", Access)
+# A test seam: the clock the rate limiters read (wall-clock seconds). Set before the app starts.
+CLOCK = web.AppKey("ratelimit_clock", Clock)
+CLIENT = web.RequestKey("client", Client)
+DECISION = web.RequestKey("ratelimit_decision", Decision)
+
+
+def middlewares(settings: Settings) -> list[Middleware]:
+    """What app.py puts in its middleware list: nothing while client auth is off."""
+    return [require_client] if settings.auth_enable else []
+
+
+def setup(app: web.Application, settings: Settings) -> None:
+    """Load the keys file (ConfigError if it is bad); register the state, its lifecycle and the header hook."""
+    if not settings.auth_enable:
+        return
+    keys = load_keys(settings.auth_keys_file) if settings.auth_keys_file else EMPTY_STORE
+    oidc = None
+    if settings.auth_oidc_issuer and settings.auth_oidc_client_id:
+        oidc = OidcVerifier(settings.auth_oidc_issuer, settings.auth_oidc_client_id, leeway=settings.auth_oidc_leeway)
+    app[ACCESS] = Access(
+        keys,
+        settings.auth_keys_file,
+        oidc,
+        settings.auth_oidc_policy_claim,
+        settings.auth_oidc_name_claim,
+    )
+    app.cleanup_ctx.append(_lifecycle(settings))
+    app.on_response_prepare.append(_ratelimit_headers)
+
+
+def make_limiter(settings: Settings, clock: Clock = time.time) -> Limiter:
+    if settings.redis_url:
+        return RedisLimiter(
+            settings.redis_url,
+            fail_open=settings.ratelimit_fail_open,
+            timeout=settings.redis_timeout,
+            retry_interval=settings.redis_retry_interval,
+            clock=clock,
+        )
+    return MemoryLimiter(clock=clock)
+
+
+def _lifecycle(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        access = app[ACCESS]
+        access.limiter = make_limiter(settings, app.get(CLOCK, time.time))
+        gateway_metrics = app.get(METRICS)
+        if gateway_metrics is not None and isinstance(access.limiter, RedisLimiter):
+            gateway_metrics.registry.register(LimiterCollector(access.limiter.health))
+        if access.oidc is not None:
+            await access.oidc.start()
+        log.info(
+            "client auth on",
+            keys=len(access.keys),
+            oidc=access.oidc is not None,
+            limits="redis" if settings.redis_url else "memory",
+        )
+        task = asyncio.get_running_loop().create_task(_background(access, settings.auth_keys_reload_interval))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await access.limiter.close()
+            if access.oidc is not None:
+                await access.oidc.close()
+
+    return context
+
+
+async def _background(access: Access, interval: float) -> None:
+    """Fetch the issuer's keys once early (a log line says if it is down), then follow the keys file."""
+    if access.oidc is not None:
+        with contextlib.suppress(TokenRejected):
+            await access.oidc.prefetch()
+    if access.keys_file is None:
+        return
+    while True:
+        await asyncio.sleep(interval)
+        await reload_keys(access)
+
+
+async def reload_keys(access: Access) -> bool:
+    """Take a changed keys file (a rotated Secret); a broken one is logged and the old keys stay."""
+    path = access.keys_file
+    if path is None:
+        return False
+    try:
+        stamp = await asyncio.to_thread(file_stamp, path)
+    except OSError as exc:
+        log.error("keys file unreadable; keeping the loaded keys", path=path, error=exc.strerror)
+        return False
+    if stamp == access.keys.stamp:
+        return False
+    try:
+        access.keys = await asyncio.to_thread(load_keys, path)
+    except Exception as exc:  # ConfigError, or a file replaced mid-read: either way the old keys stay
+        log.error("keys file rejected; keeping the loaded keys", path=path, error=str(exc))
+        return False
+    log.info("keys file reloaded", path=path, keys=len(access.keys))
+    return True
+
+
+@web.middleware
+async def require_client(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Authenticate, check the entitlement and the request budget, run the handler, then charge its tokens."""
+    if _resource(request) in PUBLIC_PATHS:
+        return await handler(request)
+    access = request.app[ACCESS]
+    client = await identify(access, request.headers)
+    request[CLIENT] = client
+    request[EXCHANGE].client_name = client.name
+    if not client.policy.inference and _resource(request) not in NOT_INFERENCE:
+        raise PaymentRequired("paid account required: this client is not entitled to inference")
+    quota = client.quota
+    if quota.requests is None and quota.tokens is None:
+        return await handler(request)
+    decision = await access.limiter.acquire(client.bucket, quota)
+    if decision.unavailable:
+        raise LimiterUnavailable("rate limits cannot be checked now; try again shortly", headers=decision.headers())
+    if not decision.allowed:
+        raise _rate_limited(decision)
+    request[DECISION] = decision
+    response = await handler(request)
+    scanner = request[EXCHANGE].scanner
+    usage = scanner.usage if scanner is not None else None
+    if quota.tokens is not None and usage is not None:
+        await access.limiter.charge(client.bucket, quota, usage.input_tokens + usage.output_tokens)
+    return response
+
+
+def _rate_limited(decision: Decision) -> RateLimited:
+    requests_out = decision.requests is not None and decision.requests.remaining < 1
+    kind = "requests" if requests_out else "tokens"
+    window = decision.requests if requests_out else decision.tokens
+    limit = f" of {window.limit} {kind} per minute" if window is not None else ""
+    error = RateLimited(
+        f"rate limit reached: the limit{limit} is spent; retry in {decision.headers()['Retry-After']}s",
+        headers=decision.headers(),
+    )
+    error.type = kind
+    return error
+
+
+def _resource(request: web.Request) -> str | None:
+    route = request.match_info.route
+    return route.resource.canonical if route.resource is not None else None
+
+
+async def identify(access: Access, headers: CIMultiDictProxy[str]) -> Client:
+    token = credential(headers)
+    if access.oidc is not None and looks_like_jwt(token):
+        try:
+            claims = await access.oidc.verify(token)
+        except TokenRejected as exc:
+            raise Unauthenticated(str(exc)) from None
+        return _token_client(access, claims)
+    entry = access.keys.find(token)
+    if entry is None:
+        raise Unauthenticated("invalid API key")
+    if entry.revoked:
+        raise Unauthenticated("this API key has been revoked")
+    return Client(entry.name, entry.policy, f"key:{entry.name}")
+
+
+def credential(headers: CIMultiDictProxy[str]) -> str:
+    """The one credential a request carries, as `Authorization: Bearer <key>` or `X-API-Key: <key>` (both alike)."""
+    authorization = headers.getall("Authorization", [])
+    api_key = headers.getall("X-API-Key", [])
+    if len(authorization) + len(api_key) == 0:
+        raise Unauthenticated(
+            "missing credentials: send Authorization: Bearer <key> or X-API-Key: <key>", invalid=False
+        )
+    if len(authorization) > 1 or len(api_key) > 1:
+        raise Unauthenticated("send one credential")
+    values = []
+    if authorization:
+        scheme, _, value = authorization[0].strip().partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Unauthenticated("the Authorization header must be Bearer <key>")
+        values.append(value.strip())
+    if api_key:
+        values.append(api_key[0].strip())
+    token = values[0]
+    if not token or len(token) > MAX_CREDENTIAL:
+        raise Unauthenticated("invalid API key")
+    if len(values) == 2 and not hmac.compare_digest(_bytes(values[0]), _bytes(values[1])):
+        raise Unauthenticated("Authorization and X-API-Key carry different credentials")
+    return token
+
+
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _token_client(access: Access, claims: dict[str, Any]) -> Client:
+    subject = claims.get(access.name_claim)
+    if not isinstance(subject, str) or not subject:
+        raise Unauthenticated(f"the token has no {access.name_claim!r} claim")
+    name = f"oidc:{subject[:128]}"
+    return Client(name, _claimed_policy(access, claims), name)
+
+
+def _claimed_policy(access: Access, claims: dict[str, Any]) -> ClientPolicy:
+    """The policy a token's claim names (a string, or the first known name in a list); `default` without one."""
+    claimed = claims.get(access.policy_claim) if access.policy_claim else None
+    if claimed is None:
+        return access.keys.default_policy
+    names: Iterable[Any] = claimed if isinstance(claimed, list) else [claimed]
+    for name in names:
+        if isinstance(name, str) and name in access.keys.policies:
+            return access.keys.policies[name]
+    raise Forbidden("the token's policy claim names no policy of this gateway", code="unknown_policy")
+
+
+def client_policy(request: web.Request) -> ClientPolicy:
+    client = request.get(CLIENT)
+    return client.policy if client is not None else UNRESTRICTED
+
+
+def check_model(request: web.Request, provider_id: str, model: str) -> None:
+    """403 when the client's policy does not allow this model (after the gateway-wide filter passed it)."""
+    if not client_policy(request).allows(provider_id, model):
+        raise ModelNotAllowed(f"model '{provider_id}/{model}' is not allowed for this client")
+
+
+def check_proxy(request: web.Request, provider_id: str) -> None:
+    policy = client_policy(request)
+    if not policy.allows_provider(provider_id):
+        raise Forbidden(f"provider {provider_id!r} is not allowed for this client", code="provider_not_allowed")
+    if not policy.proxy:
+        raise Forbidden("raw /proxy calls are not allowed for this client", code="proxy_not_allowed")
+
+
+def visible_models(request: web.Request, data: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A model list without what the client may not use (ids are `provider/model`, `served_by` the provider)."""
+    policy = client_policy(request)
+    if policy is UNRESTRICTED:
+        return data
+    out = []
+    for model in data:
+        provider = str(model.get("served_by", ""))
+        bare = str(model["id"])[len(provider) + 1 :]
+        if policy.allows(provider, bare):
+            out.append(model)
+    return out
+
+
+async def _ratelimit_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Just before any answer starts (streams too): the client's own budget replaces a provider's figures."""
+    decision = request.get(DECISION)
+    if decision is None:
+        return
+    for name in [n for n in response.headers if n.lower().startswith("x-ratelimit-")]:
+        del response.headers[name]
+    response.headers.update(decision.headers())

@@ -1,0 +1,156 @@
+"""Hot reload of the provider table: on SIGHUP, or when the file changes on disk, a new table is read and validated
+off the event loop, then swapped in whole; a bad one is logged and the running table kept.
+
+Changes are found by polling the file's stat (resolved path, device, inode, size, mtime) every
+PROVIDERS_RELOAD_INTERVAL, which also sees Kubernetes' ConfigMap update: the `..data` symlink is swapped atomically,
+so the resolved path and inode change while the mounted name stays the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import stat as stat_mode
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+
+from .errors import ConfigError
+from .providers import ProviderTable, load_table
+from .state import STATE, GatewayState
+
+log = structlog.get_logger("gateway.reload")
+
+EnvSource = Callable[[], Mapping[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class FileStamp:
+    """What identifies one version of a file; any field changing means it may have new content."""
+
+    resolved: str
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+
+
+def stamp(path: str) -> FileStamp | None:
+    """The file's stamp, following symlinks; None while it is missing (mid-swap, or deleted) or not a file."""
+    if not path:
+        return None
+    try:
+        resolved = os.path.realpath(path)
+        info = os.stat(resolved)
+    except OSError:
+        return None
+    if not stat_mode.S_ISREG(info.st_mode):
+        return None
+    return FileStamp(resolved, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+class Reloader:
+    """Reloads one state's table from its file; one reload at a time, run by `watch`."""
+
+    def __init__(self, state: GatewayState, path: str, env: EnvSource) -> None:
+        self.state = state
+        self.path = path
+        self.env = env
+        self.seen = stamp(path)
+        self.wanted = asyncio.Event()
+
+    def request(self) -> None:
+        """Ask for a reload (the SIGHUP handler); the watcher runs it at once."""
+        self.wanted.set()
+
+    async def watch(self, interval: float) -> None:
+        """Reload when asked, or when the file's stamp differs from the last one read; forever."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval or None):
+                    await self.wanted.wait()
+            asked = self.wanted.is_set()
+            self.wanted.clear()
+            try:
+                if asked:
+                    await self.reload("signal")
+                elif stamp(self.path) not in (self.seen, None):
+                    await self.reload("file changed")
+            except Exception:
+                # Whatever went wrong, the running table stays and the watcher keeps watching.
+                self.state.record_load("failure")
+                log.exception("provider table reload failed; keeping the running one", source=self.path)
+
+    async def reload(self, reason: str) -> bool:
+        """Read and validate the file, then swap it in; on any problem keep the running table."""
+        current = stamp(self.path)
+        try:
+            table = await asyncio.to_thread(load_table, self.path, dict(self.env()))
+        except ConfigError as exc:
+            # The stamp is remembered so a broken file is reported once, not at every poll.
+            self.seen = current
+            self.state.record_load("failure")
+            log.error(
+                "provider table rejected; keeping the running one",
+                source=exc.source,
+                reason=reason,
+                problems=exc.problems,
+                providers=len(self.state.table.providers),
+            )
+            return False
+        self.seen = current
+        old = self.state.table
+        self.state.swap(table)
+        self.state.record_load("success")
+        log.info("provider table reloaded", source=self.path, reason=reason, **_changes(old, table))
+        return True
+
+
+def _changes(old: ProviderTable, new: ProviderTable) -> dict[str, object]:
+    before, after = set(old.providers), set(new.providers)
+    changed = sorted(pid for pid in before & after if old.providers[pid] != new.providers[pid])
+    served = sorted(p.id for p in new.served)
+    return {"added": sorted(after - before), "removed": sorted(before - after), "changed": changed, "served": served}
+
+
+def reload_context(env: EnvSource = lambda: os.environ) -> Callable[[web.Application], AsyncIterator[None]]:
+    """cleanup_ctx: watch the table's file and listen for SIGHUP while the app runs.
+
+    Active only when the running table was read from a file (`table.source` names one): a table built in code
+    has nothing to reload from.
+    """
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        state = app[STATE]
+        source = state.table.source
+        if stamp(source) is None:
+            yield
+            return
+        reloader = Reloader(state, source, env)
+        loop = asyncio.get_running_loop()
+        watcher = loop.create_task(reloader.watch(state.settings.reload_interval), name="provider-table-watcher")
+        hooked = _on_sighup(loop, reloader.request)
+        log.info("watching the provider table", source=source, interval=state.settings.reload_interval, sighup=hooked)
+        try:
+            yield
+        finally:
+            if hooked:
+                loop.remove_signal_handler(signal.SIGHUP)
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    return context
+
+
+def _on_sighup(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> bool:
+    try:
+        loop.add_signal_handler(signal.SIGHUP, callback)
+    except (NotImplementedError, RuntimeError, ValueError, AttributeError):
+        # No signals here (Windows, or not the main thread): file polling still works.
+        return False
+    return True

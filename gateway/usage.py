@@ -1,0 +1,114 @@
+"""Token usage read from an answer as its bytes pass by: the `usage` object of a JSON body or of a stream's
+usage event. Streams are scanned line by line with only the unfinished line kept; nothing is buffered whole.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+# A JSON answer is kept up to this size to read its usage; larger ones are relayed without it.
+MAX_JSON_BODY = 4 * 1024 * 1024
+# An SSE line longer than this cannot be a usage event worth reading; it is skipped, not kept.
+MAX_SSE_LINE = 1024 * 1024
+_USAGE = b'"usage"'
+# A delta that carries something for the user: a non-empty string in content, reasoning or tool arguments. The
+# role-only first chunk (`"content":""`), keep-alive comments and empty deltas do not count.
+_CONTENT = re.compile(rb'"(?:content|reasoning_content|reasoning|arguments)"\s*:\s*"[^"]')
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int
+    output_tokens: int
+
+    @classmethod
+    def of(cls, value: Any) -> Usage | None:
+        if not isinstance(value, dict):
+            return None
+        prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
+        if isinstance(prompt, int) and isinstance(completion, int) and prompt >= 0 and completion >= 0:
+            return cls(prompt, completion)
+        return None
+
+
+class UsageScanner:
+    """Fed every chunk of an answer; `usage` holds what the answer reported, once it has been seen."""
+
+    usage: Usage | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """The answer ended."""
+
+
+class JsonUsage(UsageScanner):
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._size = 0
+        self.body: dict[str, Any] | None = None  # the parsed answer, when it reported usage
+
+    def feed(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size <= MAX_JSON_BODY:
+            self._parts.append(chunk)
+
+    def finish(self) -> None:
+        if self._size > MAX_JSON_BODY or not self._parts:
+            return
+        body = b"".join(self._parts)
+        self._parts = []
+        if _USAGE not in body:
+            return
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return
+        if isinstance(parsed, dict):
+            self.body = parsed
+            self.usage = Usage.of(parsed.get("usage"))
+
+
+class SseUsage(UsageScanner):
+    def __init__(self) -> None:
+        self._pending = b""
+        self.events = 0
+        # perf_counter when the first line with content passed (time to first token); found once, then unchecked.
+        self.first_content_at: float | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        data = self._pending + chunk if self._pending else chunk
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            self._pending = data if len(data) <= MAX_SSE_LINE else b""
+            return
+        self._pending = data[cut + 1 :] if len(data) - cut - 1 <= MAX_SSE_LINE else b""
+        complete = data[: cut + 1]
+        if self.first_content_at is None and _CONTENT.search(complete):
+            self.first_content_at = time.perf_counter()
+        if _USAGE in complete:
+            self._scan(complete)
+
+    def finish(self) -> None:
+        if self._pending and _USAGE in self._pending:
+            self._scan(self._pending)
+        self._pending = b""
+
+    def _scan(self, lines: bytes) -> None:
+        for line in lines.split(b"\n"):
+            if not line.startswith(b"data:") or _USAGE not in line:
+                continue
+            try:
+                event = orjson.loads(line[5:])
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(event, dict):
+                found = Usage.of(event.get("usage"))
+                if found is not None:
+                    self.usage = found

