@@ -11,7 +11,7 @@ from pathlib import Path
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway import inbound, outbound, policy, routing, upstream
+from gateway import inbound, outbound, policy, routing
 from gateway.providers import load_table
 from gateway.settings import Settings
 from gateway.state import GatewayState
@@ -40,7 +40,7 @@ def decision_us(providers: Path, env: Mapping[str, str], body: bytes) -> float:
         policy.check_vision(settings.enable_vision, route.provider, chat.body)
         outbound.upstream_headers(headers, route.provider, disable_compression=settings.disable_compression)
         outbound.chat_body(body, chat.body, route, provider_field="provider" in chat.body)
-        upstream.Limits.for_call(settings, stream=chat.stream)
+        state.policies[route.provider.id].limits(chat.stream)
 
     number = 5000
     return min(timeit.repeat(one, number=number, repeat=7)) / number * 1e6

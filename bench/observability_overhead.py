@@ -46,7 +46,7 @@ def unit_costs() -> None:
     per_call("request_id (generated)", lambda: request_id(None))
     per_call(
         "metrics.record (stream, usage, ttft, tpot)", lambda: metrics.record(exchange, "/v1/c", "POST", 200, ended)
-    )  # noqa: E501
+    )
     plain = Exchange(operation="other")
     per_call("metrics.record (health check)", lambda: metrics.record(plain, "/health", "GET", 200, ended))
 
