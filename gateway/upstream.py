@@ -55,6 +55,8 @@ def make_session(settings: Settings) -> aiohttp.ClientSession:
         trust_env=any(os.environ.get(name) for name in _PROXY_ENV),
         skip_auto_headers=("User-Agent",),
         timeout=aiohttp.ClientTimeout(total=None),
+        # One session serves every client: a provider's cookie must never ride along on someone else's call.
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
 
 

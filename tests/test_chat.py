@@ -348,3 +348,18 @@ async def test_health_answers_ok(gateway, fake_provider) -> None:
     response = await client.get("/health")
     assert response.status == 200
     assert await response.json() == {"message": "OK"}
+
+
+async def test_a_providers_cookie_is_never_sent_on_later_calls(gateway, fake_provider) -> None:
+    async def set_cookie(request: web.Request) -> web.Response:
+        response = web.json_response(chat_answer())
+        response.set_cookie("session", "belongs-to-client-a")
+        return response
+
+    fake = await fake_provider({"/chat/completions": set_cookie})
+    client = await gateway(entry("p", fake.url))
+    first = await client.post(CHAT, json=body("p/m"))
+    assert first.status == 200 and "belongs-to-client-a" in first.headers["Set-Cookie"]
+    client.session.cookie_jar.clear()  # the second caller is someone else
+    assert (await client.post(CHAT, json=body("p/m"))).status == 200
+    assert "Cookie" not in fake.last.headers
