@@ -357,7 +357,8 @@ async def test_a_providers_cookie_is_never_sent_on_later_calls(gateway, fake_pro
         return response
 
     fake = await fake_provider({"/chat/completions": set_cookie})
-    client = await gateway(entry("p", fake.url))
+    # A host name, not an address: cookie jars refuse cookies from bare IP addresses.
+    client = await gateway(entry("p", fake.url.replace("127.0.0.1", "localhost")))
     first = await client.post(CHAT, json=body("p/m"))
     assert first.status == 200 and "belongs-to-client-a" in first.headers["Set-Cookie"]
     client.session.cookie_jar.clear()  # the second caller is someone else
