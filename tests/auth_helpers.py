@@ -24,6 +24,7 @@ from gateway.app import create_app
 from gateway.keys import NewKey, new_key
 from gateway.providers import parse_table
 from gateway.settings import Settings
+from tests.helpers import free_port
 
 PROVIDER_KEY = "provider-secret-key"
 USAGE = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
@@ -212,13 +213,6 @@ class Issuer:
 
 
 # --- a real Redis-protocol server ----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def redis_binary() -> str:

@@ -17,6 +17,7 @@ from gateway.app import create_app
 from gateway.metrics import METRICS
 from gateway.providers import ProviderTable, parse_table
 from gateway.settings import Settings
+from tests.helpers import free_port
 
 PROVIDER_KEY = "sk-fake-provider-key-0123456789"
 OTHER_KEY = "xk-second-provider-key-987654"
@@ -155,12 +156,7 @@ def gateway_app(table: ProviderTable, **overrides: Any) -> web.Application:
 
 def closed_port() -> int:
     """A port nothing listens on: bound, then released."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    return free_port()
 
 
 async def scrape(app: web.Application) -> str:

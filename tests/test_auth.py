@@ -29,7 +29,8 @@ from tests.auth_helpers import (
     gateway_app,
     write_keys,
 )
-from tests.test_process import ROOT, free_port, gateway_args, running, wait_listening
+from tests.helpers import free_port, wait_listening
+from tests.test_process import ROOT, gateway_args, running
 
 Client = TestClient[web.Request, web.Application]
 

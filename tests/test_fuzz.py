@@ -22,7 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.resilience_helpers import ROOT, free_port, wait_listening
+from tests.helpers import free_port, wait_listening
+from tests.resilience_helpers import ROOT
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
 # Framing is fixed by the test so every example is one complete request; everything else is fuzzed.

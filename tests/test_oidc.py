@@ -18,16 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from gateway.auth import ACCESS
 from gateway.exchange import EXCHANGE
 from gateway.oidc import IssuerUnavailable, OidcVerifier, TokenRejected, looks_like_jwt
-from tests.auth_helpers import (
-    Issuer,
-    Upstream,
-    auth_settings,
-    chat,
-    free_port,
-    gateway_app,
-    rsa_key,
-    write_keys,
-)
+from tests.auth_helpers import Issuer, Upstream, auth_settings, chat, gateway_app, rsa_key, write_keys
+from tests.helpers import free_port
 
 Client = TestClient[web.Request, web.Application]
 NAMES = web.AppKey("test_client_names", list)

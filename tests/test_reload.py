@@ -22,7 +22,7 @@ from aiohttp import web
 from gateway.providers import load_table
 from gateway.reload import stamp
 from gateway.state import STATE
-from tests.helpers import entry
+from tests.helpers import entry, free_port, wait_listening
 from tests.observability_helpers import samples
 from tests.resilience_helpers import (
     CHAT,
@@ -31,12 +31,10 @@ from tests.resilience_helpers import (
     chat,
     event,
     events_named,
-    free_port,
     start_gateway,
     start_provider,
     url_of,
     wait_for,
-    wait_listening,
 )
 
 

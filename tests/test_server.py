@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,19 +19,13 @@ from aiohttp.test_utils import TestServer
 
 from gateway.errors import ConfigError
 from gateway.settings import Settings
+from tests.helpers import free_port
 
 FIRST = b'data: {"choices":[{"delta":{"content":"Hello"}}]}\n\n'
 SECOND = b'data: {"choices":[{"delta":{"content":" world"}}]}\n\n'
 DONE = b"data: [DONE]\n\n"
 POLL = 0.05
 POLL_LIMIT = 400  # 20 s of polling at most, for any one state change
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

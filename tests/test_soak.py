@@ -26,18 +26,8 @@ import pytest
 from aiohttp import web
 
 from gateway.upstream import SESSION
-from tests.helpers import entry, table_of
-from tests.resilience_helpers import (
-    CHAT,
-    ROOT,
-    TINY,
-    chat,
-    event,
-    free_port,
-    start_gateway,
-    start_provider,
-    url_of,
-)
+from tests.helpers import entry, free_port, table_of
+from tests.resilience_helpers import CHAT, ROOT, TINY, chat, event, start_gateway, start_provider, url_of
 
 pytestmark = pytest.mark.soak
 

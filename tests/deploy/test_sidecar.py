@@ -16,6 +16,8 @@ import aiohttp
 import pytest
 import yaml
 
+from tests.helpers import free_port
+
 from .chart import KUBERNETES_VERSIONS, RELEASE, ROOT, Rendered, render, validate
 
 EXAMPLE = ROOT / "deploy" / "examples" / "sidecar.yaml"
@@ -97,13 +99,6 @@ async def run_probe(name: str, port: int) -> int:
     )
     async with asyncio.timeout(30):
         return await process.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def refused(host: str, port: int) -> bool:
