@@ -34,6 +34,7 @@ class Exchange:
     bytes_in: int = 0  # request body bytes read from the client
     usage_requested: bool = False  # the gateway asked the provider for stream usage the client did not ask for
     upstream_request_id: str | None = None  # the provider's own x-request-id, relayed as X-Upstream-Request-ID
+    listing_failures: list[tuple[str, str]] | None = None  # /v1/models: (provider, kind) of each list that failed
     listed_models: list[str] | None = None  # `provider/model` ids a successful /v1/models answer showed
     request_body: dict[str, Any] | None = None  # the parsed chat body, for development-mode logs only
 

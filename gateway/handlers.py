@@ -6,7 +6,7 @@ import orjson
 from aiohttp import web
 
 from . import auth, inbound, model_list, outbound, policy, routing, upstream
-from .errors import NoProvider
+from .errors import GatewayError, NoProvider, UpstreamReply
 from .exchange import EXCHANGE
 from .state import STATE
 from .usage import JsonUsage, SseUsage
@@ -70,14 +70,27 @@ async def list_models(request: web.Request) -> web.Response:
             raise NoProvider(f"unknown provider {name!r}")
         exchange.provider = provider.id
         routing.require_served(provider)
-        models = await model_list.fetch(session, provider, policies[provider.id].stream.headers, exchange.request_id)
+        try:
+            models = await model_list.fetch(
+                session, provider, policies[provider.id].stream.headers, exchange.request_id
+            )
+        except (GatewayError, UpstreamReply) as exc:
+            exchange.listing_failures = [(provider.id, model_list.failure_kind(exc))]
+            raise
         data = model_list.prefixed(provider, models, model_filter)
         body = model_list.listing(auth.visible_models(request, data), {"provider": provider.id})
     else:
         # Each provider's list gets its own head limit (the table's timeouts.response_header, if any).
         limits = {pid: policy.stream.headers for pid, policy in policies.items()}
+        exchange.listing_failures = []
         data = await model_list.list_all(
-            session, table.providers.values(), model_filter, timeout, exchange.request_id, limits
+            session,
+            table.providers.values(),
+            model_filter,
+            timeout,
+            exchange.request_id,
+            limits,
+            exchange.listing_failures,
         )
         body = model_list.listing(auth.visible_models(request, data))
     exchange.listed_models = [model["id"] for model in data]

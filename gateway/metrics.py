@@ -276,6 +276,9 @@ class GatewayMetrics:
         http.duration.observe(elapsed)
         if exchange.listed_models and status == 200:
             self.models.learn(exchange.listed_models)
+        if exchange.listing_failures:
+            for provider_id, kind in exchange.listing_failures:
+                self.upstream_errors.labels(provider_id, kind).inc()
         if exchange.client_name is not None:
             self._record_client(exchange, status)
         if exchange.operation not in GENAI_OPERATIONS:

@@ -17,6 +17,8 @@ from .providers import Provider
 
 log = structlog.get_logger("gateway.models")
 
+# The code of a model list that arrived but cannot be read (too big, not JSON, not the declared shape).
+INVALID = "upstream_invalid_answer"
 MAX_LIST_BYTES = 16 * 1024 * 1024
 
 
@@ -35,7 +37,9 @@ async def fetch(
             ) as response:
                 body = await response.content.read(MAX_LIST_BYTES + 1)
                 if len(body) > MAX_LIST_BYTES:
-                    raise UpstreamError(f"provider {provider.id!r} sent a model list over {MAX_LIST_BYTES} bytes")
+                    raise UpstreamError(
+                        f"provider {provider.id!r} sent a model list over {MAX_LIST_BYTES} bytes", code=INVALID
+                    )
                 if response.status >= 400:
                     content_type = response.headers.get("Content-Type", "application/json")
                     raise UpstreamReply(response.status, body, {"Content-Type": content_type})
@@ -46,7 +50,9 @@ async def fetch(
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise UpstreamError(f"provider {provider.id!r} answered its model list with invalid JSON") from None
+        raise UpstreamError(
+            f"provider {provider.id!r} answered its model list with invalid JSON", code=INVALID
+        ) from None
     return normalize(provider, payload)
 
 
@@ -57,7 +63,9 @@ def normalize(provider: Provider, payload: Any) -> list[dict[str, Any]]:
     for key in shape.items:
         items = items.get(key) if isinstance(items, dict) else None
     if not isinstance(items, list):
-        raise UpstreamError(f"provider {provider.id!r} answered a model list without '{'.'.join(shape.items)}'")
+        raise UpstreamError(
+            f"provider {provider.id!r} answered a model list without '{'.'.join(shape.items)}'", code=INVALID
+        )
     models = []
     for item in items:
         if not isinstance(item, dict):
@@ -109,10 +117,12 @@ async def list_all(
     timeout: float,
     request_id: str = "",
     limits: Mapping[str, float] | None = None,
+    failures: list[tuple[str, str]] | None = None,
 ) -> list[dict[str, Any]]:
     """Every served provider at once; one that fails or stalls is left out of the list, never fails it.
 
-    `limits` (provider id -> seconds) holds the table's per-provider head limits; `timeout` is the default."""
+    `limits` (provider id -> seconds) holds the table's per-provider head limits; `timeout` is the default.
+    `failures`, when given, receives (provider id, failure kind) for each provider left out."""
     served = [p for p in providers if p.served]
     limits = limits or {}
     results = await asyncio.gather(
@@ -124,9 +134,22 @@ async def list_all(
             if not isinstance(result, Exception):
                 raise result
             log.warning("model list failed", provider=provider.id, error=_reason(result))
+            if failures is not None:
+                failures.append((provider.id, failure_kind(result)))
             continue
         data.extend(prefixed(provider, result, allowed))
     return data
+
+
+def failure_kind(exc: Exception) -> str:
+    """The metrics' kind of a failed listing: connect, timeout, status (an error answer) or invalid."""
+    if isinstance(exc, UpstreamTimeout):
+        return "timeout"
+    if isinstance(exc, UpstreamReply):
+        return "status"
+    if isinstance(exc, UpstreamError) and exc.code != INVALID:
+        return "connect"
+    return "invalid"
 
 
 def _reason(exc: Exception) -> str:

@@ -153,3 +153,23 @@ async def test_the_filters_apply_to_the_list(gateway, fake_provider) -> None:
     client = await gateway(entry("openai", fake.url), env={"ALLOWED_MODELS": "gpt-4o-*"})
     ids = [m["id"] for m in (await (await client.get("/v1/models")).json())["data"]]
     assert ids == ["openai/gpt-4o-mini"]
+
+
+async def test_failed_lists_are_counted_by_provider_and_kind(gateway, fake_provider, unused_tcp_port) -> None:
+    from tests.observability_helpers import Samples, scrape
+
+    good = await fake_provider({"/models": answering(OPENAI_LIST)})
+    broken = await fake_provider({"/models": answering({"error": "boom"}, status=500)})
+    garbage = await fake_provider({"/models": answering({"unexpected": True})})
+    client = await gateway(
+        entry("good", good.url),
+        entry("broken", broken.url),
+        entry("garbage", garbage.url),
+        entry("down", f"http://127.0.0.1:{unused_tcp_port}"),
+        env={"TELEMETRY_ENABLE": "true", "TELEMETRY_METRICS_PORT": "0", "SERVER_HOST": "127.0.0.1"},
+    )
+    assert (await client.get("/v1/models")).status == 200
+    assert (await client.get("/v1/models?provider=broken")).status == 500
+    samples = Samples.parse(await scrape(client.app))
+    errors = {tuple(labels.values()): value for labels, value in samples.matching("llmgw_upstream_errors_total")}
+    assert errors == {("broken", "status"): 2, ("garbage", "invalid"): 1, ("down", "connect"): 1}
