@@ -167,6 +167,10 @@ class Settings:
         reader.errors.extend(_auth_problems(settings))
         if (settings.tls_cert_path is None) != (settings.tls_key_path is None):
             reader.errors.append("SERVER_TLS_CERT_PATH and SERVER_TLS_KEY_PATH must be set together")
+        if settings.telemetry_enable and settings.port and settings.telemetry_metrics_port == settings.port:
+            reader.errors.append(
+                "TELEMETRY_METRICS_PORT must differ from SERVER_PORT (metrics have their own listener)"
+            )
         if settings.shutdown_delay >= settings.drain_timeout:
             reader.errors.append("SERVER_SHUTDOWN_DELAY must be below SERVER_DRAIN_TIMEOUT (the delay is part of it)")
         if reader.errors:

@@ -64,3 +64,9 @@ def test_every_bad_value_is_reported_at_once() -> None:
 
 def test_model_lists_are_trimmed_and_lowered() -> None:
     assert parse_model_list("A, b ,,C") == ("a", "b", "c")
+
+
+def test_the_metrics_port_cannot_be_the_api_port() -> None:
+    with pytest.raises(ConfigError, match="TELEMETRY_METRICS_PORT must differ from SERVER_PORT"):
+        Settings.from_env({"TELEMETRY_ENABLE": "true", "SERVER_PORT": "9000", "TELEMETRY_METRICS_PORT": "9000"})
+    assert Settings.from_env({"SERVER_PORT": "9000", "TELEMETRY_METRICS_PORT": "9000"}).port == 9000
