@@ -6,7 +6,7 @@ import orjson
 from aiohttp import web
 
 from . import auth, inbound, model_list, outbound, policy, routing, upstream
-from .errors import GatewayError, NoProvider, UpstreamReply
+from .errors import GatewayError, UpstreamReply
 from .exchange import EXCHANGE
 from .state import STATE
 from .usage import JsonUsage, SseUsage
@@ -65,9 +65,7 @@ async def list_models(request: web.Request) -> web.Response:
     timeout = state.settings.response_header_timeout
     name = request.query.get("provider")
     if name:
-        provider = table.lookup(name)
-        if provider is None:
-            raise NoProvider(f"unknown provider {name!r}")
+        provider = routing.named(table, name)
         exchange.provider = provider.id
         routing.require_served(provider)
         try:
@@ -103,9 +101,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     exchange = request[EXCHANGE]
     exchange.operation = "proxy"
     name = request.match_info["provider"]
-    provider = table.lookup(name)
-    if provider is None:
-        raise NoProvider(f"unknown provider {name!r}")
+    provider = routing.named(table, name)
     exchange.provider = provider.id
     auth.check_proxy(request, provider.id)
     routing.require_served(provider)

@@ -48,6 +48,14 @@ def resolve(
     return Route(require_served(provider), model, model)
 
 
+def named(table: ProviderTable, name: str) -> Provider:
+    """The provider a client named (id or alias, as in `?provider=` or `/proxy/{provider}`); 404 when unknown."""
+    provider = table.lookup(name)
+    if provider is None:
+        raise NoProvider(f"unknown provider {name!r}")
+    return provider
+
+
 def require_served(provider: Provider) -> Provider:
     if provider.unavailable is not None:
         raise ProviderNotConfigured(f"provider {provider.id!r} is not configured: {provider.unavailable}")
