@@ -54,7 +54,6 @@ def parse_object(raw: bytes) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
-    raw: bytes
     body: dict[str, Any]
     model: str
     stream: bool
@@ -79,4 +78,4 @@ def parse_chat(raw: bytes) -> ChatRequest:
     provider = body.get("provider")
     if provider is not None and (not isinstance(provider, str) or not provider.strip()):
         raise InvalidRequest("'provider' must be a non-empty string", code="invalid_provider")
-    return ChatRequest(raw, body, model, stream, provider)
+    return ChatRequest(body, model, stream, provider)
