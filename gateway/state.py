@@ -34,8 +34,7 @@ class GatewayState:
     reload_listeners: list[ReloadListener] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.model_filter = ModelFilter.of(self.settings.allowed_models, self.settings.disallowed_models)
-        self.policies = call_policies(self.settings, self.table)
+        self.swap(self.table)
 
     def swap(self, table: ProviderTable, settings: Settings | None = None) -> None:
         """Install a validated table (and settings): build everything first, then assign without awaiting."""
