@@ -34,7 +34,8 @@ from .errors import (
     Unauthenticated,
 )
 from .exchange import EXCHANGE
-from .keys import EMPTY_STORE, UNRESTRICTED, ClientPolicy, KeyStore, file_stamp, load_keys
+from .filestamp import stamp
+from .keys import EMPTY_STORE, UNRESTRICTED, ClientPolicy, KeyStore, load_keys
 from .metrics import METRICS
 from .oidc import OidcVerifier, TokenRejected, looks_like_jwt
 from .ratelimit import Clock, Decision, Limiter, LimiterCollector, MemoryLimiter, Quota, RedisHealth, RedisLimiter
@@ -169,12 +170,11 @@ async def reload_keys(access: Access) -> bool:
     path = access.keys_file
     if path is None:
         return False
-    try:
-        stamp = await asyncio.to_thread(file_stamp, path)
-    except OSError as exc:
-        log.error("keys file unreadable; keeping the loaded keys", path=path, error=exc.strerror)
+    version = await asyncio.to_thread(stamp, path)
+    if version is None:
+        log.error("keys file unreadable; keeping the loaded keys", path=path)
         return False
-    if stamp == access.keys.stamp:
+    if version == access.keys.stamp:
         return False
     try:
         access.keys = await asyncio.to_thread(load_keys, path)

@@ -24,6 +24,7 @@ import jsonschema
 import yaml
 
 from .errors import ConfigError
+from .filestamp import FileStamp, stamp
 from .policy import ModelFilter
 
 KEY_PREFIX = "gwk_"
@@ -95,7 +96,7 @@ class KeyStore:
     without_id: tuple[KeyEntry, ...]  # keys of another format: compared one by one, each in constant time
     policies: Mapping[str, ClientPolicy]
     source: str = "<keys>"
-    stamp: tuple[float, int] = (0.0, 0)
+    stamp: FileStamp | None = None
 
     @property
     def default_policy(self) -> ClientPolicy:
@@ -129,22 +130,16 @@ def load_schema() -> dict[str, Any]:
     return schema
 
 
-def file_stamp(path: str | Path) -> tuple[float, int]:
-    """What changes when a file (or the Secret volume's symlink behind it) is replaced."""
-    stat = Path(path).stat()
-    return (stat.st_mtime, stat.st_ino)
-
-
 def load_keys(path: str | Path) -> KeyStore:
     """Read and validate a keys file; raise ConfigError listing every problem (never echoing a hash)."""
     source = str(path)
     try:
-        stamp = file_stamp(path)
+        version = stamp(str(path))
         text = Path(path).read_text("utf-8")
     except OSError as exc:
         raise ConfigError(source, [f"cannot read the file: {exc.strerror or exc}"]) from None
     store = parse_keys(text, source)
-    return KeyStore(store.by_id, store.without_id, store.policies, source, stamp)
+    return KeyStore(store.by_id, store.without_id, store.policies, source, version)
 
 
 def parse_keys(text: str, source: str = "<keys>") -> KeyStore:

@@ -12,45 +12,19 @@ import asyncio
 import contextlib
 import os
 import signal
-import stat as stat_mode
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
 
 from .errors import ConfigError
+from .filestamp import stamp
 from .providers import ProviderTable, load_table
 from .state import STATE, GatewayState
 
 log = structlog.get_logger("gateway.reload")
 
 EnvSource = Callable[[], Mapping[str, str]]
-
-
-@dataclass(frozen=True, slots=True)
-class FileStamp:
-    """What identifies one version of a file; any field changing means it may have new content."""
-
-    resolved: str
-    device: int
-    inode: int
-    size: int
-    mtime_ns: int
-
-
-def stamp(path: str) -> FileStamp | None:
-    """The file's stamp, following symlinks; None while it is missing (mid-swap, or deleted) or not a file."""
-    if not path:
-        return None
-    try:
-        resolved = os.path.realpath(path)
-        info = os.stat(resolved)
-    except OSError:
-        return None
-    if not stat_mode.S_ISREG(info.st_mode):
-        return None
-    return FileStamp(resolved, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 class Reloader:

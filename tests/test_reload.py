@@ -19,8 +19,8 @@ import pytest
 import yaml
 from aiohttp import web
 
+from gateway.filestamp import stamp
 from gateway.providers import load_table
-from gateway.reload import stamp
 from gateway.state import STATE
 from tests.helpers import entry, free_port, wait_listening
 from tests.observability_helpers import samples
