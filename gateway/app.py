@@ -37,7 +37,7 @@ def create_app(settings: Settings, table: ProviderTable) -> web.Application:
     )
     app[STATE] = GatewayState(settings, table)
     auth.setup(app, settings)  # access control (issue 5): keys file, OIDC, limiter lifecycle
-    app.cleanup_ctx.append(upstream.session_context(settings))
+    app.cleanup_ctx.append(upstream.pool_context(settings))
     if gateway_metrics is not None:
         app[metrics.METRICS] = gateway_metrics
         app.cleanup_ctx.append(metrics.listener(settings))

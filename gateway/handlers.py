@@ -39,7 +39,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     exchange.usage_requested = ask_usage = chat.stream and provider.stream_usage and "stream_options" not in chat.body
     return await upstream.relay(
         request,
-        request.app[upstream.SESSION],
+        request.app[upstream.POOL],
         provider.chat.method,
         provider.chat_url,
         outbound.upstream_headers(
@@ -58,7 +58,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def list_models(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    session = request.app[upstream.SESSION]
+    pool = request.app[upstream.POOL]
     exchange = request[EXCHANGE]
     exchange.operation = "models"
     table, model_filter, policies = state.table, state.model_filter, state.policies
@@ -69,9 +69,7 @@ async def list_models(request: web.Request) -> web.Response:
         exchange.provider = provider.id
         routing.require_served(provider)
         try:
-            models = await model_list.fetch(
-                session, provider, policies[provider.id].stream.headers, exchange.request_id
-            )
+            models = await model_list.fetch(pool, provider, policies[provider.id].stream.headers, exchange.request_id)
         except (GatewayError, UpstreamReply) as exc:
             exchange.listing_failures = [(provider.id, model_list.failure_kind(exc))]
             raise
@@ -82,7 +80,7 @@ async def list_models(request: web.Request) -> web.Response:
         limits = {pid: policy.stream.headers for pid, policy in policies.items()}
         exchange.listing_failures = []
         data = await model_list.list_all(
-            session,
+            pool,
             table.providers.values(),
             model_filter,
             timeout,
@@ -110,7 +108,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     exchange.bytes_in = len(body)
     return await upstream.relay(
         request,
-        request.app[upstream.SESSION],
+        request.app[upstream.POOL],
         request.method,
         url,
         outbound.upstream_headers(

@@ -10,8 +10,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-import aiohttp
-
 from .providers import Provider, ProviderTable, RetryOverrides, TimeoutOverrides
 from .settings import Settings
 
@@ -24,21 +22,18 @@ class Limits:
 
     `headers` bounds each attempt's wait for the response head; `whole` (when set) bounds the call from its start
     to the last byte; `idle` (when set) bounds each silence once the body flows; `budget` is the time from the
-    start within which a retry may still begin. `timeout` carries the socket limits handed to aiohttp.
+    start within which a retry may still begin; `connect` bounds opening a connection.
     """
 
     headers: float
     whole: float | None
     idle: float | None
     budget: float
-    timeout: aiohttp.ClientTimeout
+    connect: float
 
     @classmethod
     def build(cls, connect: float, headers: float, whole: float | None, idle: float | None, budget: float) -> Limits:
-        # aiohttp's sock_read also runs while the head is awaited: keep it out of the way of `headers` there;
-        # the relay narrows it to `idle` once the head has arrived.
-        sock_read = None if idle is None else max(idle, headers)
-        return cls(headers, whole, idle, budget, aiohttp.ClientTimeout(sock_connect=connect, sock_read=sock_read))
+        return cls(headers, whole, idle, budget, connect)
 
     @classmethod
     def for_call(cls, settings: Settings, *, stream: bool) -> Limits:

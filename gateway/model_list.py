@@ -7,12 +7,15 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 import orjson
 import structlog
+from multidict import CIMultiDict
 
+from . import upstream
 from .errors import UpstreamError, UpstreamReply, UpstreamTimeout
+from .http1 import TransportError
 from .policy import ModelFilter
+from .pool import Pool
 from .providers import Provider
 
 log = structlog.get_logger("gateway.models")
@@ -22,31 +25,25 @@ INVALID = "upstream_invalid_answer"
 MAX_LIST_BYTES = 16 * 1024 * 1024
 
 
-async def fetch(
-    session: aiohttp.ClientSession, provider: Provider, timeout: float, request_id: str = ""
-) -> list[dict[str, Any]]:
+async def fetch(pool: Pool, provider: Provider, timeout: float, request_id: str = "") -> list[dict[str, Any]]:
     """One provider's models in OpenAI's shape, ids bare; its own error answers raise UpstreamReply."""
-    headers = dict(provider.headers)
+    headers: CIMultiDict[str] = CIMultiDict(provider.headers)
     headers["Accept-Encoding"] = "identity"
     if request_id:
         headers["X-Request-ID"] = request_id
     try:
         async with asyncio.timeout(timeout):
-            async with session.request(
-                provider.models.method, provider.models_url, headers=headers, allow_redirects=False
-            ) as response:
-                body = await response.content.read(MAX_LIST_BYTES + 1)
-                if len(body) > MAX_LIST_BYTES:
-                    raise UpstreamError(
-                        f"provider {provider.id!r} sent a model list over {MAX_LIST_BYTES} bytes", code=INVALID
-                    )
-                if response.status >= 400:
-                    content_type = response.headers.get("Content-Type", "application/json")
-                    raise UpstreamReply(response.status, body, {"Content-Type": content_type})
+            status, answer, body = await upstream.fetch(
+                pool, provider.models.method, provider.models_url, headers, timeout, MAX_LIST_BYTES
+            )
     except TimeoutError:
         raise UpstreamTimeout(f"provider {provider.id!r} did not list its models within {timeout:g}s") from None
-    except aiohttp.ClientError as exc:
-        raise UpstreamError(f"provider {provider.id!r} could not be reached ({type(exc).__name__})") from None
+    except TransportError as exc:
+        raise UpstreamError(f"provider {provider.id!r} could not be reached ({exc})") from None
+    if len(body) > MAX_LIST_BYTES:
+        raise UpstreamError(f"provider {provider.id!r} sent a model list over {MAX_LIST_BYTES} bytes", code=INVALID)
+    if status >= 400:
+        raise UpstreamReply(status, body, {"Content-Type": answer.get("Content-Type", "application/json")})
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -111,7 +108,7 @@ def prefixed(provider: Provider, models: Iterable[dict[str, Any]], allowed: Mode
 
 
 async def list_all(
-    session: aiohttp.ClientSession,
+    pool: Pool,
     providers: Iterable[Provider],
     allowed: ModelFilter,
     timeout: float,
@@ -126,7 +123,7 @@ async def list_all(
     served = [p for p in providers if p.served]
     limits = limits or {}
     results = await asyncio.gather(
-        *(fetch(session, p, limits.get(p.id, timeout), request_id) for p in served), return_exceptions=True
+        *(fetch(pool, p, limits.get(p.id, timeout), request_id) for p in served), return_exceptions=True
     )
     data: list[dict[str, Any]] = []
     for provider, result in zip(served, results, strict=True):

@@ -6,13 +6,11 @@ client chunk by chunk, untouched. The limits and retry rules come precomputed fr
 from __future__ import annotations
 
 import asyncio
-import os
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 
-import aiohttp
 import structlog
 from aiohttp import web
 from multidict import CIMultiDict
@@ -20,58 +18,51 @@ from yarl import URL
 
 from .errors import UpstreamError, UpstreamTimeout
 from .exchange import Exchange
+from .http1 import Connection, ConnectTimedOut, Disconnected, TLSFailed, TransportError
 from .limits import NO_RETRY, RETRY_STATUSES, Limits, RetryPolicy
 from .outbound import HOP_BY_HOP
-from .pool import IdleCappedConnector
+from .pool import Origin, Pool
 from .settings import Settings
 from .write_guard import WriteGuard
 
-__all__ = ["SESSION", "Limits", "make_session", "relay", "session_context"]
+__all__ = ["POOL", "Limits", "fetch", "make_pool", "pool_context", "relay"]
 
 log = structlog.get_logger("gateway.upstream")
 
-SESSION = web.AppKey("session", aiohttp.ClientSession)
+POOL = web.AppKey("pool", Pool)
 
 # Framing is redone by the gateway's own server; everything else the provider says goes back as it is.
 _NOT_RELAYED = HOP_BY_HOP | {"content-length"}
-_PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+# A whole answer that is already in when its head is read goes out in one write, up to this size; beyond it,
+# or when more is to come, it is streamed (and the write timeout watches a client that stops reading).
+_ONE_WRITE = 64 * 1024
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
-def make_session(settings: Settings) -> aiohttp.ClientSession:
+def make_pool(settings: Settings) -> Pool:
     context = ssl.create_default_context()
     context.minimum_version = ssl.TLSVersion.TLSv1_3 if settings.tls_min_version == "TLS13" else ssl.TLSVersion.TLSv1_2
-    connector = IdleCappedConnector(
+    return Pool(
         max_idle=settings.max_idle_conns,
         max_idle_per_host=settings.max_idle_conns_per_host,
-        limit=settings.max_conns,
-        limit_per_host=0,
-        keepalive_timeout=settings.idle_conn_timeout,
-        ssl=context,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        auto_decompress=False,
-        # Reading the proxy settings costs time on every request: only when the operator set one.
-        trust_env=any(os.environ.get(name) for name in _PROXY_ENV),
-        skip_auto_headers=("User-Agent",),
-        timeout=aiohttp.ClientTimeout(total=None),
-        # One session serves every client: a provider's cookie must never ride along on someone else's call.
-        cookie_jar=aiohttp.DummyCookieJar(),
+        max_open=settings.max_conns,
+        idle_timeout=settings.idle_conn_timeout,
+        ssl_context=context,
     )
 
 
-def session_context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
+def pool_context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
-        app[SESSION] = session = make_session(settings)
+        app[POOL] = pool = make_pool(settings)
         yield
-        await session.close()
+        await pool.close()
 
     return context
 
 
 async def relay(
     request: web.Request,
-    session: aiohttp.ClientSession,
+    pool: Pool,
     method: str,
     url: URL,
     headers: CIMultiDict[str],
@@ -87,34 +78,32 @@ async def relay(
     `write_timeout` ends the exchange when the client stops reading for that long.
     """
     response: web.StreamResponse | None = None
+    conn: Connection | None = None
     loop = asyncio.get_running_loop()
     started = loop.time()
     whole_end = None if limits.whole is None else started + limits.whole
     try:
         async with asyncio.timeout(None) as deadline:
-            upstream = await _answer(session, method, url, headers, body, limits, exchange, retry, deadline, started)
+            conn = await _answer(pool, method, url, headers, body, limits, exchange, retry, deadline, started)
             deadline.reschedule(whole_end)
-            async with upstream:
-                exchange.upstream_status = upstream.status
-                if limits.idle is not None and limits.timeout.sock_read != limits.idle:
-                    _narrow_read_timeout(upstream, limits.idle)
-                response = _start_response(upstream, exchange)
+            exchange.upstream_status = conn.status
+            if conn.complete and conn.buffered <= _ONE_WRITE:
+                response = _whole_response(conn, exchange)
+            else:
+                response = _start_response(conn, exchange)
                 await response.prepare(request)
                 guard = (
                     None if write_timeout is None else WriteGuard(request, write_timeout, partial(_stalled, exchange))
                 )
                 try:
-                    await _copy_body(upstream, response, exchange, url)
+                    await _copy_body(conn, response, exchange, url, limits.idle)
                 finally:
                     if guard is not None:
                         guard.stop()
                 await response.write_eof()
-                return response
-    except aiohttp.ServerTimeoutError as exc:
-        # aiohttp's own socket limits, before the head: no connection in time, or silence while waiting.
-        exchange.error_type = "timeout"
-        what = "could not connect" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "did not answer"
-        raise UpstreamTimeout(f"the provider {what} in time") from None
+            pool.release(conn)
+            conn = None
+            return response
     except TimeoutError:
         exchange.error_type = "timeout"
         if response is not None and response.prepared:
@@ -122,7 +111,13 @@ async def relay(
             response.force_close()
             return response
         raise UpstreamTimeout(f"the provider did not answer within {limits.headers:g}s") from None
-    except (aiohttp.ClientError, ConnectionResetError) as exc:
+    except ConnectTimedOut:
+        exchange.error_type = "timeout"
+        raise UpstreamTimeout("the provider could not connect in time") from None
+    except TransportError as exc:
+        exchange.error_type = "connect"
+        raise UpstreamError(f"the provider could not be reached: {exc}") from None
+    except (ConnectionResetError, ConnectionError) as exc:
         if response is not None and response.prepared:
             # Mid-answer: either the client went away (its write failed) or the provider broke off.
             if _client_gone(request):
@@ -133,24 +128,17 @@ async def relay(
                 response.force_close()
             return response
         exchange.error_type = "connect"
-        raise UpstreamError(f"the provider could not be reached: {_describe(exc)}") from None
+        raise UpstreamError(f"the provider could not be reached: {type(exc).__name__}") from None
     except asyncio.CancelledError:
         exchange.client_disconnected = True
         raise
-
-
-# Failures where the provider cannot have started on the request: retried while nothing reached the client.
-# A certificate or TLS failure is not transient and is not retried.
-_RETRYABLE_ERRORS = (
-    aiohttp.ClientConnectorError,
-    aiohttp.ConnectionTimeoutError,
-    aiohttp.ServerDisconnectedError,
-    aiohttp.ClientOSError,
-)
+    finally:
+        if conn is not None:
+            pool.discard(conn)
 
 
 async def _answer(
-    session: aiohttp.ClientSession,
+    pool: Pool,
     method: str,
     url: URL,
     headers: CIMultiDict[str],
@@ -160,51 +148,107 @@ async def _answer(
     retry: RetryPolicy,
     deadline: asyncio.Timeout,
     started: float,
-) -> aiohttp.ClientResponse:
+) -> Connection:
     """The provider's response head, after as many retries as the policy and the time budget allow."""
     loop = asyncio.get_running_loop()
     whole_end = None if limits.whole is None else started + limits.whole
     budget_end = started + limits.budget
+    origin = pool.origin(url)
+    head = request_head(method, url, origin, headers, body)
     while True:
         now = loop.time()
         deadline.reschedule(now + limits.headers if whole_end is None else min(now + limits.headers, whole_end))
         try:
-            upstream = await session.request(
-                method, url, headers=headers, data=body, timeout=limits.timeout, allow_redirects=False
-            )
-        except aiohttp.ClientSSLError:
+            conn = await _exchange(pool, origin, head, body, limits.connect, method == "HEAD")
+        except TLSFailed:
             raise
-        except _RETRYABLE_ERRORS as exc:
+        except TransportError as exc:
+            if not exc.retryable:
+                raise
             wait = retry.delay(exchange.retries)
             if wait is None or loop.time() + wait >= budget_end:
                 raise
-            reason = _describe(exc)
+            reason = str(exc)
         else:
-            if upstream.status not in RETRY_STATUSES:
-                return upstream
-            wait = retry.delay(exchange.retries, upstream.headers)
+            if conn.status not in RETRY_STATUSES:
+                return conn
+            wait = retry.delay(exchange.retries, conn.headers)
             if wait is None or loop.time() + wait >= budget_end:
                 # Out of retries or of time: the provider's own answer goes to the client, Retry-After and all.
-                return upstream
-            reason = f"status {upstream.status}"
-            exchange.upstream_status = upstream.status
-            upstream.release()
+                return conn
+            reason = f"status {conn.status}"
+            exchange.upstream_status = conn.status
+            pool.discard(conn)
         exchange.retries += 1
         log.info("retrying upstream call", provider=exchange.provider, retry=exchange.retries, reason=reason, wait=wait)
         deadline.reschedule(whole_end)
         await asyncio.sleep(wait)
 
 
+async def _exchange(
+    pool: Pool, origin: Origin, head: bytes, body: bytes | None, connect: float | None, head_only: bool
+) -> Connection:
+    """One attempt: a connection, the request, the answer's head. A pooled connection the provider had already
+    closed is replaced once at no cost to the retry budget: the request never reached anyone."""
+    for _ in range(2):
+        conn, reused = await pool.acquire(origin, connect)
+        try:
+            conn.send(head, body, head_only=head_only)
+            await conn.head()
+        except Disconnected:
+            pool.discard(conn)
+            if reused:
+                continue
+            raise
+        except BaseException:
+            pool.discard(conn)
+            raise
+        return conn
+    raise Disconnected("the provider closed the connection")
+
+
+def request_head(method: str, url: URL, origin: Origin, headers: CIMultiDict[str], body: bytes | None) -> bytes:
+    """The request line and headers, as sent: Host and framing are the gateway's, the rest as translated."""
+    parts = [f"{method} {origin.target_prefix}{url.raw_path_qs} HTTP/1.1\r\nHost: {origin.host_header}\r\n"]
+    for name, value in headers.items():
+        if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
+            # A value from the environment or the table with a line break would split the request: refuse it.
+            raise UpstreamError(f"the header {name!r} for the provider holds a line break; check its key and headers")
+        parts.append(f"{name}: {value}\r\n")
+    if origin.proxy_authorization:
+        parts.append(f"Proxy-Authorization: {origin.proxy_authorization}\r\n")
+    if body is not None or method in _BODY_METHODS:
+        parts.append(f"Content-Length: {len(body) if body else 0}\r\n")
+    parts.append("\r\n")
+    text = "".join(parts)
+    return text.encode("utf-8", "surrogateescape")
+
+
+async def fetch(
+    pool: Pool, method: str, url: URL, headers: CIMultiDict[str], connect: float | None, limit: int
+) -> tuple[int, CIMultiDict[str], bytes]:
+    """A small whole answer (status, headers, at most `limit` + 1 bytes of body); the caller bounds the time."""
+    origin = pool.origin(url)
+    conn = await _exchange(pool, origin, request_head(method, url, origin, headers, None), None, connect, False)
+    try:
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = await conn.read(None)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        status, answer_headers = conn.status, conn.headers
+    except BaseException:
+        pool.discard(conn)
+        raise
+    pool.release(conn)
+    return status, answer_headers, b"".join(chunks)
+
+
 def _stalled(exchange: Exchange) -> None:
     log.warning("client stopped reading; ending the exchange", provider=exchange.provider)
     exchange.error_type = "write_timeout"
-
-
-def _narrow_read_timeout(upstream: aiohttp.ClientResponse, idle: float) -> None:
-    """The head is in: from now on only a silence of `idle` ends the stream (see Limits.build)."""
-    connection = upstream.connection
-    if connection is not None and connection.protocol is not None:
-        connection.protocol.read_timeout = idle
 
 
 def _client_gone(request: web.Request) -> bool:
@@ -213,20 +257,20 @@ def _client_gone(request: web.Request) -> bool:
 
 
 async def _copy_body(
-    upstream: aiohttp.ClientResponse, response: web.StreamResponse, exchange: Exchange, url: URL
+    conn: Connection, response: web.StreamResponse, exchange: Exchange, url: URL, idle: float | None
 ) -> None:
     """The per-chunk loop: write, count, let the usage scanner look. Nothing else happens per chunk."""
     scanner = exchange.scanner
     sent = 0
     try:
-        async for chunk in upstream.content.iter_any():
+        while chunk := await conn.read(idle):
             if not sent:
                 exchange.first_chunk_at = time.perf_counter()
             await response.write(chunk)
             sent += len(chunk)
             if scanner is not None:
                 scanner.feed(chunk)
-    except (aiohttp.ClientPayloadError, aiohttp.ServerTimeoutError) as exc:
+    except TransportError as exc:
         # The provider broke off or went silent mid-answer: end what the client has cleanly.
         log.warning("upstream body ended early", url=_loggable(url), error=type(exc).__name__)
         exchange.error_type = "truncated"
@@ -238,9 +282,9 @@ async def _copy_body(
             scanner.finish()
 
 
-def _start_response(upstream: aiohttp.ClientResponse, exchange: Exchange) -> web.StreamResponse:
+def _relayed_headers(conn: Connection, exchange: Exchange) -> CIMultiDict[str]:
     headers: CIMultiDict[str] = CIMultiDict()
-    for name, value in upstream.headers.items():
+    for name, value in conn.header_items:
         lowered = name.lower()
         if lowered == "x-request-id":
             # The provider's id stays visible under its own name; X-Request-ID is the gateway's.
@@ -251,22 +295,34 @@ def _start_response(upstream: aiohttp.ClientResponse, exchange: Exchange) -> web
     if exchange.request_id:
         # Set before prepare(): a streamed answer's headers cannot change later.
         headers["X-Request-ID"] = exchange.request_id
-    response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
-    if "transfer-encoding" not in upstream.headers and upstream.content_length is not None:
-        response.content_length = upstream.content_length
-    if upstream.content_type == "text/event-stream":
+    return headers
+
+
+def _whole_response(conn: Connection, exchange: Exchange) -> web.Response:
+    """An answer that came in whole with its head: one write, headers and body together."""
+    body = conn.take_buffered()
+    if body:
+        exchange.first_chunk_at = time.perf_counter()
+    exchange.bytes_out = len(body)
+    scanner = exchange.scanner
+    if scanner is not None:
+        scanner.feed(body)
+        scanner.finish()
+    return web.Response(
+        status=conn.status, reason=conn.reason or None, headers=_relayed_headers(conn, exchange), body=body
+    )
+
+
+def _start_response(conn: Connection, exchange: Exchange) -> web.StreamResponse:
+    headers = _relayed_headers(conn, exchange)
+    response = web.StreamResponse(status=conn.status, reason=conn.reason or None, headers=headers)
+    if conn.content_length is not None and not conn.chunked:
+        response.content_length = conn.content_length
+    if conn.content_type == "text/event-stream":
         # Tell any buffering proxy in front of us (nginx) to pass events on at once.
         response.headers.setdefault("X-Accel-Buffering", "no")
         response.headers.setdefault("Cache-Control", "no-cache")
     return response
-
-
-def _describe(exc: BaseException) -> str:
-    """A transport error as text that names the kind of failure and never a URL (which may hold a key)."""
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        code = exc.os_error.errno
-        return f"cannot connect ({os.strerror(code) if code else type(exc.os_error).__name__})"
-    return type(exc).__name__
 
 
 def _loggable(url: URL) -> str:

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from gateway.upstream import SESSION
+from gateway.upstream import POOL
 from tests.resilience_helpers import (
     CHAT,
     captured_logs,
@@ -220,9 +220,8 @@ async def test_a_client_that_vanishes_mid_stream_releases_the_upstream(aiohttp_c
     await asyncio.wait_for(upstream_gone.wait(), timeout=5)
     exchange = (await gw.settled())[0]
     assert exchange.client_disconnected
-    connector = gw.app[SESSION].connector
-    assert connector is not None
-    await wait_for(lambda: not connector._acquired)  # no upstream connection is held for it any more
+    pool = gw.app[POOL]
+    await wait_for(lambda: pool.open_connections == pool.idle_connections)  # none is held for it any more
 
 
 async def test_a_client_that_stops_reading_is_cut_after_the_write_limit(aiohttp_client, aiohttp_server) -> None:

@@ -25,7 +25,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from gateway.upstream import SESSION
+from gateway.upstream import POOL
 from tests.helpers import entry, free_port, table_of
 from tests.resilience_helpers import CHAT, ROOT, TINY, chat, event, start_gateway, start_provider, url_of
 
@@ -192,22 +192,21 @@ async def test_soak_concurrent_streams_with_failures_and_hang_ups(aiohttp_client
 
 async def _settle(gw: Any, *providers: FlakyProvider, expected: int) -> None:
     """Bounded wait until everything the run started has ended, then check that nothing is left."""
-    connector = gw.app[SESSION].connector
+    pool = gw.app[POOL]
     for _ in range(1000):
         done = (
             len(gw.exchanges) >= expected
             and not handler_tasks()
             and all(p.in_flight == 0 for p in providers)
-            and not connector._acquired
-            and not connector._conns  # idle pooled connections closed too (after CLIENT_IDLE_CONN_TIMEOUT)
+            and pool.open_connections == 0  # idle pooled connections closed too (after CLIENT_IDLE_CONN_TIMEOUT)
         )
         if done:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(
         f"left over: {expected - len(gw.exchanges)} gateway requests, {len(handler_tasks())} handler tasks, "
-        f"{[p.in_flight for p in providers]} provider requests, {len(connector._acquired)} upstream connections, "
-        f"{len(connector._conns)} pooled"
+        f"{[p.in_flight for p in providers]} provider requests, {pool.open_connections} upstream connections, "
+        f"{pool.idle_connections} of them pooled"
     )
 
 

@@ -1,0 +1,341 @@
+"""One keep-alive HTTP/1.1 connection to a provider: the request written in one go, the answer parsed by llhttp
+(httptools) as it arrives, its body handed out chunk by chunk with back-pressure. No framework in between: this is
+the hot path of every upstream call (`pool.py` owns the connections, `upstream.py` the policy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Iterable
+from typing import cast
+
+import httptools
+from multidict import CIMultiDict
+
+__all__ = [
+    "BrokenBody",
+    "Connection",
+    "ConnectFailed",
+    "ConnectTimedOut",
+    "Disconnected",
+    "InvalidAnswer",
+    "ReadTimedOut",
+    "TLSFailed",
+    "TransportError",
+]
+
+# Reading pauses when this much of an answer waits for a slow client, and resumes once it drains to a quarter.
+_HIGH_WATER = 256 * 1024
+_LOW_WATER = _HIGH_WATER // 4
+# A head this large is not an LLM provider's answer: refuse it rather than buffer it.
+_MAX_HEAD = 64 * 1024
+
+
+class TransportError(Exception):
+    """Any failure to exchange bytes with a provider; the message never holds a URL (it may hold a key)."""
+
+    retryable = False
+
+
+class ConnectFailed(TransportError):
+    retryable = True
+
+
+class ConnectTimedOut(TransportError):
+    retryable = True
+
+
+class TLSFailed(TransportError):
+    """Certificate or handshake failure: not transient, never retried."""
+
+
+class Disconnected(TransportError):
+    """The provider closed the connection before any byte of an answer."""
+
+    retryable = True
+
+
+class InvalidAnswer(TransportError):
+    """Bytes that are not an HTTP/1.1 answer."""
+
+
+class BrokenBody(TransportError):
+    """The answer's body ended before its declared end."""
+
+
+class ReadTimedOut(TransportError):
+    """The provider went silent mid-answer for longer than the idle limit."""
+
+
+class Connection(asyncio.Protocol):
+    """A client connection: one request at a time, reused while both sides keep it alive."""
+
+    __slots__ = (
+        "_body",
+        "_buffered",
+        "_complete",
+        "_error",
+        "_head_bytes",
+        "_header_names",
+        "_headers",
+        "_head_only",
+        "_paused",
+        "_waiter",
+        "chunked",
+        "closed",
+        "content_length",
+        "content_type",
+        "idle_since",
+        "key",
+        "keep_alive",
+        "parser",
+        "reason",
+        "requests",
+        "status",
+        "transport",
+    )
+
+    def __init__(self, key: tuple[str, str, int]) -> None:
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self.parser: httptools.HttpResponseParser | None = None
+        self.closed = False
+        self.requests = 0
+        self.idle_since = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.reason = ""
+        self.content_length: int | None = None
+        self.content_type = ""
+        self.chunked = False
+        self.keep_alive = False
+        self._headers: list[tuple[str, str]] = []
+        self._header_names: list[bytes] = []
+        self._head_bytes = 0
+        self._body: deque[bytes] = deque()
+        self._buffered = 0
+        self._complete = False
+        self._paused = False
+        self._error: TransportError | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._head_only = False
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, but they are one.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.parser is None:
+            # Bytes while no request is out: the provider is not speaking HTTP/1.1 keep-alive; do not reuse.
+            self._fail(InvalidAnswer("bytes from the provider between requests"))
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(InvalidAnswer("the provider switched protocols"))
+        except InvalidAnswer as exc:
+            self._fail(exc)
+        except httptools.HttpParserError as exc:
+            if isinstance(exc.__context__, InvalidAnswer):  # raised by one of the callbacks below
+                self._fail(exc.__context__)
+                return
+            self._fail(InvalidAnswer(f"malformed answer ({exc})"))
+
+    def eof_received(self) -> bool:
+        return False  # close the transport: a half-closed provider connection is of no further use
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.parser is not None and not self._complete and self._error is None:
+            if self.status and self._reads_until_close():
+                self._complete = True
+                self.keep_alive = False
+            elif self.status:
+                self._error = BrokenBody("the provider closed the connection mid-answer")
+            else:
+                self._error = Disconnected("the provider closed the connection")
+        self._wake()
+
+    def pause_writing(self) -> None:  # the request is written whole; the transport buffers it
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    # llhttp callbacks
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason.decode("latin-1")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value)
+        if self._head_bytes > _MAX_HEAD:
+            raise InvalidAnswer("the provider's response head is too large")
+        self._header_names.append(name)
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        assert parser is not None
+        status = parser.get_status_code()
+        if status < 200:
+            # An interim answer (103 Early Hints): llhttp goes on to the final one; forget these headers.
+            self._headers.clear()
+            self._header_names.clear()
+            self.reason = ""
+            return
+        self.status = status
+        for name, value in self._headers:
+            lowered = name.lower()
+            if lowered == "content-length":
+                self.content_length = int(value) if value.isdigit() else None
+            elif lowered == "content-type":
+                self.content_type = value.partition(";")[0].strip().lower()
+            elif lowered == "transfer-encoding":
+                self.chunked = "chunked" in value.lower()
+        if self._head_only:
+            # The answer to HEAD has no body whatever its headers say; llhttp cannot be told, so stop here.
+            self._complete = True
+            self.keep_alive = False
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        if self._head_only:
+            return
+        self._body.append(body)
+        self._buffered += len(body)
+        if self._buffered > _HIGH_WATER and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self.status and not self._head_only:
+            self._complete = True
+            self.keep_alive = self.parser is not None and self.parser.should_keep_alive()
+            self._wake()
+
+    # the request and its answer
+
+    def send(self, head: bytes, body: bytes | None, *, head_only: bool = False) -> None:
+        """Write one request; the parser is armed for its answer (`head_only`: the answer to a HEAD request)."""
+        assert self.transport is not None
+        self._reset()
+        self._head_only = head_only
+        self.requests += 1
+        self.parser = httptools.HttpResponseParser(self)
+        if body:
+            self.transport.writelines((head, body))
+        else:
+            self.transport.write(head)
+
+    async def head(self) -> None:
+        """Wait for the answer's status line and headers."""
+        while not self.status:
+            if self._error is not None:
+                raise self._error
+            await self._wait()
+
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        return CIMultiDict(self._headers)
+
+    @property
+    def header_items(self) -> Iterable[tuple[str, str]]:
+        return self._headers
+
+    @property
+    def complete(self) -> bool:
+        """The whole answer is in (and buffered): nothing more will come."""
+        return self._complete
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of the body received and not yet handed out."""
+        return self._buffered
+
+    def take_buffered(self) -> bytes:
+        """Everything received and not yet handed out, as one piece."""
+        body = self._body
+        data = body.popleft() if len(body) == 1 else b"".join(body)
+        body.clear()
+        self._buffered = 0
+        self._resume()
+        return data
+
+    async def read(self, idle: float | None) -> bytes:
+        """The next piece of the body, b"" at its end. `idle` bounds a silence of the provider."""
+        while True:
+            if self._body:
+                chunk = self._body.popleft()
+                self._buffered -= len(chunk)
+                if self._paused and self._buffered <= _LOW_WATER:
+                    self._resume()
+                return chunk
+            if self._complete:
+                return b""
+            if self._error is not None:
+                raise self._error
+            if idle is None:
+                await self._wait()
+                continue
+            try:
+                async with asyncio.timeout(idle):
+                    await self._wait()
+            except TimeoutError:
+                raise ReadTimedOut(f"the provider was silent for {idle:g}s mid-answer") from None
+
+    @property
+    def reusable(self) -> bool:
+        """Whole answer read, both sides agreeing to keep the connection: it may serve another request."""
+        return self._complete and self.keep_alive and not self._body and not self.closed and self._error is None
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    # internals
+
+    def _reads_until_close(self) -> bool:
+        """An answer with neither a length nor chunked framing ends when the provider closes the connection."""
+        for name in self._header_names:
+            lowered = name.lower()
+            if lowered in (b"content-length", b"transfer-encoding"):
+                return False
+        return True
+
+    def _fail(self, error: TransportError) -> None:
+        if self._error is None:
+            self._error = error
+        if self.transport is not None:
+            self.transport.abort()
+        self.closed = True
+        self._wake()
+
+    def _resume(self) -> None:
+        if self._paused and self.transport is not None and not self.closed:
+            self._paused = False
+            self.transport.resume_reading()
+
+    async def _wait(self) -> None:
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
