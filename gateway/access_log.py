@@ -4,12 +4,14 @@ request and answer bodies, truncated per DEBUG_CONTENT_TRUNCATE_WORDS and DEBUG_
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import structlog
 from aiohttp import web
 
 from .exchange import Exchange
+from .logs import json_lines
 from .usage import JsonUsage, SseUsage
 
 log = structlog.get_logger("gateway.access")
@@ -27,8 +29,7 @@ def write(request: web.Request, exchange: Exchange, route: str, status: int, end
     scanner = exchange.scanner
     usage = scanner.usage if scanner is not None else None
     first = scanner.first_content_at if isinstance(scanner, SseUsage) else None
-    (log.warning if status >= 500 else log.info)(
-        "request",
+    fields = dict(
         method=request.method,
         route=route,
         path=request.path[:MAX_PATH],
@@ -51,6 +52,11 @@ def write(request: web.Request, exchange: Exchange, route: str, status: int, end
         client=exchange.client_name,
         client_disconnected=exchange.client_disconnected,
     )
+    lines = json_lines()
+    if lines is not None:
+        lines.write(logging.WARNING if status >= 500 else logging.INFO, "request", fields)
+    else:
+        (log.warning if status >= 500 else log.info)("request", **fields)
 
 
 def write_bodies(exchange: Exchange, words: int, max_messages: int) -> None:

@@ -85,7 +85,8 @@ async def relay(
     try:
         async with asyncio.timeout(None) as deadline:
             conn = await _answer(pool, method, url, headers, body, limits, exchange, retry, deadline, started)
-            deadline.reschedule(whole_end)
+            if deadline.when() != whole_end:  # often the same already: a whole answer's head waits within it
+                deadline.reschedule(whole_end)
             exchange.upstream_status = conn.status
             if conn.complete and conn.buffered <= _ONE_WRITE:
                 response = _whole_response(conn, exchange)

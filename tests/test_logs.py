@@ -16,7 +16,7 @@ import pytest
 import structlog
 import yaml
 
-from gateway.logs import configure_logging
+from gateway.logs import configure_logging, json_lines
 from gateway.redact import REDACTED, Redactor, secret_values
 from tests.helpers import entry
 from tests.observability_helpers import (
@@ -336,3 +336,18 @@ async def test_client_disconnect_mid_stream_is_logged(setup: Any) -> None:
     (line,) = [line for line in access_lines(buffer) if line["request_id"] == "gone-1"]
     assert line["client_disconnected"] is True
     assert line["stream"] is True and line["provider"] == "fake"
+
+
+def test_the_fast_access_writer_prints_what_structlog_would(capture: io.StringIO) -> None:
+    """Production's access lines skip structlog's processor chain; the line must not change for it."""
+    writer = json_lines()
+    assert writer is not None
+    fields = {"path": f"/proxy/fake/x?key={PROVIDER_KEY}", "model": f"Bearer {CLIENT_KEY}", "status": 200, "x": None}
+    writer.write(logging.INFO, "request", dict(fields))
+    structlog.get_logger("gateway.access").info("request", **fields)
+    fast, slow = lines(capture)
+    assert fast.pop("timestamp").endswith("Z") and slow.pop("timestamp").endswith("Z")
+    assert fast == slow
+    assert PROVIDER_KEY not in capture.getvalue() and CLIENT_KEY not in capture.getvalue()
+    with structlog.testing.capture_logs():
+        assert json_lines() is None  # structlog configured since: lines go through it (and are captured)
