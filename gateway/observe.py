@@ -15,7 +15,7 @@ from aiohttp.typedefs import Middleware
 
 from . import access_log
 from .errors import Handler
-from .exchange import EXCHANGE
+from .exchange import EXCHANGE, Exchange
 from .metrics import GatewayMetrics, method_label, route_label
 from .settings import Settings
 
@@ -70,16 +70,21 @@ def observer(settings: Settings, metrics: GatewayMetrics | None) -> Middleware:
             ended = time.perf_counter()
             if live is not None:
                 live.pop(id(exchange), None)
-            try:
-                if metrics is not None:
-                    metrics.record(exchange, route, method_label(request.method), status, ended)
-                if bodies:
-                    access_log.write_bodies(exchange, words, max_messages)
-                access_log.write(request, exchange, route, status, ended)
-            except Exception:
-                # Observing must never change the answer the client gets.
-                log.exception("recording the request failed")
-            finally:
-                structlog.contextvars.reset_contextvars(**tokens)
+            # Like nginx's log phase, after the answer is out: a whole answer returned from here is written by
+            # aiohttp once this returns, so recording now would delay it. The callback keeps this context (the
+            # request id) and runs as soon as the handler task yields.
+            asyncio.get_running_loop().call_soon(record, request, exchange, route, status, ended)
+            structlog.contextvars.reset_contextvars(**tokens)
+
+    def record(request: web.Request, exchange: Exchange, route: str, status: int, ended: float) -> None:
+        try:
+            if metrics is not None:
+                metrics.record(exchange, route, method_label(request.method), status, ended)
+            if bodies:
+                access_log.write_bodies(exchange, words, max_messages)
+            access_log.write(request, exchange, route, status, ended)
+        except Exception:
+            # Observing must never change the answer the client gets.
+            log.exception("recording the request failed")
 
     return observe
