@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 from yarl import URL
 
-from .http1 import ConnectFailed, Connection, ConnectTimedOut, InvalidAnswer, TLSFailed, TransportError
+from .http1 import ConnectFailed, Connection, ConnectTimedOut, Deadlines, InvalidAnswer, TLSFailed, TransportError
 
 __all__ = ["Origin", "Pool"]
 
@@ -67,6 +67,7 @@ class Pool:
         self._slots: deque[asyncio.Future[None]] = deque()
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
+        self._deadlines = Deadlines()
 
     @property
     def idle_connections(self) -> int:
@@ -215,7 +216,7 @@ class Pool:
         try:
             async with asyncio.timeout(timeout):
                 _, conn = await loop.create_connection(
-                    lambda: Connection(origin.key),
+                    lambda: Connection(origin.key, self._deadlines),
                     host,
                     port,
                     ssl=self._ssl if direct_tls else None,

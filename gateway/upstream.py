@@ -18,7 +18,7 @@ from yarl import URL
 
 from .errors import UpstreamError, UpstreamTimeout
 from .exchange import Exchange
-from .http1 import Connection, ConnectTimedOut, Disconnected, TLSFailed, TransportError
+from .http1 import AnswerTimedOut, Connection, ConnectTimedOut, Disconnected, HeadTimedOut, TLSFailed, TransportError
 from .limits import NO_RETRY, RETRY_STATUSES, Limits, RetryPolicy
 from .outbound import HOP_BY_HOP
 from .pool import Origin, Pool
@@ -79,38 +79,28 @@ async def relay(
     """
     response: web.StreamResponse | None = None
     conn: Connection | None = None
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    started = asyncio.get_running_loop().time()
     whole_end = None if limits.whole is None else started + limits.whole
     try:
-        async with asyncio.timeout(None) as deadline:
-            conn = await _answer(pool, method, url, headers, body, limits, exchange, retry, deadline, started)
-            if deadline.when() != whole_end:  # often the same already: a whole answer's head waits within it
-                deadline.reschedule(whole_end)
-            exchange.upstream_status = conn.status
-            if conn.complete and conn.buffered <= _ONE_WRITE:
-                response = _whole_response(conn, exchange)
-            else:
-                response = _start_response(conn, exchange)
-                await response.prepare(request)
-                guard = (
-                    None if write_timeout is None else WriteGuard(request, write_timeout, partial(_stalled, exchange))
-                )
-                try:
-                    await _copy_body(conn, response, exchange, url, limits.idle)
-                finally:
-                    if guard is not None:
-                        guard.stop()
-                await response.write_eof()
-            pool.release(conn)
-            conn = None
-            return response
-    except TimeoutError:
+        conn = await _answer(pool, method, url, headers, body, limits, exchange, retry, started)
+        exchange.upstream_status = conn.status
+        if conn.complete and conn.buffered <= _ONE_WRITE:
+            response = _whole_response(conn, exchange)
+        else:
+            response = _start_response(conn, exchange)
+            await response.prepare(request)
+            guard = None if write_timeout is None else WriteGuard(request, write_timeout, partial(_stalled, exchange))
+            try:
+                await _copy_body(conn, response, exchange, url, limits, whole_end)
+            finally:
+                if guard is not None:
+                    guard.stop()
+            await response.write_eof()
+        pool.release(conn)
+        conn = None
+        return response
+    except HeadTimedOut:
         exchange.error_type = "timeout"
-        if response is not None and response.prepared:
-            log.warning("upstream answer exceeded its time limit", url=_loggable(url), limit=limits.whole)
-            response.force_close()
-            return response
         raise UpstreamTimeout(f"the provider did not answer within {limits.headers:g}s") from None
     except ConnectTimedOut:
         exchange.error_type = "timeout"
@@ -118,7 +108,7 @@ async def relay(
     except TransportError as exc:
         exchange.error_type = "connect"
         raise UpstreamError(f"the provider could not be reached: {exc}") from None
-    except (ConnectionResetError, ConnectionError) as exc:
+    except ConnectionError as exc:
         if response is not None and response.prepared:
             # Mid-answer: either the client went away (its write failed) or the provider broke off.
             if _client_gone(request):
@@ -147,7 +137,6 @@ async def _answer(
     limits: Limits,
     exchange: Exchange,
     retry: RetryPolicy,
-    deadline: asyncio.Timeout,
     started: float,
 ) -> Connection:
     """The provider's response head, after as many retries as the policy and the time budget allow."""
@@ -158,9 +147,9 @@ async def _answer(
     head = request_head(method, url, origin, headers, body)
     while True:
         now = loop.time()
-        deadline.reschedule(now + limits.headers if whole_end is None else min(now + limits.headers, whole_end))
+        head_by = now + limits.headers if whole_end is None else min(now + limits.headers, whole_end)
         try:
-            conn = await _exchange(pool, origin, head, body, limits.connect, method == "HEAD")
+            conn = await _exchange(pool, origin, head, body, limits.connect, head_by, method == "HEAD")
         except TLSFailed:
             raise
         except TransportError as exc:
@@ -182,12 +171,17 @@ async def _answer(
             pool.discard(conn)
         exchange.retries += 1
         log.info("retrying upstream call", provider=exchange.provider, retry=exchange.retries, reason=reason, wait=wait)
-        deadline.reschedule(whole_end)
         await asyncio.sleep(wait)
 
 
 async def _exchange(
-    pool: Pool, origin: Origin, head: bytes, body: bytes | None, connect: float | None, head_only: bool
+    pool: Pool,
+    origin: Origin,
+    head: bytes,
+    body: bytes | None,
+    connect: float | None,
+    head_by: float | None,
+    head_only: bool,
 ) -> Connection:
     """One attempt: a connection, the request, the answer's head. A pooled connection the provider had already
     closed is replaced once at no cost to the retry budget: the request never reached anyone."""
@@ -195,7 +189,7 @@ async def _exchange(
         conn, reused = await pool.acquire(origin, connect)
         try:
             conn.send(head, body, head_only=head_only)
-            await conn.head()
+            await conn.head(head_by)
         except Disconnected:
             pool.discard(conn)
             if reused:
@@ -230,7 +224,7 @@ async def fetch(
 ) -> tuple[int, CIMultiDict[str], bytes]:
     """A small whole answer (status, headers, at most `limit` + 1 bytes of body); the caller bounds the time."""
     origin = pool.origin(url)
-    conn = await _exchange(pool, origin, request_head(method, url, origin, headers, None), None, connect, False)
+    conn = await _exchange(pool, origin, request_head(method, url, origin, headers, None), None, connect, None, False)
     try:
         chunks, size = [], 0
         while size <= limit:
@@ -258,19 +252,29 @@ def _client_gone(request: web.Request) -> bool:
 
 
 async def _copy_body(
-    conn: Connection, response: web.StreamResponse, exchange: Exchange, url: URL, idle: float | None
+    conn: Connection,
+    response: web.StreamResponse,
+    exchange: Exchange,
+    url: URL,
+    limits: Limits,
+    whole_end: float | None,
 ) -> None:
     """The per-chunk loop: write, count, let the usage scanner look. Nothing else happens per chunk."""
     scanner = exchange.scanner
+    idle = limits.idle
     sent = 0
     try:
-        while chunk := await conn.read(idle):
+        while chunk := await conn.read(idle, whole_end):
             if not sent:
                 exchange.first_chunk_at = time.perf_counter()
             await response.write(chunk)
             sent += len(chunk)
             if scanner is not None:
                 scanner.feed(chunk)
+    except AnswerTimedOut:
+        log.warning("upstream answer exceeded its time limit", url=_loggable(url), limit=limits.whole)
+        exchange.error_type = "timeout"
+        response.force_close()
     except TransportError as exc:
         # The provider broke off or went silent mid-answer: end what the client has cleanly.
         log.warning("upstream body ended early", url=_loggable(url), error=type(exc).__name__)
