@@ -27,6 +27,7 @@ from .targets import (
     Target,
     awake,
     rss_mb,
+    start_alone,
     start_floor,
     start_gateway,
     start_mock,
@@ -270,8 +271,9 @@ def run(plan: Plan, out: Path | None, keep_awake: bool) -> int:
         many = tables.write(workdir / "providers-200.yaml", 200)
         gateway200 = start_gateway(procs, served_cpu, "gateway-200", many, mock.port)
         floor = start_floor(procs, served_cpu, mock.port)
+        alone = start_alone(procs, served_cpu)
         bench = Bench(plan, workdir, load_cpu)
-        main, every = [mock, nginx, gateway], [mock, nginx, floor, gateway, gateway200]
+        main, every = [mock, nginx, gateway], [mock, nginx, alone, floor, gateway, gateway200]
         if plan.warm_up:
             for target in every:
                 bench.wrk(target, bench.small, PLAIN, 8)

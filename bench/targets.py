@@ -178,6 +178,10 @@ def start_gateway(procs: Processes, cpu: int | None, name: str, providers: Path,
         "BENCH_API_URL": f"http://{HOST}:{upstream}/v1",
         "BENCH_TABLE_KEY": "bench-table-key",
         "ENVIRONMENT": "production",
+        # The same idle pool to the upstream as nginx's `keepalive 1024`: the spec's default of 20 per host would
+        # close and reopen connections at concurrency 64, and nginx would be measured with a warm pool against it.
+        "CLIENT_MAX_IDLE_CONNS": "1024",
+        "CLIENT_MAX_IDLE_CONNS_PER_HOST": "1024",
         "PYTHONDONTWRITEBYTECODE": "1",
     }
     command = [sys.executable, "-m", "gateway", "--host", HOST, "--port", str(port), "--providers", str(providers)]
@@ -212,6 +216,14 @@ def start_floor(procs: Processes, cpu: int | None, upstream: int) -> Target:
     process = procs.start("aiohttp-floor", pinned(cpu, command))
     wait_port(port, process)
     return Target("aiohttp", port, pid=process.pid)
+
+
+def start_alone(procs: Processes, cpu: int | None) -> Target:
+    """An aiohttp server answering by itself: the ceiling of any aiohttp-based gateway (plain scenarios only)."""
+    port = free_port()
+    process = procs.start("aiohttp-alone", pinned(cpu, [sys.executable, "-m", "bench.aiohttp_alone", str(port)]))
+    wait_port(port, process)
+    return Target("aiohttp-alone", port, pid=process.pid)
 
 
 def rss_mb(pid: int | None) -> float:

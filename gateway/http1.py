@@ -28,9 +28,8 @@ __all__ = [
     "TransportError",
 ]
 
-# Reading pauses when this much of an answer waits for a slow client, and resumes once it drains to a quarter.
+# Reading pauses when this much of an answer waits for a slow client, and resumes once the relay has taken it.
 _HIGH_WATER = 256 * 1024
-_LOW_WATER = _HIGH_WATER // 4
 # A head this large is not an LLM provider's answer: refuse it rather than buffer it.
 _MAX_HEAD = 64 * 1024
 
@@ -121,6 +120,7 @@ class Connection(asyncio.Protocol):
         "_expiry",
         "_error",
         "_head_bytes",
+        "_header_size",
         "_header_names",
         "_headers",
         "_head_only",
@@ -164,6 +164,7 @@ class Connection(asyncio.Protocol):
         self._headers: list[tuple[str, str]] = []
         self._header_names: list[bytes] = []
         self._head_bytes = 0
+        self._header_size = 0
         self._body: deque[bytes] = deque()
         self._buffered = 0
         self._complete = False
@@ -179,21 +180,28 @@ class Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        if self.parser is None:
-            # Bytes while no request is out: the provider is not speaking HTTP/1.1 keep-alive; do not reuse.
-            self._fail(InvalidAnswer("bytes from the provider between requests"))
+        if self.parser is None or self._complete:
+            # Bytes while no request is out, or after the whole answer: an answer nobody asked for. Provider and
+            # gateway no longer agree on the exchange; the connection must not serve another request.
+            self._fail(InvalidAnswer("bytes from the provider outside an answer"))
             return
+        heading = not self.status
+        if heading:
+            self._head_bytes += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(InvalidAnswer("the provider switched protocols"))
-        except InvalidAnswer as exc:
-            self._fail(exc)
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, InvalidAnswer):  # raised by one of the callbacks below
                 self._fail(exc.__context__)
-                return
-            self._fail(InvalidAnswer(f"malformed answer ({exc})"))
+            else:
+                self._fail(InvalidAnswer(f"malformed answer ({exc})"))
+        else:
+            # Counted as bytes arrive, not per parsed header: a status line or a header that never ends is
+            # refused as soon as it is too long, never buffered without bound.
+            if heading and not self.status and self._head_bytes > _MAX_HEAD:
+                self._fail(InvalidAnswer("the provider's response head is too large"))
 
     def eof_received(self) -> bool:
         return False  # close the transport: a half-closed provider connection is of no further use
@@ -201,11 +209,14 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.parser is not None and not self._complete and self._error is None:
-            if self.status and self._reads_until_close():
+            if self.status and exc is None and self._reads_until_close():
                 self._complete = True
                 self.keep_alive = False
             elif self.status:
                 self._error = BrokenBody("the provider closed the connection mid-answer")
+            elif self._head_bytes:
+                # It had begun to answer: not a connection that was dead before the request, never replayed.
+                self._error = InvalidAnswer("the provider closed the connection mid-head")
             else:
                 self._error = Disconnected("the provider closed the connection")
         self._wake()
@@ -219,11 +230,15 @@ class Connection(asyncio.Protocol):
     # llhttp callbacks
 
     def on_status(self, reason: bytes) -> None:
+        self._header_size += len(reason)
+        if self._header_size > _MAX_HEAD:
+            raise InvalidAnswer("the provider's response head is too large")
         self.reason += reason.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_bytes += len(name) + len(value)
-        if self._head_bytes > _MAX_HEAD:
+        # A head that arrives whole in one read is not caught by data_received's count: count what is parsed.
+        self._header_size += len(name) + len(value)
+        if self._header_size > _MAX_HEAD:
             raise InvalidAnswer("the provider's response head is too large")
         self._header_names.append(name)
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
@@ -322,11 +337,12 @@ class Connection(asyncio.Protocol):
         `until` (loop time) the whole answer (AnswerTimedOut)."""
         while True:
             if self._body:
-                chunk = self._body.popleft()
-                self._buffered -= len(chunk)
-                if self._paused and self._buffered <= _LOW_WATER:
-                    self._resume()
-                return chunk
+                # The whole limit holds even for a provider fast enough that nothing is ever waited for.
+                if until is not None and asyncio.get_running_loop().time() >= until:
+                    raise AnswerTimedOut("the answer took longer than its limit")
+                # Everything that has arrived, in one piece: a burst of events costs the client one write, not one
+                # per chunk of the provider's framing.
+                return self.take_buffered()
             if self._complete:
                 return b""
             if self._error is not None:

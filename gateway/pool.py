@@ -89,16 +89,19 @@ class Pool:
 
     async def acquire(self, origin: Origin, connect_timeout: float | None) -> tuple[Connection, bool]:
         """A connection to `origin`, and whether it was reused from the idle set."""
-        idle = self._idle.get(origin.key)
-        if idle:
-            now = asyncio.get_running_loop().time()
-            while idle:
-                conn = idle.pop()
-                self._idle_count -= 1
-                if not conn.closed and now - conn.idle_since < self._idle_timeout:
-                    return conn, True
-                self._drop(conn)
-        if self._max_open and self._open >= self._max_open:
+        while True:
+            idle = self._idle.get(origin.key)
+            if idle:
+                now = asyncio.get_running_loop().time()
+                while idle:
+                    conn = idle.pop()
+                    self._idle_count -= 1
+                    if not conn.closed and now - conn.idle_since < self._idle_timeout:
+                        return conn, True
+                    self._drop(conn)
+            # At the cap, an idle connection to another origin holds a slot no one uses: give it up first.
+            if not self._max_open or self._open < self._max_open or self._close_one_idle():
+                break
             await self._wait_for_slot()
         self._open += 1
         try:
@@ -122,6 +125,8 @@ class Pool:
             self._idle_count += 1
             if self._sweeper is None:
                 self._sweeper = loop.call_later(self._idle_timeout, self._sweep)
+            # Someone waiting for a slot may want exactly this connection, or the slot it holds.
+            self._hand_on_slot()
             return
         self._drop(conn)
 
@@ -155,18 +160,15 @@ class Pool:
                 return
 
     async def _wait_for_slot(self) -> None:
-        while self._open >= self._max_open:
-            # An idle connection elsewhere holds a slot no one uses: give it up first.
-            if self._close_one_idle():
-                continue
-            waiter = asyncio.get_running_loop().create_future()
-            self._slots.append(waiter)
-            try:
-                await waiter
-            except BaseException:
-                if waiter.done() and not waiter.cancelled():
-                    self._hand_on_slot()
-                raise
+        """Until a connection is released (to the idle set or closed); the caller looks again."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._slots.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._hand_on_slot()  # woken, then cancelled: the wake-up goes to the next in line
+            raise
 
     def _close_one_idle(self) -> bool:
         for idle in self._idle.values():
@@ -245,7 +247,7 @@ class Pool:
         try:
             conn.send(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), None, head_only=True)
             await conn.head()
-        except TransportError:
+        except BaseException:  # the connect limit cancels this wait too: never leave the proxy's socket open
             conn.abort()
             raise
         if conn.status != 200:
@@ -260,5 +262,6 @@ class Pool:
             conn.abort()
             raise
         if tls is None:
+            conn.abort()
             raise InvalidAnswer("TLS inside the proxy tunnel did not start")
         conn.transport = tls

@@ -58,11 +58,11 @@ def test_table_compares_each_repetition_to_direct_and_nginx() -> None:
     ]
     lines = report.table(figures, rows).splitlines()
     assert lines[2] == (
-        "| 1 | c1 p50 (ms) | 0.100 (0.100–0.100) | 0.200 (0.200–0.200) | – | 0.400 (0.300–0.500) | – "
+        "| 1 | c1 p50 (ms) | 0.100 (0.100–0.100) | 0.200 (0.200–0.200) | – | – | 0.400 (0.300–0.500) | – "
         "| +0.100 ms | +0.300 ms | +0.200 ms | – | added ≤ 0.3 ms ✅ |"
     )
     assert lines[3] == (
-        "| 2 | c64 rate (/s) | – | 1,000 (1,000–1,000) | – | 500 (500–500) | – "
+        "| 2 | c64 rate (/s) | – | 1,000 (1,000–1,000) | – | – | 500 (500–500) | – "
         "| – | – | 50 % | – | ≥ 40 % of nginx ❌ |"
     )
 
