@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -33,6 +34,8 @@ class JsonLines:
         self._scrub = redactor.scrub
         self._level = level
         self._flush_pending = False
+        self._second = -1
+        self._prefix = ""
 
     def write(self, level: int, event: str, fields: dict[str, Any]) -> None:
         if level < self._level:
@@ -44,7 +47,7 @@ class JsonLines:
         fields["event"] = event
         fields.update(structlog.contextvars.get_contextvars())
         fields["level"] = logging.getLevelName(level).lower()
-        fields["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        fields["timestamp"] = self._timestamp()
         self._stream.write(orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE).decode())
         if self._flush_pending:
             return
@@ -57,6 +60,15 @@ class JsonLines:
             return
         self._flush_pending = True
         loop.call_soon(self._flush)
+
+    def _timestamp(self) -> str:
+        """structlog's ISO UTC stamp, with the date and time up to the second made once per second."""
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
 
     def _flush(self) -> None:
         self._flush_pending = False

@@ -39,6 +39,8 @@ _QUERY_SECRET = re.compile(
     r"(?i)([?&;](?:key|api[_-]?key|access[_-]?token|token|secret|password|sig|signature)=)[^&#\s\"']+"
 )
 _MAX_DEPTH = 6
+_MEMO_TEXT = 256
+_MEMO_ENTRIES = 4096
 
 
 def secret_values(env: Mapping[str, str], table: ProviderTable | None = None) -> set[str]:
@@ -69,10 +71,22 @@ class Redactor:
     def update(self, secrets: Iterable[str]) -> None:
         values = sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
         self._known = re.compile("|".join(re.escape(v) for v in values)) if values else None
+        self._scrubbed: dict[str, str] = {}
 
     def scrub(self, text: str) -> str:
         if len(text) < MIN_SECRET_LENGTH:
             return text  # too short to hold a key
+        # The same few values (routes, models, paths) come by on every access line: remember their outcome, for
+        # short texts and up to a bound. Forgotten whenever the known secrets change.
+        done = self._scrubbed.get(text)
+        if done is not None:
+            return done
+        done = self._scrub(text)
+        if len(text) <= _MEMO_TEXT and len(self._scrubbed) < _MEMO_ENTRIES:
+            self._scrubbed[text] = done
+        return done
+
+    def _scrub(self, text: str) -> str:
         if self._known is not None:
             text = self._known.sub(REDACTED, text)
         if "earer" in text or "asic" in text:

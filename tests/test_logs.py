@@ -351,3 +351,12 @@ def test_the_fast_access_writer_prints_what_structlog_would(capture: io.StringIO
     assert PROVIDER_KEY not in capture.getvalue() and CLIENT_KEY not in capture.getvalue()
     with structlog.testing.capture_logs():
         assert json_lines() is None  # structlog configured since: lines go through it (and are captured)
+
+
+def test_a_remembered_scrub_is_forgotten_when_the_secrets_change() -> None:
+    """The scrub memo (same texts on every access line) must never hand back text scrubbed for old secrets."""
+    redactor = Redactor()
+    text = "model-sk-rotated-abcdefgh123"
+    assert redactor.scrub(text) == text  # remembered as harmless
+    redactor.update({"sk-rotated-abcdefgh123"})
+    assert redactor.scrub(text) == f"model-{REDACTED}"
