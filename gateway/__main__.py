@@ -15,6 +15,7 @@ from . import keys
 from .app import create_app
 from .errors import ConfigError
 from .logs import configure_logging
+from .pool import proxy_problems
 from .providers import ProviderTable, load_table
 from .redact import secret_values
 from .server import run
@@ -38,6 +39,9 @@ def load(argv: Sequence[str] | None, env: dict[str, str]) -> tuple[Settings, Pro
         port=args.port if args.port is not None else settings.port,
         providers_file=args.providers or settings.providers_file,
     )
+    problems = proxy_problems(env)
+    if problems:
+        raise ConfigError("environment", problems)
     return settings, load_table(settings.providers_file, env)
 
 

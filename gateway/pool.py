@@ -13,7 +13,7 @@ import os
 import ssl
 import urllib.request
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -21,11 +21,21 @@ from yarl import URL
 
 from .http1 import ConnectFailed, Connection, ConnectTimedOut, Deadlines, InvalidAnswer, TLSFailed, TransportError
 
-__all__ = ["Origin", "Pool"]
+__all__ = ["Origin", "Pool", "proxy_problems"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # NO_PROXY matching as urllib does it (public, but absent from typeshed).
 _bypass: Callable[[str, dict[str, str]], bool] = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+
+
+def proxy_problems(env: Mapping[str, str]) -> list[str]:
+    """Outbound proxy variables the pool cannot use, for start-up to refuse: only http:// proxies are spoken."""
+    problems = []
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        value = (env.get(name) or "").strip()
+        if value and "://" in value and not value.lower().startswith("http://"):
+            problems.append(f"{name} must be an http:// proxy URL (a CONNECT tunnel carries TLS to the provider)")
+    return problems
 
 
 @dataclass(frozen=True, slots=True)
