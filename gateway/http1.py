@@ -69,13 +69,19 @@ class BrokenBody(TransportError):
 class ReadTimedOut(TransportError):
     """The provider went silent mid-answer for longer than the idle limit."""
 
+    message = "the provider went silent mid-answer for longer than its limit"
+
 
 class HeadTimedOut(TransportError):
     """No answer head within the limit."""
 
+    message = "no answer from the provider within its limit"
+
 
 class AnswerTimedOut(TransportError):
     """The whole answer took longer than its limit."""
+
+    message = "the answer took longer than its limit"
 
 
 # Granularity of the waits' limits: they are seconds long, so a twentieth of a second either way is nothing.
@@ -117,7 +123,6 @@ class Connection(asyncio.Protocol):
         "_complete",
         "_deadlines",
         "_expired",
-        "_expiry",
         "_error",
         "_head_bytes",
         "_header_size",
@@ -146,7 +151,6 @@ class Connection(asyncio.Protocol):
         self._deadlines = Deadlines() if deadlines is None else deadlines
         self.expires = 0.0
         self._expired = False
-        self._expiry: type[TransportError] = HeadTimedOut
         self.transport: asyncio.Transport | None = None
         self.parser: httptools.HttpResponseParser | None = None
         self.closed = False
@@ -228,6 +232,12 @@ class Connection(asyncio.Protocol):
         pass
 
     # llhttp callbacks
+
+    def on_message_begin(self) -> None:
+        if self._complete:
+            # A second answer in the same read as the end of the first: nobody asked for it (data_received
+            # catches the bytes that come in a later read).
+            raise InvalidAnswer("bytes from the provider outside an answer")
 
     def on_status(self, reason: bytes) -> None:
         self._header_size += len(reason)
@@ -339,7 +349,7 @@ class Connection(asyncio.Protocol):
             if self._body:
                 # The whole limit holds even for a provider fast enough that nothing is ever waited for.
                 if until is not None and asyncio.get_running_loop().time() >= until:
-                    raise AnswerTimedOut("the answer took longer than its limit")
+                    raise AnswerTimedOut(AnswerTimedOut.message)
                 # Everything that has arrived, in one piece: a burst of events costs the client one write, not one
                 # per chunk of the provider's framing.
                 return self.take_buffered()
@@ -394,10 +404,12 @@ class Connection(asyncio.Protocol):
             self._paused = False
             self.transport.resume_reading()
 
-    async def _wait(self, until: float | None = None, expiry: type[TransportError] = HeadTimedOut) -> None:
+    async def _wait(
+        self, until: float | None = None, expiry: type[HeadTimedOut | ReadTimedOut | AnswerTimedOut] = HeadTimedOut
+    ) -> None:
         waiter = self._waiter = asyncio.get_running_loop().create_future()
         if until is not None:
-            self.expires, self._expiry = until, expiry
+            self.expires = until
             self._deadlines.add(self)
         try:
             await waiter
@@ -407,7 +419,7 @@ class Connection(asyncio.Protocol):
                 self._deadlines.discard(self)
         if self._expired:
             self._expired = False
-            raise self._expiry(f"no answer from the provider within its limit ({expiry.__name__})")
+            raise expiry(expiry.message)
 
     def expire(self) -> None:
         """Called by Deadlines when a bounded wait has run out."""
