@@ -21,6 +21,7 @@ from gateway.http1 import (
     InvalidAnswer,
     ReadTimedOut,
 )
+from tests.helpers import RawServer
 from tests.resilience_helpers import wait_for
 
 Script = Callable[["RawProvider", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -30,32 +31,15 @@ HEAD_REQUEST = b"HEAD /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 LIMIT = 5.0  # the bound on every wait; nothing here should come near it
 
 
-class RawProvider:
+class RawProvider(RawServer):
     """A provider on 127.0.0.1 that runs `script` on each connection it accepts, and records each request head."""
 
     def __init__(self, script: Script) -> None:
+        super().__init__()
         self.script = script
         self.heads: list[bytes] = []
         self.connections = 0
         self.client_closed = asyncio.Event()  # the client closed its end of a connection (EOF seen)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: list[asyncio.StreamWriter] = []
-        self._server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in self._writers:
-            writer.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
 
     async def request(self, reader: asyncio.StreamReader) -> bytes:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -67,20 +51,9 @@ class RawProvider:
             pass
         self.client_closed.set()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.append(writer)
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
-        try:
-            await self.script(self, reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except asyncio.CancelledError:
-            pass  # stopped with the test: end quietly (a cancelled handler task is logged as an error on 3.11)
-        finally:
-            writer.close()
+        await self.script(self, reader, writer)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from yarl import URL
 from gateway.http1 import ConnectFailed, Connection, Disconnected, TLSFailed
 from gateway.pool import Pool, proxy_problems
 from gateway.upstream import fetch, request_head
-from tests.helpers import free_port
+from tests.helpers import RawServer, free_port
 from tests.resilience_helpers import CHAT, chat, one_provider, start_gateway, wait_for
 
 LIMIT = 5.0  # the bound on every wait; nothing here should come near it
@@ -35,47 +35,6 @@ CLOSING = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
 
 
 # ---- raw servers -----------------------------------------------------------------------------------------------
-
-
-class RawServer:
-    """An asyncio server on 127.0.0.1 whose connection handlers are all ended when it stops."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: list[asyncio.StreamWriter] = []
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in self._writers:
-            writer.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        raise NotImplementedError
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.append(writer)
-        try:
-            await self.serve(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except asyncio.CancelledError:
-            pass  # stopped with the test: end quietly (a cancelled handler task is logged as an error on 3.11)
-        finally:
-            writer.close()
 
 
 class Provider(RawServer):
