@@ -126,7 +126,6 @@ class Connection(asyncio.Protocol):
         "_error",
         "_head_bytes",
         "_header_size",
-        "_header_names",
         "_headers",
         "_head_only",
         "_paused",
@@ -166,7 +165,6 @@ class Connection(asyncio.Protocol):
         self.chunked = False
         self.keep_alive = False
         self._headers: list[tuple[str, str]] = []
-        self._header_names: list[bytes] = []
         self._head_bytes = 0
         self._header_size = 0
         self._body: deque[bytes] = deque()
@@ -213,7 +211,8 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.parser is not None and not self._complete and self._error is None:
-            if self.status and exc is None and self._reads_until_close():
+            if self.status and exc is None and self.content_length is None and not self.chunked:
+                # Neither a length nor chunked framing: the answer ends when the provider closes the connection.
                 self._complete = True
                 self.keep_alive = False
             elif self.status:
@@ -250,7 +249,6 @@ class Connection(asyncio.Protocol):
         self._header_size += len(name) + len(value)
         if self._header_size > _MAX_HEAD:
             raise InvalidAnswer("the provider's response head is too large")
-        self._header_names.append(name)
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
@@ -260,7 +258,6 @@ class Connection(asyncio.Protocol):
         if status < 200:
             # An interim answer (103 Early Hints): llhttp goes on to the final one; forget these headers.
             self._headers.clear()
-            self._header_names.clear()
             self.reason = ""
             return
         self.status = status
@@ -382,14 +379,6 @@ class Connection(asyncio.Protocol):
             self.transport.abort()
 
     # internals
-
-    def _reads_until_close(self) -> bool:
-        """An answer with neither a length nor chunked framing ends when the provider closes the connection."""
-        for name in self._header_names:
-            lowered = name.lower()
-            if lowered in (b"content-length", b"transfer-encoding"):
-                return False
-        return True
 
     def _fail(self, error: TransportError) -> None:
         if self._error is None:
