@@ -45,6 +45,7 @@ class Origin:
     key: tuple[str, str, int]
     host: str  # the provider's host, for TLS and the Host header
     host_header: str
+    authority: str  # host:port, always with the port (a CONNECT target)
     tls: bool
     connect_to: tuple[str, int]  # the provider itself, or the proxy
     # Plain HTTP through a proxy: the request target is absolute and the proxy's credentials ride along.
@@ -205,10 +206,11 @@ class Pool:
         tls = scheme == "https"
         default = _DEFAULT_PORTS.get(scheme)
         bracketed = f"[{host}]" if ":" in host and not host.startswith("[") else host
-        host_header = bracketed if port == default else f"{bracketed}:{port}"
+        authority = f"{bracketed}:{port}"
+        host_header = bracketed if port == default else authority
         proxy = self._proxies.get(scheme)
         if not proxy or _bypass(host, self._proxies):
-            return Origin(key, host, host_header, tls, (host, port))
+            return Origin(key, host, host_header, authority, tls, (host, port))
         parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
         if parts.scheme != "http":
             raise ValueError(f"outbound proxy {parts.scheme}:// is not supported; use an http:// proxy")
@@ -218,8 +220,8 @@ class Pool:
             authorization = f"Basic {base64.b64encode(pair).decode()}"
         at = (parts.hostname or "", parts.port or 80)
         if tls:
-            return Origin(key, host, host_header, tls, at, proxy_authorization=authorization, tunnel=True)
-        return Origin(key, host, host_header, tls, at, f"{scheme}://{host_header}", authorization)
+            return Origin(key, host, host_header, authority, tls, at, proxy_authorization=authorization, tunnel=True)
+        return Origin(key, host, host_header, authority, tls, at, f"{scheme}://{host_header}", authorization)
 
     async def _connect(self, origin: Origin, timeout: float | None) -> Connection:
         loop = asyncio.get_running_loop()
@@ -249,8 +251,7 @@ class Pool:
 
     async def _tunnel(self, conn: Connection, origin: Origin) -> None:
         """CONNECT through the proxy, then TLS with the provider inside the tunnel."""
-        host = origin.host
-        target = f"[{host}]:{origin.key[2]}" if ":" in host and not host.startswith("[") else f"{host}:{origin.key[2]}"
+        target = origin.authority
         lines = [f"CONNECT {target} HTTP/1.1", f"Host: {target}"]
         if origin.proxy_authorization:
             lines.append(f"Proxy-Authorization: {origin.proxy_authorization}")
