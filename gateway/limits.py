@@ -32,10 +32,6 @@ class Limits:
     connect: float
 
     @classmethod
-    def build(cls, connect: float, headers: float, whole: float | None, idle: float | None, budget: float) -> Limits:
-        return cls(headers, whole, idle, budget, connect)
-
-    @classmethod
     def for_call(cls, settings: Settings, *, stream: bool) -> Limits:
         """The limits of a chat call from the settings alone (no table overrides)."""
         return _resolve(settings, TimeoutOverrides()).limits(stream)
@@ -127,11 +123,11 @@ def _resolve(settings: Settings, timeouts: TimeoutOverrides, retries: RetryOverr
     retries = retries or RetryOverrides()
     return CallPolicy(
         # A non-streamed answer sends its head only when it is complete, so `total` bounds the head as well.
-        chat=Limits.build(connect, headers=total, whole=total, idle=None, budget=total),
+        chat=Limits(headers=total, whole=total, idle=None, budget=total, connect=connect),
         # A stream that keeps sending is never cut: only the wait for its head and its silences are limited.
-        stream=Limits.build(connect, headers=headers, whole=None, idle=idle, budget=total),
+        stream=Limits(headers=headers, whole=None, idle=idle, budget=total, connect=connect),
         # A raw call may be a slow whole answer or a stream: wait long for the head, then limit silences.
-        proxy=Limits.build(connect, headers=total, whole=None, idle=idle, budget=total),
+        proxy=Limits(headers=total, whole=None, idle=idle, budget=total, connect=connect),
         retry=RetryPolicy(
             max_retries=settings.max_retries if retries.max_retries is None else retries.max_retries,
             backoff=retries.backoff or settings.retry_backoff,

@@ -82,7 +82,7 @@ async def relay(
     started = asyncio.get_running_loop().time()
     whole_end = None if limits.whole is None else started + limits.whole
     try:
-        conn = await _answer(pool, method, url, headers, body, limits, exchange, retry, started)
+        conn = await _answer(pool, method, url, headers, body, limits, exchange, retry, started, whole_end)
         exchange.upstream_status = conn.status
         if conn.complete and conn.buffered <= _ONE_WRITE:
             response = _whole_response(conn, exchange)
@@ -138,10 +138,10 @@ async def _answer(
     exchange: Exchange,
     retry: RetryPolicy,
     started: float,
+    whole_end: float | None,
 ) -> Connection:
     """The provider's response head, after as many retries as the policy and the time budget allow."""
     loop = asyncio.get_running_loop()
-    whole_end = None if limits.whole is None else started + limits.whole
     budget_end = started + limits.budget
     origin = pool.origin(url)
     head = request_head(method, url, origin, headers, body)
@@ -215,8 +215,7 @@ def request_head(method: str, url: URL, origin: Origin, headers: CIMultiDict[str
     if body is not None or method in _BODY_METHODS:
         parts.append(f"Content-Length: {len(body) if body else 0}\r\n")
     parts.append("\r\n")
-    text = "".join(parts)
-    return text.encode("utf-8", "surrogateescape")
+    return "".join(parts).encode("utf-8", "surrogateescape")
 
 
 async def fetch(
