@@ -29,29 +29,29 @@ def write(request: web.Request, exchange: Exchange, route: str, status: int, end
     scanner = exchange.scanner
     usage = scanner.usage if scanner is not None else None
     first = scanner.first_content_at if isinstance(scanner, SseUsage) else None
-    fields = dict(
-        method=request.method,
-        route=route,
-        path=request.path[:MAX_PATH],
-        status=status,
-        operation=exchange.operation,
-        provider=exchange.provider,
-        model=exchange.model[:MAX_MODEL] if exchange.model else None,
-        stream=exchange.stream,
-        upstream_status=exchange.upstream_status,
-        upstream_request_id=exchange.upstream_request_id,
-        duration_ms=_ms(ended - exchange.started),
-        ttft_ms=_ms(first - exchange.started) if first is not None else None,
-        input_tokens=usage.input_tokens if usage is not None else None,
-        output_tokens=usage.output_tokens if usage is not None else None,
-        usage_requested=exchange.usage_requested,
-        bytes_in=exchange.bytes_in,
-        bytes_out=exchange.bytes_out,
-        error_type=exchange.error_type,
-        retries=exchange.retries,
-        client=exchange.client_name,
-        client_disconnected=exchange.client_disconnected,
-    )
+    fields: dict[str, Any] = {
+        "method": request.method,
+        "route": route,
+        "path": request.path[:MAX_PATH],
+        "status": status,
+        "operation": exchange.operation,
+        "provider": exchange.provider,
+        "model": exchange.model[:MAX_MODEL] if exchange.model else None,
+        "stream": exchange.stream,
+        "upstream_status": exchange.upstream_status,
+        "upstream_request_id": exchange.upstream_request_id,
+        "duration_ms": round((ended - exchange.started) * 1000.0, 3),
+        "ttft_ms": _ms(first - exchange.started) if first is not None else None,
+        "input_tokens": usage.input_tokens if usage is not None else None,
+        "output_tokens": usage.output_tokens if usage is not None else None,
+        "usage_requested": exchange.usage_requested,
+        "bytes_in": exchange.bytes_in,
+        "bytes_out": exchange.bytes_out,
+        "error_type": exchange.error_type,
+        "retries": exchange.retries,
+        "client": exchange.client_name,
+        "client_disconnected": exchange.client_disconnected,
+    }
     lines = json_lines()
     if lines is not None:
         lines.write(logging.WARNING if status >= 500 else logging.INFO, "request", fields)

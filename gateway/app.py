@@ -6,7 +6,6 @@ from aiohttp import web
 
 from . import auth, bad_requests, handlers, metrics, reload, upstream
 from .errors import render_errors
-from .exchange import track
 from .observe import observer
 from .providers import ProviderTable
 from .settings import Settings
@@ -26,8 +25,8 @@ def create_app(settings: Settings, table: ProviderTable) -> web.Application:
     app = web.Application(
         # Outermost first: the record exists before anything runs; errors are rendered inside it.
         middlewares=[
-            track,
-            # Request id, metrics and the access line; outside render_errors so it sees every final status.
+            # The record, the request id, metrics and the access line; outside render_errors so it sees every final
+            # status.
             observer(settings, gateway_metrics),
             render_errors,
             # access control (issue 5): inside render_errors, so 401/402/403/429 are envelopes and are measured.

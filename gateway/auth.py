@@ -304,7 +304,8 @@ def client_policy(request: web.Request) -> ClientPolicy:
 
 def check_model(request: web.Request, provider_id: str, model: str) -> None:
     """403 when the client's policy does not allow this model (after the gateway-wide filter passed it)."""
-    if not client_policy(request).allows(provider_id, model):
+    policy = client_policy(request)
+    if policy is not UNRESTRICTED and not policy.allows(provider_id, model):
         raise ModelNotAllowed(f"model '{provider_id}/{model}' is not allowed for this client")
 
 

@@ -10,7 +10,6 @@ from typing import Any
 
 from aiohttp import web
 
-from .errors import Handler
 from .usage import UsageScanner
 
 
@@ -40,10 +39,3 @@ class Exchange:
 
 
 EXCHANGE = web.RequestKey("exchange", Exchange)
-
-
-@web.middleware
-async def track(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give every request its record before anything else runs."""
-    request[EXCHANGE] = Exchange()
-    return await handler(request)

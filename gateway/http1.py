@@ -128,6 +128,7 @@ class Connection(asyncio.Protocol):
         "_header_size",
         "_headers",
         "_head_only",
+        "_loop",
         "_paused",
         "_waiter",
         "chunked",
@@ -147,6 +148,9 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, key: tuple[str, str, int], deadlines: Deadlines | None = None) -> None:
         self.key = key
+        # Kept: on Python 3.11 every asyncio.get_running_loop() is a getpid() system call, and a request waits on
+        # its connection several times.
+        self._loop = asyncio.get_running_loop()
         self._deadlines = Deadlines() if deadlines is None else deadlines
         self.expires = 0.0
         self._expired = False
@@ -345,7 +349,7 @@ class Connection(asyncio.Protocol):
         while True:
             if self._body:
                 # The whole limit holds even for a provider fast enough that nothing is ever waited for.
-                if until is not None and asyncio.get_running_loop().time() >= until:
+                if until is not None and self._loop.time() >= until:
                     raise AnswerTimedOut(AnswerTimedOut.message)
                 # Everything that has arrived, in one piece: a burst of events costs the client one write, not one
                 # per chunk of the provider's framing.
@@ -357,7 +361,7 @@ class Connection(asyncio.Protocol):
             if idle is None:
                 await self._wait(until, AnswerTimedOut)
                 continue
-            silence_ends = asyncio.get_running_loop().time() + idle
+            silence_ends = self._loop.time() + idle
             if until is None or silence_ends < until:
                 await self._wait(silence_ends, ReadTimedOut)
             else:
@@ -367,6 +371,10 @@ class Connection(asyncio.Protocol):
     def reusable(self) -> bool:
         """Whole answer read, both sides agreeing to keep the connection: it may serve another request."""
         return self._complete and self.keep_alive and not self._body and not self.closed and self._error is None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
 
     def close(self) -> None:
         self.closed = True
@@ -396,7 +404,7 @@ class Connection(asyncio.Protocol):
     async def _wait(
         self, until: float | None = None, expiry: type[HeadTimedOut | ReadTimedOut | AnswerTimedOut] = HeadTimedOut
     ) -> None:
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        waiter = self._waiter = self._loop.create_future()
         if until is not None:
             self.expires = until
             self._deadlines.add(self)

@@ -68,8 +68,9 @@ def parse_chat(raw: bytes) -> ChatRequest:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' is required and must be a non-empty array", code="invalid_messages")
-    if not all(isinstance(m, dict) for m in messages):
-        raise InvalidRequest("each entry of 'messages' must be an object", code="invalid_messages")
+    for message in messages:
+        if type(message) is not dict:  # orjson builds plain dicts
+            raise InvalidRequest("each entry of 'messages' must be an object", code="invalid_messages")
     stream = body.get("stream", False)
     if stream is None:
         stream = False

@@ -23,6 +23,9 @@ def _dumps(event: Any, default: Any) -> str:
     return orjson.dumps(event, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+_LEVEL_NAMES = {level: logging.getLevelName(level).lower() for level in (logging.DEBUG, logging.INFO, logging.WARNING)}
+
+
 class JsonLines:
     """The line every request writes (the access line), in production: the same fields, redaction and JSON as
     structlog's chain below, without its per-call processor machinery, which cost as much as the line itself."""
@@ -32,6 +35,7 @@ class JsonLines:
         self.renderer = processors[-1]
         self._stream = stream
         self._scrub = redactor.scrub
+        self._memo = redactor.memo
         self._level = level
         self._flush_pending = False
         self._second = -1
@@ -40,13 +44,13 @@ class JsonLines:
     def write(self, level: int, event: str, fields: dict[str, Any]) -> None:
         if level < self._level:
             return
-        scrub = self._scrub
+        scrub, memo = self._scrub, self._memo
         for name, value in fields.items():
             if type(value) is str:
-                fields[name] = scrub(value)
+                fields[name] = memo.get(value) or scrub(value)
         fields["event"] = event
         fields.update(structlog.contextvars.get_contextvars())
-        fields["level"] = logging.getLevelName(level).lower()
+        fields["level"] = _LEVEL_NAMES.get(level) or logging.getLevelName(level).lower()
         fields["timestamp"] = self._timestamp()
         self._stream.write(orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE).decode())
         if self._flush_pending:

@@ -9,7 +9,6 @@ from typing import Any
 
 import orjson
 import structlog
-from multidict import CIMultiDict
 
 from . import upstream
 from .errors import UpstreamError, UpstreamReply, UpstreamTimeout
@@ -27,10 +26,9 @@ MAX_LIST_BYTES = 16 * 1024 * 1024
 
 async def fetch(pool: Pool, provider: Provider, timeout: float, request_id: str = "") -> list[dict[str, Any]]:
     """One provider's models in OpenAI's shape, ids bare; its own error answers raise UpstreamReply."""
-    headers: CIMultiDict[str] = CIMultiDict(provider.headers)
-    headers["Accept-Encoding"] = "identity"
+    headers = f"{provider.header_lines}Accept-Encoding: identity\r\n"
     if request_id:
-        headers["X-Request-ID"] = request_id
+        headers += f"X-Request-ID: {request_id}\r\n"
     try:
         async with asyncio.timeout(timeout):
             status, answer, body = await upstream.fetch(

@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import orjson
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDictProxy
 from yarl import URL
 
 from .errors import InvalidRequest
@@ -50,28 +50,34 @@ NOT_FORWARDED = HOP_BY_HOP | {
 
 
 def upstream_headers(
-    client: CIMultiDictProxy[str], provider: Provider, *, disable_compression: bool, request_id: str | None = None
-) -> CIMultiDict[str]:
-    """End-to-end client headers, minus anything that could carry a credential, plus the provider's own."""
+    client: CIMultiDictProxy[str], provider: Provider, *, disable_compression: bool, request_id: str = ""
+) -> str:
+    """End-to-end client headers, minus anything that could carry a credential, plus the provider's own: the
+    request head's header lines, each ending in CRLF."""
     declared_hop = (
         {t.strip().lower() for t in client.get("connection", "").split(",")} if "connection" in client else ()
     )
-    headers: CIMultiDict[str] = CIMultiDict()
-    secret = provider.secret_header
+    own = provider.header_names
+    lines = []
     for name, value in client.items():
         lowered = name.lower()
-        if lowered in NOT_FORWARDED or lowered == secret or lowered in declared_hop:
+        if lowered in NOT_FORWARDED or lowered in own or lowered in declared_hop:
             continue
-        headers.add(name, value)
-    for name, value in provider.headers:
-        headers[name] = value
+        if lowered == "x-request-id" and request_id:
+            continue
+        lines.append(f"{name}: {value}\r\n")
     # The body is relayed as raw bytes: only ask for an encoding the client itself accepts.
     encoding = "identity" if disable_compression else client.get("accept-encoding", "identity")
-    headers["Accept-Encoding"] = encoding
+    lines.append(f"Accept-Encoding: {encoding}\r\n")
+    forwarded = "".join(lines)
+    # The server's parser refuses line breaks inside headers; this guards that one line stays one line anyway.
+    if forwarded.count("\n") != len(lines) or forwarded.count("\r") != len(lines):
+        raise InvalidRequest("a request header holds a line break", code="invalid_header")
+    # The table's headers were checked when it was loaded; the request id is plain by construction.
     if request_id:
         # The gateway's id (the client's own when it was sane), so provider-side logs can be matched with ours.
-        headers["X-Request-ID"] = request_id
-    return headers
+        return f"{forwarded}{provider.header_lines}X-Request-ID: {request_id}\r\n"
+    return forwarded + provider.header_lines
 
 
 _INCLUDE_USAGE = b',"stream_options":{"include_usage":true}}'

@@ -54,6 +54,8 @@ class ModelFilter:
         return cls(_Matcher.of(allowed), _Matcher.of(disallowed))
 
     def allows(self, provider_id: str, model: str) -> bool:
+        if not (self.allow.exact or self.allow.pattern or self.deny.exact or self.deny.pattern):
+            return True  # no lists: the common case, answered without building names
         bare = model.lower()
         full = f"{provider_id}/{bare}"
         if self.allow:

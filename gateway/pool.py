@@ -79,6 +79,15 @@ class Pool:
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
         self._deadlines = Deadlines()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the pool serves, asked once: on Python 3.11 each asyncio.get_running_loop() is a getpid()
+        system call, and a request needs the loop's clock several times."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     @property
     def idle_connections(self) -> int:
@@ -103,7 +112,7 @@ class Pool:
         while True:
             idle = self._idle.get(origin.key)
             if idle:
-                now = asyncio.get_running_loop().time()
+                now = idle[-1].loop.time()
                 while idle:
                     conn = idle.pop()
                     self._idle_count -= 1
@@ -130,7 +139,7 @@ class Pool:
             and not (self._max_idle_per_host and len(self._idle.get(conn.key, ())) >= self._max_idle_per_host)
             and not (self._max_idle and self._idle_count >= self._max_idle)
         ):
-            loop = asyncio.get_running_loop()
+            loop = conn.loop
             conn.idle_since = loop.time()
             self._idle.setdefault(conn.key, deque()).append(conn)
             self._idle_count += 1

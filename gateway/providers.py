@@ -91,6 +91,10 @@ class Provider:
     chat_url: URL = field(default=URL(), repr=False)
     models_url: URL = field(default=URL(), repr=False)
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    # The same headers as request-head lines, and their lower-cased names (a client's header of the same name is
+    # replaced), made once here rather than on every request.
+    header_lines: str = field(default="", repr=False)
+    header_names: frozenset[str] = field(default=frozenset(), repr=False)
     query: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     # Lower-cased header and query names that carry the key: a client may never set them.
     secret_header: str | None = None
@@ -241,6 +245,10 @@ def _cross_check(entries: dict[str, Any], where: str) -> list[str]:
     return problems
 
 
+# Headers the gateway sets on each request itself (outbound.upstream_headers); a table's own value is not sent.
+_PER_REQUEST = frozenset({"accept-encoding", "x-request-id"})
+
+
 def _build(entry: dict[str, Any], env: Mapping[str, str]) -> Provider:
     pid: str = entry["id"]
     prefix = env_prefix(pid)
@@ -308,6 +316,8 @@ def _build(entry: dict[str, Any], env: Mapping[str, str]) -> Provider:
         chat_url=_with_query(URL(base_str + chat.path), query) if ready else URL(),
         models_url=_with_query(URL(base_str + models.path), query) if ready else URL(),
         headers=tuple(headers) if ready else (),
+        header_lines="".join(f"{n}: {v}\r\n" for n, v in headers if n.lower() not in _PER_REQUEST) if ready else "",
+        header_names=frozenset(name.lower() for name, _ in headers) if ready else frozenset(),
         query=tuple(query) if ready else (),
         secret_header=secret_header.lower() if secret_header else None,
         secret_query=secret_query,

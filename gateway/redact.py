@@ -66,24 +66,24 @@ class Redactor:
         self._known: re.Pattern[str] | None = None
         # Field names seen so far -> whether they name a credential; bounded, field names come from code.
         self._names: dict[str, bool] = {}
+        # Text -> its scrubbed form. The same few values (routes, models, paths) come by on every access line:
+        # remember their outcome, for short texts and up to a bound. Never rebound, so a writer may keep a
+        # reference and look a value up without a call; emptied whenever the known secrets change.
+        self.memo: dict[str, str] = {}
         self.update(secrets)
 
     def update(self, secrets: Iterable[str]) -> None:
         values = sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
         self._known = re.compile("|".join(re.escape(v) for v in values)) if values else None
-        self._scrubbed: dict[str, str] = {}
+        self.memo.clear()
 
     def scrub(self, text: str) -> str:
-        if len(text) < MIN_SECRET_LENGTH:
-            return text  # too short to hold a key
-        # The same few values (routes, models, paths) come by on every access line: remember their outcome, for
-        # short texts and up to a bound. Forgotten whenever the known secrets change.
-        done = self._scrubbed.get(text)
+        done = self.memo.get(text)
         if done is not None:
             return done
-        done = self._scrub(text)
-        if len(text) <= _MEMO_TEXT and len(self._scrubbed) < _MEMO_ENTRIES:
-            self._scrubbed[text] = done
+        done = text if len(text) < MIN_SECRET_LENGTH else self._scrub(text)  # too short to hold a key
+        if len(text) <= _MEMO_TEXT and len(self.memo) < _MEMO_ENTRIES:
+            self.memo[text] = done
         return done
 
     def _scrub(self, text: str) -> str:

@@ -65,7 +65,7 @@ async def relay(
     pool: Pool,
     method: str,
     url: URL,
-    headers: CIMultiDict[str],
+    header_lines: str,
     body: bytes | None,
     limits: Limits,
     exchange: Exchange,
@@ -79,10 +79,10 @@ async def relay(
     """
     response: web.StreamResponse | None = None
     conn: Connection | None = None
-    started = asyncio.get_running_loop().time()
+    started = pool.loop.time()
     whole_end = None if limits.whole is None else started + limits.whole
     try:
-        conn = await _answer(pool, method, url, headers, body, limits, exchange, retry, started, whole_end)
+        conn = await _answer(pool, method, url, header_lines, body, limits, exchange, retry, started, whole_end)
         exchange.upstream_status = conn.status
         if conn.complete and conn.buffered <= _ONE_WRITE:
             response = _whole_response(conn, exchange)
@@ -132,7 +132,7 @@ async def _answer(
     pool: Pool,
     method: str,
     url: URL,
-    headers: CIMultiDict[str],
+    header_lines: str,
     body: bytes | None,
     limits: Limits,
     exchange: Exchange,
@@ -141,10 +141,10 @@ async def _answer(
     whole_end: float | None,
 ) -> Connection:
     """The provider's response head, after as many retries as the policy and the time budget allow."""
-    loop = asyncio.get_running_loop()
+    loop = pool.loop
     budget_end = started + limits.budget
     origin = pool.origin(url)
-    head = request_head(method, url, origin, headers, body)
+    head = request_head(method, url, origin, header_lines, body)
     while True:
         now = loop.time()
         head_by = now + limits.headers if whole_end is None else min(now + limits.headers, whole_end)
@@ -202,28 +202,24 @@ async def _exchange(
     raise Disconnected("the provider closed the connection")
 
 
-def request_head(method: str, url: URL, origin: Origin, headers: CIMultiDict[str], body: bytes | None) -> bytes:
-    """The request line and headers, as sent: Host and framing are the gateway's, the rest as translated."""
-    parts = [f"{method} {origin.target_prefix}{url.raw_path_qs} HTTP/1.1\r\nHost: {origin.host_header}\r\n"]
-    for name, value in headers.items():
-        if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
-            # A value from the environment or the table with a line break would split the request: refuse it.
-            raise UpstreamError(f"the header {name!r} for the provider holds a line break; check its key and headers")
-        parts.append(f"{name}: {value}\r\n")
-    if origin.proxy_authorization:
-        parts.append(f"Proxy-Authorization: {origin.proxy_authorization}\r\n")
-    if body is not None or method in _BODY_METHODS:
-        parts.append(f"Content-Length: {len(body) if body else 0}\r\n")
-    parts.append("\r\n")
-    return "".join(parts).encode("utf-8", "surrogateescape")
+def request_head(method: str, url: URL, origin: Origin, header_lines: str, body: bytes | None) -> bytes:
+    """The request line and headers, as sent: Host and framing are the gateway's, the rest as translated
+    (`header_lines`: complete lines, from outbound.upstream_headers)."""
+    framing = f"Content-Length: {len(body) if body else 0}\r\n" if body is not None or method in _BODY_METHODS else ""
+    proxy = f"Proxy-Authorization: {origin.proxy_authorization}\r\n" if origin.proxy_authorization else ""
+    return (
+        f"{method} {origin.target_prefix}{url.raw_path_qs} HTTP/1.1\r\nHost: {origin.host_header}\r\n"
+        f"{header_lines}{proxy}{framing}\r\n"
+    ).encode("utf-8", "surrogateescape")
 
 
 async def fetch(
-    pool: Pool, method: str, url: URL, headers: CIMultiDict[str], connect: float | None, limit: int
+    pool: Pool, method: str, url: URL, header_lines: str, connect: float | None, limit: int
 ) -> tuple[int, CIMultiDict[str], bytes]:
     """A small whole answer (status, headers, at most `limit` + 1 bytes of body); the caller bounds the time."""
     origin = pool.origin(url)
-    conn = await _exchange(pool, origin, request_head(method, url, origin, headers, None), None, connect, None, False)
+    head = request_head(method, url, origin, header_lines, None)
+    conn = await _exchange(pool, origin, head, None, connect, None, False)
     try:
         chunks, size = [], 0
         while size <= limit:
@@ -308,10 +304,8 @@ def _whole_response(conn: Connection, exchange: Exchange) -> web.Response:
     if body:
         exchange.first_chunk_at = time.perf_counter()
     exchange.bytes_out = len(body)
-    scanner = exchange.scanner
-    if scanner is not None:
-        scanner.feed(body)
-        scanner.finish()
+    if exchange.scanner is not None:
+        exchange.scanner.whole(body)
     return web.Response(
         status=conn.status, reason=conn.reason or None, headers=_relayed_headers(conn, exchange), body=body
     )

@@ -47,6 +47,11 @@ class UsageScanner:
     def finish(self) -> None:
         """The answer ended."""
 
+    def whole(self, body: bytes) -> None:
+        """The whole answer, in one piece."""
+        self.feed(body)
+        self.finish()
+
 
 class JsonUsage(UsageScanner):
     def __init__(self) -> None:
@@ -64,6 +69,13 @@ class JsonUsage(UsageScanner):
             return
         body = b"".join(self._parts)
         self._parts = []
+        self._read(body)
+
+    def whole(self, body: bytes) -> None:
+        if len(body) <= MAX_JSON_BODY:
+            self._read(body)
+
+    def _read(self, body: bytes) -> None:
         if _USAGE not in body:
             return
         try:

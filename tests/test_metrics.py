@@ -9,8 +9,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from gateway.errors import error_response
-from gateway.exchange import Handler
+from gateway.errors import Handler, error_response
 from gateway.metrics import DURATION_BUCKETS, METRICS, TOKEN_BUCKETS, ModelLabels
 from gateway.outbound import chat_body
 from gateway.providers import parse_table

@@ -1,0 +1,87 @@
+"""outbound.upstream_headers: the header lines a provider receives, built from the client's headers and the table's
+(pure function; the end-to-end forwarding is covered through a fake provider in test_chat and test_proxy)."""
+
+from __future__ import annotations
+
+import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from gateway.errors import InvalidRequest
+from gateway.outbound import upstream_headers
+from gateway.providers import Provider, parse_table
+
+TABLE = """
+providers:
+  acme:
+    id: acme
+    url: http://127.0.0.1:1/v1
+    auth_type: {auth}
+    auth_header: x-acme-key
+    headers: {{Acme-Version: "2024-06-01", Accept-Encoding: br, X-Request-ID: from-the-table}}
+    endpoints:
+      models: {{name: list_models, method: GET, endpoint: /models}}
+      chat: {{name: chat_completions, method: POST, endpoint: /chat/completions}}
+"""
+
+
+def provider(auth: str = "xheader") -> Provider:
+    return parse_table(TABLE.format(auth=auth), {"ACME_API_KEY": "acme-secret-key"}).providers["acme"]
+
+
+def client(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:
+    return CIMultiDictProxy(CIMultiDict(pairs))
+
+
+def lines(block: str) -> list[str]:
+    assert block.endswith("\r\n")
+    return block[:-2].split("\r\n")
+
+
+def test_client_headers_then_the_providers_then_encoding_and_id() -> None:
+    block = upstream_headers(
+        client(
+            ("Content-Type", "application/json"),
+            ("X-Custom", "kept"),
+            ("Accept-Encoding", "gzip"),
+            ("Authorization", "Bearer client-key"),
+            ("X-Acme-Key", "client-supplied"),
+            ("acme-version", "client-version"),
+            ("Cookie", "a=b"),
+            ("X-Request-ID", "client-id"),
+        ),
+        provider(),
+        disable_compression=False,
+        request_id="gateway-id",
+    )
+    assert lines(block) == [
+        "Content-Type: application/json",
+        "X-Custom: kept",
+        # The client's encoding wins over the table's: the body is relayed as the client will read it.
+        "Accept-Encoding: gzip",
+        "Acme-Version: 2024-06-01",
+        "x-acme-key: acme-secret-key",
+        "X-Request-ID: gateway-id",
+    ]
+
+
+def test_identity_unless_the_client_accepts_more_and_compression_is_allowed() -> None:
+    accepts = client(("Accept-Encoding", "gzip"))
+    assert "Accept-Encoding: identity" in lines(upstream_headers(accepts, provider(), disable_compression=True))
+    assert "Accept-Encoding: identity" in lines(upstream_headers(client(), provider(), disable_compression=False))
+
+
+def test_connection_named_headers_are_dropped() -> None:
+    block = upstream_headers(
+        client(("Connection", "keep-alive, X-Hop"), ("X-Hop", "1"), ("X-End", "2")),
+        provider("none"),
+        disable_compression=True,
+        request_id="rid",
+    )
+    assert lines(block) == ["X-End: 2", "Accept-Encoding: identity", "Acme-Version: 2024-06-01", "X-Request-ID: rid"]
+
+
+@pytest.mark.parametrize("value", ["a\r\nX-Injected: 1", "a\nb", "a\rb"])
+def test_a_line_break_in_a_client_header_is_refused(value: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        upstream_headers(client(("X-Custom", value)), provider(), disable_compression=True, request_id="rid")
+    assert caught.value.status == 400 and caught.value.code == "invalid_header"
