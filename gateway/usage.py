@@ -39,7 +39,11 @@ class Usage:
 class UsageScanner:
     """Fed every chunk of an answer; `usage` holds what the answer reported, once it has been seen."""
 
-    usage: Usage | None = None
+    _usage: Usage | None = None
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._usage
 
     def feed(self, chunk: bytes) -> None:
         raise NotImplementedError
@@ -54,10 +58,14 @@ class UsageScanner:
 
 
 class JsonUsage(UsageScanner):
+    """A JSON answer is kept (up to MAX_JSON_BODY) and parsed when its usage is first asked for: by the access line
+    and metrics, after the answer has reached the client, not on the way to it."""
+
     def __init__(self) -> None:
         self._parts: list[bytes] = []
         self._size = 0
-        self.body: dict[str, Any] | None = None  # the parsed answer, when it reported usage
+        self._answer: bytes | None = None  # the whole answer, not parsed yet
+        self._body: dict[str, Any] | None = None
 
     def feed(self, chunk: bytes) -> None:
         self._size += len(chunk)
@@ -67,24 +75,35 @@ class JsonUsage(UsageScanner):
     def finish(self) -> None:
         if self._size > MAX_JSON_BODY or not self._parts:
             return
-        body = b"".join(self._parts)
+        self._answer = b"".join(self._parts)
         self._parts = []
-        self._read(body)
 
     def whole(self, body: bytes) -> None:
         if len(body) <= MAX_JSON_BODY:
-            self._read(body)
+            self._answer = body
 
-    def _read(self, body: bytes) -> None:
-        if _USAGE not in body:
+    @property
+    def usage(self) -> Usage | None:
+        self._read()
+        return self._usage
+
+    @property
+    def body(self) -> dict[str, Any] | None:
+        """The parsed answer, when it reported usage."""
+        self._read()
+        return self._body
+
+    def _read(self) -> None:
+        answer, self._answer = self._answer, None
+        if answer is None or _USAGE not in answer:
             return
         try:
-            parsed = orjson.loads(body)
+            parsed = orjson.loads(answer)
         except orjson.JSONDecodeError:
             return
         if isinstance(parsed, dict):
-            self.body = parsed
-            self.usage = Usage.of(parsed.get("usage"))
+            self._body = parsed
+            self._usage = Usage.of(parsed.get("usage"))
 
 
 class SseUsage(UsageScanner):
@@ -123,4 +142,4 @@ class SseUsage(UsageScanner):
             if isinstance(event, dict):
                 found = Usage.of(event.get("usage"))
                 if found is not None:
-                    self.usage = found
+                    self._usage = found
