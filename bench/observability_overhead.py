@@ -39,7 +39,9 @@ def unit_costs() -> None:
     metrics = GatewayMetrics(ModelLabels.of((), table), lambda: table)
     exchange = Exchange(operation="chat", provider="fake", model="plain", stream=True, upstream_status=200)
     scanner = SseUsage()
-    scanner.usage, scanner.first_content_at = Usage(12, 40), exchange.started + 0.2
+    scanner.feed(b'data: {"usage":{"prompt_tokens":12,"completion_tokens":40}}\n')
+    scanner.first_content_at = exchange.started + 0.2
+    assert scanner.usage == Usage(12, 40)
     exchange.scanner, exchange.bytes_in, exchange.bytes_out = scanner, 120, 4000
     ended = exchange.started + 1.0
     print("per request:")

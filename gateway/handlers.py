@@ -43,7 +43,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         provider.chat.method,
         provider.chat_url,
         outbound.upstream_headers(
-            request.headers,
+            request.raw_headers,
             provider,
             disable_compression=settings.disable_compression,
             request_id=exchange.request_id,
@@ -112,7 +112,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         request.method,
         url,
         outbound.upstream_headers(
-            request.headers,
+            request.raw_headers,
             provider,
             disable_compression=settings.disable_compression,
             request_id=exchange.request_id,

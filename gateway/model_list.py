@@ -26,9 +26,9 @@ MAX_LIST_BYTES = 16 * 1024 * 1024
 
 async def fetch(pool: Pool, provider: Provider, timeout: float, request_id: str = "") -> list[dict[str, Any]]:
     """One provider's models in OpenAI's shape, ids bare; its own error answers raise UpstreamReply."""
-    headers = f"{provider.header_lines}Accept-Encoding: identity\r\n"
+    headers = provider.header_lines + b"Accept-Encoding: identity\r\n"
     if request_id:
-        headers += f"X-Request-ID: {request_id}\r\n"
+        headers += b"X-Request-ID: %s\r\n" % request_id.encode()
     try:
         async with asyncio.timeout(timeout):
             status, answer, body = await upstream.fetch(

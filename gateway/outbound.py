@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import orjson
-from multidict import CIMultiDictProxy
+from aiohttp.typedefs import RawHeaders
 from yarl import URL
 
 from .errors import InvalidRequest
@@ -49,35 +49,55 @@ NOT_FORWARDED = HOP_BY_HOP | {
 }
 
 
+# The same names as the server's parser hands them over (bytes), for the hot path.
+_NOT_FORWARDED_RAW = frozenset(name.encode() for name in NOT_FORWARDED)
+# Connection options that name no header.
+_NOT_HEADERS = frozenset({b"close", b""})
+
+
 def upstream_headers(
-    client: CIMultiDictProxy[str], provider: Provider, *, disable_compression: bool, request_id: str = ""
-) -> str:
-    """End-to-end client headers, minus anything that could carry a credential, plus the provider's own: the
-    request head's header lines, each ending in CRLF."""
-    declared_hop = (
-        {t.strip().lower() for t in client.get("connection", "").split(",")} if "connection" in client else ()
-    )
-    own = provider.header_names
-    lines = []
-    for name, value in client.items():
-        lowered = name.lower()
-        if lowered in NOT_FORWARDED or lowered in own or lowered in declared_hop:
-            continue
-        if lowered == "x-request-id" and request_id:
-            continue
-        lines.append(f"{name}: {value}\r\n")
+    client: RawHeaders, provider: Provider, *, disable_compression: bool, request_id: str = ""
+) -> bytes:
+    """End-to-end client headers (the server's raw pairs), minus anything that could carry a credential, plus the
+    provider's own: the request head's header lines, each ending in CRLF."""
+    parts, encoding, hop = _forwarded(client, provider.header_names, request_id)
+    if hop:
+        # The client's Connection header declares more hop-by-hop headers (rare): they end at the gateway too.
+        parts, encoding, _ = _forwarded(client, provider.header_names | hop, request_id)
+    lines = len(parts) // 4
     # The body is relayed as raw bytes: only ask for an encoding the client itself accepts.
-    encoding = "identity" if disable_compression else client.get("accept-encoding", "identity")
-    lines.append(f"Accept-Encoding: {encoding}\r\n")
-    forwarded = "".join(lines)
+    parts += (b"Accept-Encoding: ", b"identity" if disable_compression or encoding is None else encoding, b"\r\n")
+    forwarded = b"".join(parts)
     # The server's parser refuses line breaks inside headers; this guards that one line stays one line anyway.
-    if forwarded.count("\n") != len(lines) or forwarded.count("\r") != len(lines):
+    if forwarded.count(b"\n") != lines + 1 or forwarded.count(b"\r") != lines + 1:
         raise InvalidRequest("a request header holds a line break", code="invalid_header")
     # The table's headers were checked when it was loaded; the request id is plain by construction.
     if request_id:
         # The gateway's id (the client's own when it was sane), so provider-side logs can be matched with ours.
-        return f"{forwarded}{provider.header_lines}X-Request-ID: {request_id}\r\n"
+        return b"".join((forwarded, provider.header_lines, b"X-Request-ID: ", request_id.encode(), b"\r\n"))
     return forwarded + provider.header_lines
+
+
+def _forwarded(
+    client: RawHeaders, dropped: frozenset[bytes], request_id: str
+) -> tuple[list[bytes], bytes | None, frozenset[bytes]]:
+    """The client's headers that travel on (name, ": ", value, CRLF each), its Accept-Encoding and the other
+    hop-by-hop headers its Connection header names."""
+    parts: list[bytes] = []
+    encoding: bytes | None = None
+    hop: frozenset[bytes] = frozenset()
+    for name, value in client:
+        lowered = name.lower()
+        if lowered in _NOT_FORWARDED_RAW or lowered in dropped:
+            if lowered == b"accept-encoding":
+                encoding = value if encoding is None else encoding
+            elif lowered == b"connection":
+                hop |= {t.strip().lower() for t in value.split(b",")} - _NOT_FORWARDED_RAW - _NOT_HEADERS
+            continue
+        if lowered == b"x-request-id" and request_id:
+            continue
+        parts += (name, b": ", value, b"\r\n")
+    return parts, encoding, hop - dropped
 
 
 _INCLUDE_USAGE = b',"stream_options":{"include_usage":true}}'

@@ -93,8 +93,8 @@ class Provider:
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     # The same headers as request-head lines, and their lower-cased names (a client's header of the same name is
     # replaced), made once here rather than on every request.
-    header_lines: str = field(default="", repr=False)
-    header_names: frozenset[str] = field(default=frozenset(), repr=False)
+    header_lines: bytes = field(default=b"", repr=False)
+    header_names: frozenset[bytes] = field(default=frozenset(), repr=False)
     query: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     # Lower-cased header and query names that carry the key: a client may never set them.
     secret_header: str | None = None
@@ -316,8 +316,8 @@ def _build(entry: dict[str, Any], env: Mapping[str, str]) -> Provider:
         chat_url=_with_query(URL(base_str + chat.path), query) if ready else URL(),
         models_url=_with_query(URL(base_str + models.path), query) if ready else URL(),
         headers=tuple(headers) if ready else (),
-        header_lines="".join(f"{n}: {v}\r\n" for n, v in headers if n.lower() not in _PER_REQUEST) if ready else "",
-        header_names=frozenset(name.lower() for name, _ in headers) if ready else frozenset(),
+        header_lines=_header_lines(headers) if ready else b"",
+        header_names=frozenset(name.lower().encode() for name, _ in headers) if ready else frozenset(),
         query=tuple(query) if ready else (),
         secret_header=secret_header.lower() if secret_header else None,
         secret_query=secret_query,
@@ -335,6 +335,11 @@ def _retry_overrides(block: dict[str, Any]) -> RetryOverrides:
         backoff_max=_seconds(block.get("backoff_max")),
         retry_after_max=_seconds(block.get("retry_after_max")),
     )
+
+
+def _header_lines(headers: list[tuple[str, str]]) -> bytes:
+    lines = "".join(f"{name}: {value}\r\n" for name, value in headers if name.lower() not in _PER_REQUEST)
+    return lines.encode("utf-8", "surrogateescape")
 
 
 def _seconds(value: float | str | None) -> float | None:

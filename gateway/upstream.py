@@ -65,7 +65,7 @@ async def relay(
     pool: Pool,
     method: str,
     url: URL,
-    header_lines: str,
+    header_lines: bytes,
     body: bytes | None,
     limits: Limits,
     exchange: Exchange,
@@ -132,7 +132,7 @@ async def _answer(
     pool: Pool,
     method: str,
     url: URL,
-    header_lines: str,
+    header_lines: bytes,
     body: bytes | None,
     limits: Limits,
     exchange: Exchange,
@@ -202,19 +202,19 @@ async def _exchange(
     raise Disconnected("the provider closed the connection")
 
 
-def request_head(method: str, url: URL, origin: Origin, header_lines: str, body: bytes | None) -> bytes:
+def request_head(method: str, url: URL, origin: Origin, header_lines: bytes, body: bytes | None) -> bytes:
     """The request line and headers, as sent: Host and framing are the gateway's, the rest as translated
     (`header_lines`: complete lines, from outbound.upstream_headers)."""
-    framing = f"Content-Length: {len(body) if body else 0}\r\n" if body is not None or method in _BODY_METHODS else ""
-    proxy = f"Proxy-Authorization: {origin.proxy_authorization}\r\n" if origin.proxy_authorization else ""
-    return (
-        f"{method} {origin.target_prefix}{url.raw_path_qs} HTTP/1.1\r\nHost: {origin.host_header}\r\n"
-        f"{header_lines}{proxy}{framing}\r\n"
-    ).encode("utf-8", "surrogateescape")
+    start = f"{method} {origin.target_prefix}{url.raw_path_qs} HTTP/1.1\r\nHost: {origin.host_header}\r\n"
+    framing = (
+        b"Content-Length: %d\r\n" % (len(body) if body else 0) if body is not None or method in _BODY_METHODS else b""
+    )
+    proxy = f"Proxy-Authorization: {origin.proxy_authorization}\r\n".encode() if origin.proxy_authorization else b""
+    return b"".join((start.encode("utf-8", "surrogateescape"), header_lines, proxy, framing, b"\r\n"))
 
 
 async def fetch(
-    pool: Pool, method: str, url: URL, header_lines: str, connect: float | None, limit: int
+    pool: Pool, method: str, url: URL, header_lines: bytes, connect: float | None, limit: int
 ) -> tuple[int, CIMultiDict[str], bytes]:
     """A small whole answer (status, headers, at most `limit` + 1 bytes of body); the caller bounds the time."""
     origin = pool.origin(url)

@@ -176,7 +176,7 @@ async def get(pool: Pool, url: URL) -> tuple[Connection, bool, bytes]:
     async with asyncio.timeout(LIMIT):
         conn, reused = await pool.acquire(origin, LIMIT)
         try:
-            conn.send(request_head("GET", url, origin, "", None), None)
+            conn.send(request_head("GET", url, origin, b"", None), None)
             await conn.head()
             parts = []
             while chunk := await conn.read(LIMIT):
@@ -189,7 +189,7 @@ async def get(pool: Pool, url: URL) -> tuple[Connection, bool, bytes]:
 
 async def fetched(pool: Pool, url: URL) -> tuple[int, CIMultiDict[str], bytes]:
     async with asyncio.timeout(LIMIT):
-        return await fetch(pool, "GET", url, "", LIMIT, 1024 * 1024)
+        return await fetch(pool, "GET", url, b"", LIMIT, 1024 * 1024)
 
 
 async def acquire_while_releasing(pool: Pool, url: URL, held: Connection, limit: float) -> tuple[Connection, bool]:
