@@ -5,18 +5,21 @@ request and answer bodies, truncated per DEBUG_CONTENT_TRUNCATE_WORDS and DEBUG_
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 from aiohttp import web
 
 from .exchange import Exchange
-from .logs import json_lines
+from .logs import JsonLines, json_lines
 from .usage import JsonUsage, SseUsage
 
 log = structlog.get_logger("gateway.access")
 
 MAX_PATH = 256
+# Methods are client text too; the usual ones need no scrubbing.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 MAX_MODEL = 200
 
 
@@ -29,17 +32,22 @@ def write(request: web.Request, exchange: Exchange, route: str, status: int, end
     scanner = exchange.scanner
     usage = scanner.usage if scanner is not None else None
     first = scanner.first_content_at if isinstance(scanner, SseUsage) else None
+    lines = json_lines()
+    # Text a client or provider chose could carry a secret: it is scrubbed. The rest is the gateway's own (route
+    # patterns, table ids, kinds) or numbers.
+    scrub = _scrubber(lines)
+    method = request.method
     fields: dict[str, Any] = {
-        "method": request.method,
+        "method": method if method in _METHODS else scrub(method),
         "route": route,
-        "path": request.path[:MAX_PATH],
+        "path": scrub(request.path[:MAX_PATH]),
         "status": status,
         "operation": exchange.operation,
         "provider": exchange.provider,
-        "model": exchange.model[:MAX_MODEL] if exchange.model else None,
+        "model": scrub(exchange.model[:MAX_MODEL]) if exchange.model else None,
         "stream": exchange.stream,
         "upstream_status": exchange.upstream_status,
-        "upstream_request_id": exchange.upstream_request_id,
+        "upstream_request_id": scrub(exchange.upstream_request_id) if exchange.upstream_request_id else None,
         "duration_ms": round((ended - exchange.started) * 1000.0, 3),
         "ttft_ms": _ms(first - exchange.started) if first is not None else None,
         "input_tokens": usage.input_tokens if usage is not None else None,
@@ -49,14 +57,22 @@ def write(request: web.Request, exchange: Exchange, route: str, status: int, end
         "bytes_out": exchange.bytes_out,
         "error_type": exchange.error_type,
         "retries": exchange.retries,
-        "client": exchange.client_name,
+        "client": scrub(exchange.client_name) if exchange.client_name else None,
         "client_disconnected": exchange.client_disconnected,
     }
-    lines = json_lines()
     if lines is not None:
-        lines.write(logging.WARNING if status >= 500 else logging.INFO, "request", fields)
+        lines.write_scrubbed(logging.WARNING if status >= 500 else logging.INFO, "request", fields)
     else:
         (log.warning if status >= 500 else log.info)("request", **fields)
+
+
+def _scrubber(lines: JsonLines | None) -> Callable[[str], str]:
+    # Through structlog, its redaction processor scrubs every value anyway.
+    return lines.scrub if lines is not None else _unchanged
+
+
+def _unchanged(text: str) -> str:
+    return text
 
 
 def write_bodies(exchange: Exchange, words: int, max_messages: int) -> None:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -21,8 +20,9 @@ _USAGE = b'"usage"'
 _CONTENT = re.compile(rb'"(?:content|reasoning_content|reasoning|arguments)"\s*:\s*"[^"]')
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+class Usage(NamedTuple):
+    """Made per answer: a named tuple costs a third of a frozen dataclass to build."""
+
     input_tokens: int
     output_tokens: int
 
