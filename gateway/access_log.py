@@ -18,9 +18,9 @@ from .usage import JsonUsage, SseUsage
 log = structlog.get_logger("gateway.access")
 
 MAX_PATH = 256
+MAX_MODEL = 200
 # Methods are client text too; the usual ones need no scrubbing.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-MAX_MODEL = 200
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -34,8 +34,7 @@ class JsonLines:
         self.processors = processors  # the chain it stands in for: in effect only while that one is
         self.renderer = processors[-1]
         self._stream = stream
-        self._scrub = self.scrub = redactor.scrub  # what the redaction processor does to each text value
-        self._memo = redactor.memo
+        self.scrub = redactor.scrub  # what the redaction processor does to each text value
         self._level = level
         self._flush_pending = False
         self._second = -1
@@ -47,9 +46,8 @@ class JsonLines:
         if level < self._level:
             return
         fields["event"] = event
-        scrub, memo = self._scrub, self._memo
         for name, value in structlog.contextvars.get_contextvars().items():
-            fields[name] = (memo.get(value) or scrub(value)) if type(value) is str else value
+            fields[name] = self.scrub(value) if type(value) is str else value
         fields["level"] = _LEVEL_NAMES.get(level) or logging.getLevelName(level).lower()
         fields["timestamp"] = self._timestamp()
         self._stream.write(orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE).decode())

@@ -66,24 +66,23 @@ class Redactor:
         self._known: re.Pattern[str] | None = None
         # Field names seen so far -> whether they name a credential; bounded, field names come from code.
         self._names: dict[str, bool] = {}
-        # Text -> its scrubbed form. The same few values (routes, models, paths) come by on every access line:
-        # remember their outcome, for short texts and up to a bound. Never rebound, so a writer may keep a
-        # reference and look a value up without a call; emptied whenever the known secrets change.
-        self.memo: dict[str, str] = {}
+        # Text -> its scrubbed form. The same few values (methods, models, paths) come by on every access line:
+        # remember their outcome, for short texts and up to a bound; emptied whenever the known secrets change.
+        self._memo: dict[str, str] = {}
         self.update(secrets)
 
     def update(self, secrets: Iterable[str]) -> None:
         values = sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
         self._known = re.compile("|".join(re.escape(v) for v in values)) if values else None
-        self.memo.clear()
+        self._memo.clear()
 
     def scrub(self, text: str) -> str:
-        done = self.memo.get(text)
+        done = self._memo.get(text)
         if done is not None:
             return done
         done = text if len(text) < MIN_SECRET_LENGTH else self._scrub(text)  # too short to hold a key
-        if len(text) <= _MEMO_TEXT and len(self.memo) < _MEMO_ENTRIES:
-            self.memo[text] = done
+        if len(text) <= _MEMO_TEXT and len(self._memo) < _MEMO_ENTRIES:
+            self._memo[text] = done
         return done
 
     def _scrub(self, text: str) -> str:
