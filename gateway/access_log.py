@@ -48,7 +48,7 @@ def write(request: web.Request, exchange: Exchange, route: str, status: int, end
         "stream": exchange.stream,
         "upstream_status": exchange.upstream_status,
         "upstream_request_id": scrub(exchange.upstream_request_id) if exchange.upstream_request_id else None,
-        "duration_ms": round((ended - exchange.started) * 1000.0, 3),
+        "duration_ms": _ms(ended - exchange.started),
         "ttft_ms": _ms(first - exchange.started) if first is not None else None,
         "input_tokens": usage.input_tokens if usage is not None else None,
         "output_tokens": usage.output_tokens if usage is not None else None,

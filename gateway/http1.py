@@ -372,10 +372,6 @@ class Connection(asyncio.Protocol):
         """Whole answer read, both sides agreeing to keep the connection: it may serve another request."""
         return self._complete and self.keep_alive and not self._body and not self.closed and self._error is None
 
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        return self._loop
-
     def close(self) -> None:
         self.closed = True
         if self.transport is not None:

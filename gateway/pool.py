@@ -112,7 +112,7 @@ class Pool:
         while True:
             idle = self._idle.get(origin.key)
             if idle:
-                now = idle[-1].loop.time()
+                now = self.loop.time()
                 while idle:
                     conn = idle.pop()
                     self._idle_count -= 1
@@ -139,7 +139,7 @@ class Pool:
             and not (self._max_idle_per_host and len(self._idle.get(conn.key, ())) >= self._max_idle_per_host)
             and not (self._max_idle and self._idle_count >= self._max_idle)
         ):
-            loop = conn.loop
+            loop = self.loop
             conn.idle_since = loop.time()
             self._idle.setdefault(conn.key, deque()).append(conn)
             self._idle_count += 1

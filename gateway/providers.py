@@ -90,9 +90,8 @@ class Provider:
     base_url: URL = field(default=URL(), repr=False)
     chat_url: URL = field(default=URL(), repr=False)
     models_url: URL = field(default=URL(), repr=False)
-    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
-    # The same headers as request-head lines, and their lower-cased names (a client's header of the same name is
-    # replaced), made once here rather than on every request.
+    # The provider's own headers (the table's and its key's) as request-head lines, and their lower-cased names (a
+    # client's header of the same name is replaced), made once here rather than on every request.
     header_lines: bytes = field(default=b"", repr=False)
     header_names: frozenset[bytes] = field(default=frozenset(), repr=False)
     query: tuple[tuple[str, str], ...] = field(default=(), repr=False)
@@ -315,7 +314,6 @@ def _build(entry: dict[str, Any], env: Mapping[str, str]) -> Provider:
         base_url=URL(base_str) if ready else URL(),
         chat_url=_with_query(URL(base_str + chat.path), query) if ready else URL(),
         models_url=_with_query(URL(base_str + models.path), query) if ready else URL(),
-        headers=tuple(headers) if ready else (),
         header_lines=_header_lines(headers) if ready else b"",
         header_names=frozenset(name.lower().encode() for name, _ in headers) if ready else frozenset(),
         query=tuple(query) if ready else (),

@@ -90,7 +90,7 @@ def test_env_overrides_url_and_key() -> None:
     provider = table.providers["ollama_cloud"]
     assert provider.served
     assert str(provider.chat_url) == "http://127.0.0.1:9/v1/chat/completions"
-    assert ("Authorization", "Bearer k1") in provider.headers
+    assert b"Authorization: Bearer k1\r\n" in provider.header_lines
     assert "k1" not in repr(provider)
 
 
@@ -122,9 +122,10 @@ def test_auth_styles_are_built_from_the_table() -> None:
         env=env,
     )
     a, b, c, d = (table.providers[x] for x in "abcd")
-    assert a.headers == (("anthropic-version", "2023-06-01"), ("x-api-key", "ka"))
-    assert b.headers == (("x-goog-api-key", "kb"),)
-    assert str(c.chat_url) == "https://c/v1/chat/completions?key=kc" and c.headers == ()
+    assert a.header_lines == b"anthropic-version: 2023-06-01\r\nx-api-key: ka\r\n"
+    assert a.header_names == {b"anthropic-version", b"x-api-key"}
+    assert b.header_lines == b"x-goog-api-key: kb\r\n"
+    assert str(c.chat_url) == "https://c/v1/chat/completions?key=kc" and c.header_lines == b"" and not c.header_names
     assert str(d.models_url) == "https://d/v1/models?api_key=kd"
 
 
