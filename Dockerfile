@@ -14,14 +14,14 @@ WORKDIR /src
 # Dependencies first, exactly as locked: this layer is reused until the lock changes.
 COPY deploy/requirements.lock ./requirements.lock
 RUN /opt/gateway/bin/pip install --only-binary=:all: --requirement requirements.lock
-# The project as a wheel. gateway/schemas/providers.schema.json is a symlink into config/: with config/ in the
+# The project as a wheel. gateway/config/schemas/providers.schema.json is a symlink into config/: with config/ in the
 # build context, building the wheel stores the real file.
 COPY pyproject.toml README.md ./
 COPY config/ config/
 COPY gateway/ gateway/
 RUN /opt/gateway/bin/pip install --no-deps . \
-    && cd / && /opt/gateway/bin/python -c "from gateway.providers import load_schema; load_schema()" \
-    && test ! -L "$(/opt/gateway/bin/python -c 'import gateway, os; print(os.path.dirname(gateway.__file__))')/schemas/providers.schema.json"
+    && cd / && /opt/gateway/bin/python -c "from gateway.config.providers import load_schema; load_schema()" \
+    && test ! -L "$(/opt/gateway/bin/python -c 'import gateway, os; print(os.path.dirname(gateway.__file__))')/config/schemas/providers.schema.json"
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="llm-gateway" \

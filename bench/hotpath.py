@@ -9,10 +9,13 @@ import timeit
 from collections.abc import Mapping
 from pathlib import Path
 
-from gateway import inbound, outbound, policy, routing
-from gateway.providers import load_table
-from gateway.settings import Settings
-from gateway.state import GatewayState
+from gateway.api import inbound
+from gateway.config.providers import load_table
+from gateway.config.settings import Settings
+from gateway.routing import filters as policy
+from gateway.routing import resolve as routing
+from gateway.runtime.state import GatewayState
+from gateway.upstream import outbound
 
 
 def decision_us(providers: Path, env: Mapping[str, str], body: bytes) -> float:

@@ -19,13 +19,13 @@ import orjson
 import structlog
 from aiohttp import web
 
-from gateway import access_log
 from gateway.app import create_app
 from gateway.exchange import Exchange
-from gateway.logs import configure_logging
-from gateway.metrics import GatewayMetrics, ModelLabels
-from gateway.observe import request_id
-from gateway.usage import JsonUsage, SseUsage, Usage
+from gateway.telemetry import access_log
+from gateway.telemetry.logs import configure_logging
+from gateway.telemetry.metrics import GatewayMetrics, ModelLabels
+from gateway.telemetry.observe import request_id
+from gateway.telemetry.scanners import JsonUsage, SseUsage, Usage
 from tests.observability_helpers import ScriptedProvider, closed_port, make_table, settings
 
 

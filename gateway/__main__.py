@@ -11,15 +11,15 @@ from dataclasses import replace
 
 import structlog
 
-from . import keys
-from .app import create_app
-from .errors import ConfigError
-from .logs import configure_logging
-from .pool import proxy_problems
-from .providers import ProviderTable, load_table
-from .redact import secret_values
-from .server import run
-from .settings import Settings
+from gateway.access import keys
+from gateway.app import create_app
+from gateway.config.providers import ProviderTable, load_table
+from gateway.config.settings import Settings
+from gateway.errors import ConfigError
+from gateway.server import run
+from gateway.telemetry.logs import configure_logging
+from gateway.telemetry.redact import secret_values
+from gateway.upstream.http1.pool import proxy_problems
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import auth, bad_requests, handlers, metrics, reload, upstream
-from .errors import render_errors
-from .observe import observer
-from .providers import ProviderTable
-from .settings import Settings
-from .state import STATE, GatewayState
+from gateway.access import auth
+from gateway.api import handlers
+from gateway.config.providers import ProviderTable
+from gateway.config.settings import Settings
+from gateway.errors import render_errors
+from gateway.runtime import reload
+from gateway.runtime.state import STATE, GatewayState
+from gateway.telemetry import bad_requests, metrics
+from gateway.telemetry.observe import observer
+from gateway.upstream import call as upstream
 
 PROXY_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 

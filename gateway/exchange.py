@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .usage import UsageScanner
+from gateway.telemetry.scanners import UsageScanner
 
 
 @dataclass(slots=True)

@@ -15,8 +15,8 @@ import ssl
 import structlog
 from aiohttp import hdrs, web
 
-from .settings import Settings
-from .state import STATE
+from gateway.config.settings import Settings
+from gateway.runtime.state import STATE
 
 log = structlog.get_logger("gateway")
 

@@ -20,10 +20,10 @@ import yaml
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from gateway.access.keys import NewKey, new_key
 from gateway.app import create_app
-from gateway.keys import NewKey, new_key
-from gateway.providers import parse_table
-from gateway.settings import Settings
+from gateway.config.providers import parse_table
+from gateway.config.settings import Settings
 from tests.helpers import free_port
 
 PROVIDER_KEY = "provider-secret-key"
@@ -135,7 +135,7 @@ def auth_settings(**overrides: Any) -> Settings:
 
 
 def gateway_app(settings: Settings, upstream_url: str, clock: Any = None) -> web.Application:
-    from gateway.auth import CLOCK
+    from gateway.access.auth import CLOCK
 
     app = create_app(settings, table_for(upstream_url))
     if clock is not None:

@@ -10,8 +10,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
-from gateway.providers import ProviderTable
-from gateway.settings import Settings
+from gateway.config.providers import ProviderTable
+from gateway.config.settings import Settings
 from tests.helpers import FakeProvider, Handler, Seen, default_answer, table_of
 
 

@@ -14,7 +14,7 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.providers import ProviderTable, parse_table
+from gateway.config.providers import ProviderTable, parse_table
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -14,9 +14,9 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import create_app
-from gateway.metrics import METRICS
-from gateway.providers import ProviderTable, parse_table
-from gateway.settings import Settings
+from gateway.config.providers import ProviderTable, parse_table
+from gateway.config.settings import Settings
+from gateway.telemetry.metrics import METRICS
 from tests.helpers import free_port
 
 PROVIDER_KEY = "sk-fake-provider-key-0123456789"

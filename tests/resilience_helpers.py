@@ -16,9 +16,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
+from gateway.config.providers import ProviderTable
+from gateway.config.settings import Settings
 from gateway.exchange import EXCHANGE, Exchange
-from gateway.providers import ProviderTable
-from gateway.settings import Settings
 from tests.helpers import Handler, entry, table_of
 
 CHAT = "/v1/chat/completions"

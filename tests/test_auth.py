@@ -17,7 +17,7 @@ import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.auth import ACCESS, reload_keys
+from gateway.access.auth import ACCESS, reload_keys
 from gateway.exchange import EXCHANGE
 from tests.auth_helpers import (
     PROVIDER_KEY,

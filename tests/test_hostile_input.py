@@ -10,7 +10,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from gateway.upstream import POOL
+from gateway.upstream.call import POOL
 from tests.resilience_helpers import (
     CHAT,
     captured_logs,

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from gateway.http1 import (
+from gateway.upstream.http1.connection import (
     AnswerTimedOut,
     BrokenBody,
     Connection,

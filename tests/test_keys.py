@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gateway.access.keys import UNRESTRICTED, ClientPolicy, hash_key, load_keys, new_key, parse_keys
+from gateway.config.settings import Settings
 from gateway.errors import ConfigError
-from gateway.keys import UNRESTRICTED, ClientPolicy, hash_key, load_keys, new_key, parse_keys
-from gateway.settings import Settings
 
 
 def test_new_key_has_the_documented_shape_and_hash() -> None:

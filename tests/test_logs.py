@@ -17,10 +17,10 @@ import structlog
 import yaml
 from aiohttp.test_utils import make_mocked_request
 
-from gateway import access_log
 from gateway.exchange import Exchange
-from gateway.logs import configure_logging, json_lines
-from gateway.redact import REDACTED, Redactor, secret_values
+from gateway.telemetry import access_log
+from gateway.telemetry.logs import configure_logging, json_lines
+from gateway.telemetry.redact import REDACTED, Redactor, secret_values
 from tests.helpers import entry
 from tests.observability_helpers import (
     ENV,

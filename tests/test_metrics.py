@@ -9,12 +9,12 @@ import orjson
 import pytest
 from aiohttp import web
 
+from gateway.config.providers import parse_table
 from gateway.errors import Handler, error_response
-from gateway.metrics import DURATION_BUCKETS, METRICS, TOKEN_BUCKETS, ModelLabels
-from gateway.outbound import chat_body
-from gateway.providers import parse_table
-from gateway.routing import Route
-from gateway.usage import SseUsage
+from gateway.routing.resolve import Route
+from gateway.telemetry.metrics import DURATION_BUCKETS, METRICS, TOKEN_BUCKETS, ModelLabels
+from gateway.telemetry.scanners import SseUsage
+from gateway.upstream.outbound import chat_body
 from tests.observability_helpers import (
     PLAIN_USAGE,
     STREAM_USAGE,
@@ -275,7 +275,7 @@ async def test_proxy_calls_are_measured_as_their_route_pattern(setup: Any) -> No
 
 
 def test_telemetry_settings_accept_both_spellings() -> None:
-    from gateway.settings import Settings
+    from gateway.config.settings import Settings
 
     assert Settings.from_env({}).telemetry_enable is False
     assert Settings.from_env({}).telemetry_metrics_port == 9464

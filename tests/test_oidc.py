@@ -15,9 +15,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives import serialization
 
-from gateway.auth import ACCESS
+from gateway.access.auth import ACCESS
+from gateway.access.oidc import IssuerUnavailable, OidcVerifier, TokenRejected, looks_like_jwt
 from gateway.exchange import EXCHANGE
-from gateway.oidc import IssuerUnavailable, OidcVerifier, TokenRejected, looks_like_jwt
 from tests.auth_helpers import Issuer, Upstream, auth_settings, chat, gateway_app, rsa_key, write_keys
 from tests.helpers import free_port
 

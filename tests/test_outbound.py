@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.config.providers import Provider, parse_table
 from gateway.errors import InvalidRequest
-from gateway.outbound import upstream_headers
-from gateway.providers import Provider, parse_table
+from gateway.upstream.outbound import upstream_headers
 
 TABLE = """
 providers:

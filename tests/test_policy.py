@@ -1,6 +1,6 @@
 import pytest
 
-from gateway.policy import ModelFilter, has_image_input
+from gateway.routing.filters import ModelFilter, has_image_input
 
 
 @pytest.mark.parametrize(

@@ -23,9 +23,9 @@ from cryptography.x509.oid import NameOID
 from multidict import CIMultiDict
 from yarl import URL
 
-from gateway.http1 import ConnectFailed, Connection, Disconnected, TLSFailed
-from gateway.pool import Pool, proxy_problems
-from gateway.upstream import fetch, request_head
+from gateway.upstream.call import fetch, request_head
+from gateway.upstream.http1.connection import ConnectFailed, Connection, Disconnected, TLSFailed
+from gateway.upstream.http1.pool import Pool, proxy_problems
 from tests.helpers import RawServer, free_port
 from tests.resilience_helpers import CHAT, chat, one_provider, start_gateway, wait_for
 

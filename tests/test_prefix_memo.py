@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway import providers
-from gateway.providers import Endpoint, Provider, index_table
+from gateway.config import providers
+from gateway.config.providers import Endpoint, Provider, index_table
 
 
 def _provider(pid: str, *prefixes: str) -> Provider:

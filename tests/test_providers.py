@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gateway.config.providers import load_table, parse_table
 from gateway.errors import ConfigError
-from gateway.providers import load_table, parse_table
 from tests.helpers import entry, table_of
 
 ROOT = Path(__file__).resolve().parent.parent

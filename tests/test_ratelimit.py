@@ -15,8 +15,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry, generate_latest
 
-from gateway.auth import ACCESS
-from gateway.ratelimit import (
+from gateway.access.auth import ACCESS
+from gateway.access.ratelimit import (
     Decision,
     LimiterCollector,
     MemoryLimiter,

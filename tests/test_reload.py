@@ -19,9 +19,9 @@ import pytest
 import yaml
 from aiohttp import web
 
-from gateway.filestamp import stamp
-from gateway.providers import load_table
-from gateway.state import STATE
+from gateway.config.filestamp import stamp
+from gateway.config.providers import load_table
+from gateway.runtime.state import STATE
 from tests.helpers import entry, free_port, wait_listening
 from tests.observability_helpers import samples
 from tests.resilience_helpers import (
@@ -251,6 +251,6 @@ def test_the_stamp_follows_symlinks_and_tells_versions_apart(tmp_path) -> None:
 
 @pytest.mark.parametrize("interval", ["0", "off"])
 def test_polling_can_be_turned_off(interval) -> None:
-    from gateway.settings import Settings
+    from gateway.config.settings import Settings
 
     assert Settings.from_env({"PROVIDERS_RELOAD_INTERVAL": interval}).reload_interval == 0.0

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from gateway.limits import RetryPolicy, retry_after
+from gateway.upstream.timeouts import RetryPolicy, retry_after
 from tests.helpers import Handler, entry, table_of
 from tests.observability_helpers import samples
 from tests.resilience_helpers import (

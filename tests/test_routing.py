@@ -1,7 +1,7 @@
 import pytest
 
 from gateway.errors import InvalidRequest, NoProvider, ProviderNotConfigured
-from gateway.routing import resolve
+from gateway.routing.resolve import resolve
 from tests.helpers import entry, table_of
 
 TABLE = table_of(

@@ -17,8 +17,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from gateway.config.settings import Settings
 from gateway.errors import ConfigError
-from gateway.settings import Settings
 from tests.helpers import free_port
 
 FIRST = b'data: {"choices":[{"delta":{"content":"Hello"}}]}\n\n'

@@ -1,7 +1,7 @@
 import pytest
 
+from gateway.config.settings import Settings, parse_duration, parse_model_list
 from gateway.errors import ConfigError
-from gateway.settings import Settings, parse_duration, parse_model_list
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from gateway.upstream import POOL
+from gateway.upstream.call import POOL
 from tests.helpers import entry, free_port, table_of
 from tests.resilience_helpers import CHAT, ROOT, TINY, chat, event, start_gateway, start_provider, url_of
 

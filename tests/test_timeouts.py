@@ -12,9 +12,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from gateway.config.settings import Settings
 from gateway.errors import ConfigError
-from gateway.limits import Limits, call_policies
-from gateway.settings import Settings
+from gateway.upstream.timeouts import Limits, call_policies
 from tests.helpers import entry, table_of
 from tests.resilience_helpers import CHAT, chat, event, one_provider, start_gateway, start_provider
 

@@ -68,7 +68,7 @@ def test_table_compares_each_repetition_to_direct_and_nginx() -> None:
 
 
 def test_generated_table_has_the_bench_provider_last(tmp_path: Path) -> None:
-    from gateway.providers import load_table
+    from gateway.config.providers import load_table
 
     path = tables.write(tmp_path / "p.yaml", 200)
     env = {**os.environ, "BENCH_TABLE_KEY": "k", "BENCH_API_URL": "http://127.0.0.1:1/v1"}

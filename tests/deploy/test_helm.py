@@ -12,13 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import helm_python as helm
 import pytest
 import yaml
-
-from gateway.app import create_app
-from gateway.providers import parse_table
-from gateway.settings import Settings, parse_duration
-from gateway.state import STATE
-
-from .chart import (
+from gateway.chart import (
     CHART,
     CUSTOM_KINDS,
     KUBERNETES_VERSIONS,
@@ -30,6 +24,11 @@ from .chart import (
     render,
     validate,
 )
+
+from gateway.app import create_app
+from gateway.config.providers import parse_table
+from gateway.config.settings import Settings, parse_duration
+from gateway.runtime.state import STATE
 
 TEST_KEY = "sk-test-only-not-a-real-key"
 DEMO_TABLE = yaml.safe_load((ROOT / "config" / "demo.providers.yaml").read_text("utf-8"))

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 
 import yaml
-
-from .chart import CHART, ROOT, render
+from gateway.chart import CHART, ROOT, render
 
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -149,14 +148,14 @@ def test_build_context_holds_the_sources_the_schema_target_and_nothing_private()
         "providers.yaml",
         "deploy/requirements.lock",
         "gateway/server.py",
-        "gateway/schemas/providers.schema.json",
+        "gateway/config/schemas/providers.schema.json",
         # The real file behind the package's schema symlink: without it the wheel would lack the schema.
         "config/providers.schema.json",
     ):
         assert context_includes(path), path
     for path in (".venv/bin/python", ".git/HEAD", "tests/test_server.py", ".env", "gateway/__pycache__/app.pyc"):
         assert not context_includes(path), path
-    assert (ROOT / "gateway" / "schemas" / "providers.schema.json").resolve() == (
+    assert (ROOT / "gateway" / "config" / "schemas" / "providers.schema.json").resolve() == (
         ROOT / "config" / "providers.schema.json"
     )
     build = parse_dockerfile()[1][0]

@@ -16,11 +16,11 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from . import access_log
-from .errors import Handler
-from .exchange import EXCHANGE, Exchange
-from .metrics import GatewayMetrics, method_label, route_label
-from .settings import Settings
+from gateway.config.settings import Settings
+from gateway.errors import Handler
+from gateway.exchange import EXCHANGE, Exchange
+from gateway.telemetry import access_log
+from gateway.telemetry.metrics import GatewayMetrics, method_label, route_label
 
 log = structlog.get_logger("gateway.observe")
 

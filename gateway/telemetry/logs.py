@@ -15,8 +15,8 @@ from typing import Any, TextIO
 import orjson
 import structlog
 
-from .redact import Redactor
-from .settings import Environment
+from gateway.config.settings import Environment
+from gateway.telemetry.redact import Redactor
 
 
 def _dumps(event: Any, default: Any) -> str:

@@ -11,9 +11,9 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from .exchange import Exchange
-from .logs import JsonLines, json_lines
-from .usage import JsonUsage, SseUsage
+from gateway.exchange import Exchange
+from gateway.telemetry.logs import JsonLines, json_lines
+from gateway.telemetry.scanners import JsonUsage, SseUsage
 
 log = structlog.get_logger("gateway.access")
 

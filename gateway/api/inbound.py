@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .errors import IncompleteRequest, InvalidRequest, RequestTimeout, RequestTooLarge
+from gateway.errors import IncompleteRequest, InvalidRequest, RequestTimeout, RequestTooLarge
 
 
 async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:

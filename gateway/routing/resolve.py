@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .errors import InvalidRequest, NoProvider, ProviderNotConfigured
-from .providers import Provider, ProviderTable
+from gateway.config.providers import Provider, ProviderTable
+from gateway.errors import InvalidRequest, NoProvider, ProviderNotConfigured
 
 
 class Route(NamedTuple):

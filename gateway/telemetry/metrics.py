@@ -14,10 +14,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import Collector
 
-from .exchange import Exchange
-from .providers import ProviderTable
-from .settings import Settings
-from .usage import SseUsage
+from gateway.config.providers import ProviderTable
+from gateway.config.settings import Settings
+from gateway.exchange import Exchange
+from gateway.telemetry.scanners import SseUsage
 
 log = structlog.get_logger("gateway.metrics")
 

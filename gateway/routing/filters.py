@@ -8,8 +8,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InvalidRequest, ModelNotAllowed
-from .providers import Provider
+from gateway.config.providers import Provider
+from gateway.errors import InvalidRequest, ModelNotAllowed
 
 IMAGE_PART_TYPES = frozenset({"image_url", "input_image", "image"})
 

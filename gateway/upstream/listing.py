@@ -10,12 +10,12 @@ from typing import Any
 import orjson
 import structlog
 
-from . import upstream
-from .errors import UpstreamError, UpstreamReply, UpstreamTimeout
-from .http1 import TransportError
-from .policy import ModelFilter
-from .pool import Pool
-from .providers import Provider
+from gateway.config.providers import Provider
+from gateway.errors import UpstreamError, UpstreamReply, UpstreamTimeout
+from gateway.routing.filters import ModelFilter
+from gateway.upstream import call as upstream
+from gateway.upstream.http1.connection import TransportError
+from gateway.upstream.http1.pool import Pool
 
 log = structlog.get_logger("gateway.models")
 

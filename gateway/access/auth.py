@@ -24,7 +24,21 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from multidict import CIMultiDictProxy
 
-from .errors import (
+from gateway.access.keys import EMPTY_STORE, UNRESTRICTED, ClientPolicy, KeyStore, load_keys
+from gateway.access.oidc import OidcVerifier, TokenRejected, looks_like_jwt
+from gateway.access.ratelimit import (
+    Clock,
+    Decision,
+    Limiter,
+    LimiterCollector,
+    MemoryLimiter,
+    Quota,
+    RedisHealth,
+    RedisLimiter,
+)
+from gateway.config.filestamp import stamp
+from gateway.config.settings import Settings
+from gateway.errors import (
     Forbidden,
     Handler,
     LimiterUnavailable,
@@ -33,13 +47,8 @@ from .errors import (
     RateLimited,
     Unauthenticated,
 )
-from .exchange import EXCHANGE
-from .filestamp import stamp
-from .keys import EMPTY_STORE, UNRESTRICTED, ClientPolicy, KeyStore, load_keys
-from .metrics import METRICS
-from .oidc import OidcVerifier, TokenRejected, looks_like_jwt
-from .ratelimit import Clock, Decision, Limiter, LimiterCollector, MemoryLimiter, Quota, RedisHealth, RedisLimiter
-from .settings import Settings
+from gateway.exchange import EXCHANGE
+from gateway.telemetry.metrics import METRICS
 
 log = structlog.get_logger("gateway.auth")
 

@@ -16,14 +16,22 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from .errors import UpstreamError, UpstreamTimeout
-from .exchange import Exchange
-from .http1 import AnswerTimedOut, Connection, ConnectTimedOut, Disconnected, HeadTimedOut, TLSFailed, TransportError
-from .limits import NO_RETRY, RETRY_STATUSES, Limits, RetryPolicy
-from .outbound import HOP_BY_HOP
-from .pool import Origin, Pool
-from .settings import Settings
-from .write_guard import WriteGuard
+from gateway.config.settings import Settings
+from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.exchange import Exchange
+from gateway.upstream.http1.connection import (
+    AnswerTimedOut,
+    Connection,
+    ConnectTimedOut,
+    Disconnected,
+    HeadTimedOut,
+    TLSFailed,
+    TransportError,
+)
+from gateway.upstream.http1.pool import Origin, Pool
+from gateway.upstream.outbound import HOP_BY_HOP
+from gateway.upstream.timeouts import NO_RETRY, RETRY_STATUSES, Limits, RetryPolicy
+from gateway.upstream.write_guard import WriteGuard
 
 __all__ = ["POOL", "Limits", "fetch", "make_pool", "pool_context", "relay"]
 

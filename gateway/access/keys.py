@@ -23,9 +23,9 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .errors import ConfigError
-from .filestamp import FileStamp, stamp
-from .policy import ModelFilter
+from gateway.config.filestamp import FileStamp, stamp
+from gateway.errors import ConfigError
+from gateway.routing.filters import ModelFilter
 
 KEY_PREFIX = "gwk_"
 _KEY_SHAPE = re.compile(r"^gwk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
@@ -125,7 +125,7 @@ EMPTY_STORE = KeyStore({}, (), {})
 
 
 def load_schema() -> dict[str, Any]:
-    text = resources.files("gateway").joinpath("schemas/keys.schema.json").read_text("utf-8")
+    text = resources.files("gateway.config").joinpath("schemas/keys.schema.json").read_text("utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
 

@@ -12,9 +12,9 @@ import orjson
 from aiohttp.typedefs import RawHeaders
 from yarl import URL
 
-from .errors import InvalidRequest
-from .providers import Provider
-from .routing import Route
+from gateway.config.providers import Provider
+from gateway.errors import InvalidRequest
+from gateway.routing.resolve import Route
 
 HOP_BY_HOP = frozenset(
     {

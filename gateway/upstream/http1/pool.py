@@ -19,7 +19,15 @@ from urllib.parse import unquote, urlsplit
 
 from yarl import URL
 
-from .http1 import ConnectFailed, Connection, ConnectTimedOut, Deadlines, InvalidAnswer, TLSFailed, TransportError
+from gateway.upstream.http1.connection import (
+    ConnectFailed,
+    Connection,
+    ConnectTimedOut,
+    Deadlines,
+    InvalidAnswer,
+    TLSFailed,
+    TransportError,
+)
 
 __all__ = ["Origin", "Pool", "proxy_problems"]
 

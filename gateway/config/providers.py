@@ -18,8 +18,8 @@ import jsonschema
 import yaml
 from yarl import URL
 
-from .errors import ConfigError
-from .settings import parse_duration
+from gateway.config.settings import parse_duration
+from gateway.errors import ConfigError
 
 AuthType = Literal["bearer", "xheader", "query", "none"]
 
@@ -151,7 +151,7 @@ class ProviderTable:
 
 
 def load_schema() -> dict[str, Any]:
-    text = resources.files("gateway").joinpath("schemas/providers.schema.json").read_text("utf-8")
+    text = resources.files("gateway.config").joinpath("schemas/providers.schema.json").read_text("utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
 

@@ -17,10 +17,10 @@ from collections.abc import AsyncIterator, Callable, Mapping
 import structlog
 from aiohttp import web
 
-from .errors import ConfigError
-from .filestamp import stamp
-from .providers import ProviderTable, load_table
-from .state import STATE, GatewayState
+from gateway.config.filestamp import stamp
+from gateway.config.providers import ProviderTable, load_table
+from gateway.errors import ConfigError
+from gateway.runtime.state import STATE, GatewayState
 
 log = structlog.get_logger("gateway.reload")
 

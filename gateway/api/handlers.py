@@ -5,11 +5,17 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from . import auth, inbound, model_list, outbound, policy, routing, upstream
-from .errors import GatewayError, UpstreamReply
-from .exchange import EXCHANGE
-from .state import STATE
-from .usage import JsonUsage, SseUsage
+from gateway.access import auth
+from gateway.api import inbound
+from gateway.errors import GatewayError, UpstreamReply
+from gateway.exchange import EXCHANGE
+from gateway.routing import filters as policy
+from gateway.routing import resolve as routing
+from gateway.runtime.state import STATE
+from gateway.telemetry.scanners import JsonUsage, SseUsage
+from gateway.upstream import call as upstream
+from gateway.upstream import listing as model_list
+from gateway.upstream import outbound
 
 _JSON = "application/json"
 

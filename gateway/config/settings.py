@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
-from .errors import ConfigError
+from gateway.errors import ConfigError
 
 Environment = Literal["production", "development"]
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from .limits import CallPolicy, call_policies
-from .policy import ModelFilter
-from .providers import ProviderTable
-from .settings import Settings
+from gateway.config.providers import ProviderTable
+from gateway.config.settings import Settings
+from gateway.routing.filters import ModelFilter
+from gateway.upstream.timeouts import CallPolicy, call_policies
 
 ReloadListener = Callable[[str], None]
 

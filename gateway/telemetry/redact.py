@@ -10,7 +10,7 @@ from typing import Any
 
 from structlog.typing import EventDict, WrappedLogger
 
-from .providers import ProviderTable
+from gateway.config.providers import ProviderTable
 
 REDACTED = "[REDACTED]"
 # Field and header names whose value is a credential, compared lower-cased with `_` read as `-`.

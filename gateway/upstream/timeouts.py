@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-from .providers import Provider, ProviderTable, RetryOverrides, TimeoutOverrides
-from .settings import Settings
+from gateway.config.providers import Provider, ProviderTable, RetryOverrides, TimeoutOverrides
+from gateway.config.settings import Settings
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 

@@ -1,0 +1,418 @@
+"""Instructions per request of the gateway's plain chat path: one gateway under valgrind's callgrind, counting
+switched on only while a fixed number of keep-alive requests go through it (deterministic, blind to system calls).
+
+    python -m bench.instructions --source DIR [--requests 2000] [--warmup 300] [--connections 8]
+
+The gateway runs from DIR (a source tree, e.g. a `git worktree` of another commit) as deployed (production,
+metrics on), pinned to core 0; a fake upstream runs in its own process and this process is the client, both on
+core 1 when there is one. Prints `instructions per request: N`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+HOST = "127.0.0.1"
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = REPO / ".venv" / "bin" / "python"
+GATEWAY_CPU = 0
+LOAD_CPU = 1  # the upstream and the client, when the machine has a second core
+
+# The benchmark's plain request (bench/run.py) with wrk's headers (bench/wrk.lua).
+REQUEST_BODY = b'{"model":"bench-small","messages":[{"role":"user","content":"Say hello."}],"max_tokens":16}'
+# The mock upstream's plain answer (bench/mock_upstream.js), byte for byte; the gateway passes it through.
+ANSWER_BODY = (
+    b'{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"bench-model",'
+    b'"choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the bench."},'
+    b'"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":5,"total_tokens":14}}'
+)
+MODELS_BODY = (
+    b'{"object":"list","data":[{"id":"bench-model","object":"model","created":1700000000,"owned_by":"bench"}]}'
+)
+
+PROVIDERS_YAML = """\
+providers:
+  bench:
+    id: bench
+    url: http://{host}:{port}/v1
+    auth_type: none
+    supports_vision: false
+    model_prefixes: [bench-]
+    endpoints:
+      models:
+        name: list_models
+        method: GET
+        endpoint: /models
+      chat:
+        name: chat_completions
+        method: POST
+        endpoint: /chat/completions
+"""
+
+START_TIMEOUT = 120.0  # valgrind makes the gateway's start-up slow
+STOP_TIMEOUT = 60.0
+RESPONSE_TIMEOUT = 60.0  # one answer, under valgrind
+TOOL_TIMEOUT = 60.0  # callgrind_control
+MAX_HEAD = 64 * 1024
+MAX_REQUESTS = 1_000_000
+MAX_CONNECTIONS = 1024
+
+
+# --- the fake upstream (its own process, not under valgrind) ---------------------------------------------------
+
+
+def _response(status: str, body: bytes) -> bytes:
+    head = f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+CHAT_RESPONSE = _response("200 OK", ANSWER_BODY)
+MODELS_RESPONSE = _response("200 OK", MODELS_BODY)
+NOT_FOUND = _response("404 Not Found", b'{"error":"not found"}')
+UNSUPPORTED = b"HTTP/1.1 411 Length Required\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+class UpstreamProtocol(asyncio.Protocol):
+    """HTTP/1.1 with keep-alive and pipelining; request bodies framed by Content-Length only (the gateway's)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.buffer += data
+        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+            lines = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
+            length = 0
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                name = name.strip().lower()
+                if name == "content-length":
+                    length = int(value)
+                elif name == "transfer-encoding":
+                    self.transport.write(UNSUPPORTED)
+                    self.transport.close()
+                    return
+            if len(self.buffer) < end + 4 + length:
+                return
+            del self.buffer[: end + 4 + length]
+            method, path, _ = lines[0].split(" ", 2)
+            if method == "POST" and path.endswith("/chat/completions"):
+                self.transport.write(CHAT_RESPONSE)
+            elif method == "GET" and path.endswith("/models"):
+                self.transport.write(MODELS_RESPONSE)
+            else:
+                self.transport.write(NOT_FOUND)
+        if len(self.buffer) > MAX_HEAD:
+            self.transport.close()
+
+
+async def serve_upstream() -> None:
+    """Listen on a free loopback port, print it on stdout, serve until killed."""
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(UpstreamProtocol, HOST, 0, backlog=1024)
+    port = server.sockets[0].getsockname()[1]
+    print(port, flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+# --- the client (this process) -----------------------------------------------------------------------------------
+
+
+def chat_request(port: int) -> bytes:
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer bench-client-key\r\nX-Bench: mode=plain\r\nContent-Length: {len(REQUEST_BODY)}\r\n\r\n"
+    )
+    return head.encode() + REQUEST_BODY
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One answer: its status and body (sized or chunked)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    length: int | None = None
+    chunked = False
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        name = name.strip().lower()
+        if name == "content-length":
+            length = int(value)
+        elif name == "transfer-encoding":
+            chunked = "chunked" in value.lower()
+    if length is not None:
+        return status, await reader.readexactly(length)
+    if not chunked:
+        raise RuntimeError(f"answer {status} has neither Content-Length nor chunked framing")
+    body = bytearray()
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+        if size == 0:
+            await reader.readuntil(b"\r\n")  # no trailers are expected
+            return status, bytes(body)
+        body += await reader.readexactly(size)
+        await reader.readexactly(2)
+
+
+class Client:
+    """`connections` keep-alive connections to the gateway, opened once and kept for every phase."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.request = chat_request(port)
+        self.streams: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def open(self, connections: int) -> None:
+        for _ in range(connections):
+            self.streams.append(await asyncio.open_connection(HOST, self.port))
+
+    async def close(self) -> None:
+        for _, writer in self.streams:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        self.streams.clear()
+
+    async def send(self, requests: int) -> None:
+        """`requests` plain chats, spread evenly over the connections, one at a time on each; every answer checked."""
+        share, extra = divmod(requests, len(self.streams))
+        async with asyncio.TaskGroup() as group:
+            for i, (reader, writer) in enumerate(self.streams):
+                group.create_task(self._sequence(reader, writer, share + (i < extra)))
+
+    async def _sequence(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count: int) -> None:
+        for _ in range(count):
+            writer.write(self.request)
+            async with asyncio.timeout(RESPONSE_TIMEOUT):
+                status, body = await read_response(reader)
+            if status != 200 or body != ANSWER_BODY:
+                raise RuntimeError(f"unexpected answer {status}: {body[:300]!r}")
+
+
+async def wait_healthy(port: int, gateway: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    probe = f"GET /health HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n".encode()
+    while time.monotonic() < deadline:
+        if gateway.poll() is not None:
+            raise RuntimeError(f"the gateway exited with {gateway.returncode} during start-up")
+        try:
+            reader, writer = await asyncio.open_connection(HOST, port)
+        except OSError:
+            await asyncio.sleep(0.5)
+            continue
+        try:
+            writer.write(probe)
+            async with asyncio.timeout(max(1.0, deadline - time.monotonic())):
+                status, _ = await read_response(reader)
+            if status == 200:
+                return
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"/health did not answer 200 within {START_TIMEOUT:g}s")
+
+
+async def instrumentation(pid: int, state: str) -> None:
+    """`callgrind_control -i on|off PID`: switch counting in the running gateway."""
+    tool = await asyncio.create_subprocess_exec(
+        "callgrind_control", "-i", state, str(pid), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    async with asyncio.timeout(TOOL_TIMEOUT):
+        output, _ = await tool.communicate()
+    if tool.returncode != 0:
+        raise RuntimeError(f"callgrind_control -i {state} {pid} failed ({tool.returncode}): {output.decode()}")
+
+
+async def drive(port: int, gateway: subprocess.Popen[bytes], args: argparse.Namespace) -> float:
+    """Warm up, count `args.requests` requests; return the seconds the counted phase took."""
+    await wait_healthy(port, gateway)
+    client = Client(port)
+    try:
+        await client.open(args.connections)
+        await client.send(args.warmup)
+        await instrumentation(gateway.pid, "on")
+        started = time.monotonic()
+        await client.send(args.requests)
+        elapsed = time.monotonic() - started
+        await instrumentation(gateway.pid, "off")
+    finally:
+        await client.close()
+    return elapsed
+
+
+# --- processes ---------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def pinned(cpu: int | None, command: Sequence[str]) -> list[str]:
+    return ["taskset", "-c", str(cpu), *command] if cpu is not None else list(command)
+
+
+def stop(process: subprocess.Popen[bytes], sig: signal.Signals, timeout: float) -> None:
+    """Signal the process's group (each process leads its own session), then wait; SIGKILL if it lingers."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def upstream(cpu: int | None) -> Iterator[int]:
+    command = pinned(cpu, [str(PYTHON), "-m", "bench.instructions", "--serve-upstream"])
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()  # the server prints its port once it listens
+        if not line.strip().isdigit():
+            raise RuntimeError(f"the fake upstream did not start (exit {process.poll()})")
+        yield int(line)
+    finally:
+        stop(process, signal.SIGTERM, 5)
+
+
+def gateway_env(source: Path, upstream_port: int, gateway_port: int) -> dict[str, str]:
+    env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG", "TZ") if name in os.environ}
+    return {
+        **env,
+        "PYTHONPATH": str(source),
+        "PYTHONDONTWRITEBYTECODE": "1",  # as bench/targets.py starts it
+        "ENVIRONMENT": "production",
+        "TELEMETRY_ENABLE": "true",
+        "TELEMETRY_METRICS_PORT": str(free_port()),
+        # bench/targets.py: the same idle pool to the upstream as nginx's `keepalive 1024`
+        "CLIENT_MAX_IDLE_CONNS": "1024",
+        "CLIENT_MAX_IDLE_CONNS_PER_HOST": "1024",
+        "BENCH_API_URL": f"http://{HOST}:{upstream_port}/v1",
+    }
+
+
+def total_instructions(out_file: Path) -> int:
+    """The `totals:` (or `summary:`) line of a callgrind output file: the first event, Ir."""
+    text = out_file.read_text()
+    for key in ("totals", "summary"):
+        match = re.search(rf"^{key}:\s*(\d+)", text, re.MULTILINE)
+        if match:
+            return int(match.group(1))
+    raise RuntimeError(f"no totals or summary line in {out_file}")
+
+
+def measure(args: argparse.Namespace, workdir: Path) -> tuple[int, float]:
+    """Total instructions of the counted requests, and how long they took."""
+    source: Path = args.source.resolve()
+    load_cpu = LOAD_CPU if len(os.sched_getaffinity(0)) > 1 else None
+    if load_cpu is not None:
+        os.sched_setaffinity(0, {load_cpu})
+    with upstream(load_cpu) as upstream_port:
+        providers = workdir / "providers.yaml"
+        providers.write_text(PROVIDERS_YAML.format(host=HOST, port=upstream_port))
+        port = free_port()
+        out_file = workdir / "callgrind.out"
+        command = [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            f"--callgrind-out-file={out_file}",
+            str(PYTHON),
+            "-m",
+            "gateway",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--providers",
+            str(providers),
+        ]
+        log = workdir / "gateway.log"
+        with log.open("wb") as sink:
+            gateway = subprocess.Popen(
+                pinned(GATEWAY_CPU, command),
+                cwd=source,
+                env=gateway_env(source, upstream_port, port),
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            elapsed = asyncio.run(drive(port, gateway, args))
+            stop(gateway, signal.SIGINT, STOP_TIMEOUT)
+        except BaseException:
+            stop(gateway, signal.SIGKILL, 10)
+            sys.stderr.write(log.read_text(errors="replace")[-3000:])
+            raise
+    if gateway.returncode != 0:
+        raise RuntimeError(f"the gateway exited with {gateway.returncode}: {log.read_text(errors='replace')[-3000:]}")
+    return total_instructions(out_file), elapsed
+
+
+def count(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {low}..{high}")
+        return value
+
+    return parse
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", type=Path, help="source tree the gateway runs from (its gateway/ package)")
+    parser.add_argument("--requests", type=count(1, MAX_REQUESTS), default=2000, help="counted requests")
+    parser.add_argument("--warmup", type=count(0, MAX_REQUESTS), default=300, help="requests before counting")
+    parser.add_argument("--connections", type=count(1, MAX_CONNECTIONS), default=8, help="keep-alive connections")
+    parser.add_argument("--serve-upstream", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_upstream:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve_upstream())
+        return 0
+    if args.source is None or not (args.source / "gateway" / "__main__.py").is_file():
+        parser.error("--source must be a source tree with gateway/__main__.py")
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bench-instructions-") as workdir:
+        total, elapsed = measure(args, Path(workdir))
+    print(
+        f"bench.instructions: {total} Ir in {args.requests} requests, counted phase {elapsed:.1f}s, "
+        f"{time.monotonic() - started:.1f}s in all",
+        file=sys.stderr,
+    )
+    print(f"instructions per request: {round(total / args.requests)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

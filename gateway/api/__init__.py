@@ -1,0 +1,1 @@
+"""The HTTP surface: the route table and one module per endpoint family."""

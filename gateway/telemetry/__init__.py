@@ -1,0 +1,1 @@
+"""What is observed of each request: the record's sinks (metrics, access line), logs, redaction."""
