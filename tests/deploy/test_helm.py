@@ -12,7 +12,13 @@ from urllib.parse import parse_qs, urlsplit
 import helm_python as helm
 import pytest
 import yaml
-from gateway.chart import (
+
+from gateway.app import create_app
+from gateway.config.providers import parse_table
+from gateway.config.settings import Settings, parse_duration
+from gateway.runtime.state import STATE
+
+from .chart import (
     CHART,
     CUSTOM_KINDS,
     KUBERNETES_VERSIONS,
@@ -24,11 +30,6 @@ from gateway.chart import (
     render,
     validate,
 )
-
-from gateway.app import create_app
-from gateway.config.providers import parse_table
-from gateway.config.settings import Settings, parse_duration
-from gateway.runtime.state import STATE
 
 TEST_KEY = "sk-test-only-not-a-real-key"
 DEMO_TABLE = yaml.safe_load((ROOT / "config" / "demo.providers.yaml").read_text("utf-8"))
@@ -459,7 +460,7 @@ def test_drain_fits_the_termination_grace_period() -> None:
 
 
 def env_names_read_by_gateway() -> set[str]:
-    source = (ROOT / "gateway" / "settings.py").read_text("utf-8")
+    source = (ROOT / "gateway" / "config" / "settings.py").read_text("utf-8")
     read = set(re.findall(r'(?:env\.get|reader\.\w+)\(\s*"([A-Z][A-Z0-9_]+)"', source))
     # Names read in a loop (AUTH_ENABLE and its alias): every quoted NAME_LIKE_THIS in the module.
     return read | set(re.findall(r'"([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)"', source))

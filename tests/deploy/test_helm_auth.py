@@ -12,11 +12,12 @@ from typing import Any
 import helm_python as helm
 import pytest
 from aiohttp.test_utils import TestServer
-from gateway.chart import RELEASE, render
 
 from gateway.access.auth import ACCESS, reload_keys
 from gateway.config.settings import Settings
 from tests.auth_helpers import Upstream, gateway_app, write_keys
+
+from .chart import RELEASE, render
 
 KEYS_SECRET = "gateway-client-keys"
 AUTH_KEYS: dict[str, Any] = {"auth": {"enabled": True, "keys": {"existingSecret": KEYS_SECRET}}}

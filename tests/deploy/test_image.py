@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 
 import yaml
-from gateway.chart import CHART, ROOT, render
+
+from .chart import CHART, ROOT, render
 
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"

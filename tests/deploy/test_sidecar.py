@@ -15,9 +15,10 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from gateway.chart import KUBERNETES_VERSIONS, RELEASE, ROOT, Rendered, render, validate
 
 from tests.helpers import free_port
+
+from .chart import KUBERNETES_VERSIONS, RELEASE, ROOT, Rendered, render, validate
 
 EXAMPLE = ROOT / "deploy" / "examples" / "sidecar.yaml"
 POLL = 0.05
