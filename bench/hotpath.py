@@ -1,4 +1,4 @@
-"""The gateway's own per-request work without any I/O, timed in-process: the steps `handlers.chat_completions`
+"""The gateway's own per-request work without any I/O, timed in-process: the steps the chat handler (`api/inference.py`)
 takes between reading the body and calling the provider. Robust to a busy machine, so it is what shows whether
 anything on the hot path grows with the size of the provider table.
 """
@@ -9,9 +9,9 @@ import timeit
 from collections.abc import Mapping
 from pathlib import Path
 
-from gateway.api import inbound
 from gateway.config.providers import load_table
 from gateway.config.settings import Settings
+from gateway.dialects import openai
 from gateway.routing import filters as policy
 from gateway.routing import resolve as routing
 from gateway.runtime.state import GatewayState
@@ -32,12 +32,12 @@ def decision_us(providers: Path, env: Mapping[str, str], body: bytes) -> float:
     settings = state.settings
 
     def one() -> None:
-        chat = inbound.parse_chat(body)
-        route = routing.resolve(state.table, chat.model, query_provider=None, body_provider=chat.provider)
+        chat = openai.parse_chat(body)
+        route = routing.resolve(state.table, chat.model, "chat", query_provider=None, body_provider=chat.provider)[0]
         state.model_filter.check(route.provider.id, route.model)
         policy.check_vision(settings.enable_vision, route.provider, chat.body)
         outbound.upstream_headers(headers, route.provider, disable_compression=settings.disable_compression)
-        outbound.chat_body(body, chat.body, route, provider_field="provider" in chat.body)
+        outbound.request_body(body, chat.body, route.model, route.requested, provider_field="provider" in chat.body)
         state.policies[route.provider.id].limits(chat.stream)
 
     number = 5000

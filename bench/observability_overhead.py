@@ -20,12 +20,12 @@ import structlog
 from aiohttp import web
 
 from gateway.app import create_app
-from gateway.exchange import Exchange
+from gateway.exchange import Exchange, Usage
 from gateway.telemetry import access_log
 from gateway.telemetry.logs import configure_logging
 from gateway.telemetry.metrics import GatewayMetrics, ModelLabels
 from gateway.telemetry.observe import request_id
-from gateway.telemetry.scanners import JsonUsage, SseUsage, Usage
+from gateway.telemetry.scanners import JsonUsage, SseUsage
 from tests.observability_helpers import ScriptedProvider, closed_port, make_table, settings
 
 
@@ -58,7 +58,7 @@ def unit_costs() -> None:
     sink = io.StringIO()
     configure_logging("production", secrets={"sk-" + "x" * 40, "k" * 30}, stream=sink, cache=True)
     request = Req()
-    per_call("access_log.write (JSON line, redacted)", lambda: access_log.write(request, exchange, "/v1/c", 200, ended))  # type: ignore[arg-type]
+    per_call("access_log.write (JSON line, redacted)", lambda: access_log.write(request, exchange, 200, ended))  # type: ignore[arg-type]
     structlog.reset_defaults()
     logging.getLogger().handlers = []
 

@@ -1,63 +1,66 @@
-"""The app factory: middleware order, the route table and the resources the app owns. No global state."""
+"""The app factory: middleware order, the route table, the sinks of finished requests and the resources the app
+owns. No global state."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from aiohttp import web
 
 from gateway.access import auth
-from gateway.api import handlers
+from gateway.api.errors import error_renderer
+from gateway.api.routes import ROUTES, ApiRoute, mount
 from gateway.config.providers import ProviderTable
 from gateway.config.settings import Settings
-from gateway.errors import render_errors
+from gateway.exchange import Sink
 from gateway.runtime import reload
 from gateway.runtime.state import STATE, GatewayState
-from gateway.telemetry import bad_requests, metrics
+from gateway.telemetry import access_log, bad_requests, metrics
 from gateway.telemetry.observe import observer
-from gateway.upstream import call as upstream
-
-PROXY_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+from gateway.upstream.call import transport_context
 
 
-def create_app(settings: Settings, table: ProviderTable) -> web.Application:
-    # observability (issue 3): metrics only with TELEMETRY_ENABLE; the access log and request ids always.
+def create_app(settings: Settings, table: ProviderTable, routes: Sequence[ApiRoute] = ROUTES) -> web.Application:
+    app = web.Application(client_max_size=settings.max_request_body_size)
+    mounted = mount(app.router, routes)
+    # Metrics only with TELEMETRY_ENABLE; the access line and request ids always.
     gateway_metrics: metrics.GatewayMetrics | None = None
     if settings.telemetry_enable:
         gateway_metrics = metrics.GatewayMetrics(
-            metrics.ModelLabels.of(settings.allowed_models, table), lambda: app[STATE].table
+            metrics.ModelLabels.of(settings.allowed_models, table),
+            lambda: app[STATE].table,
+            mounted.genai_operations,
         )
         gateway_metrics.config_loaded(True)
-    app = web.Application(
-        # Outermost first: the record exists before anything runs; errors are rendered inside it.
-        middlewares=[
-            # The record, the request id, metrics and the access line; outside render_errors so it sees every final
-            # status.
-            observer(settings, gateway_metrics),
-            render_errors,
-            # access control (issue 5): inside render_errors, so 401/402/403/429 are envelopes and are measured.
-            *auth.middlewares(settings),
-        ],
-        client_max_size=settings.max_request_body_size,
+    # What reads each finished request, in order; none of them delays the answer (they run after it is out).
+    sinks: list[Sink] = []
+    if gateway_metrics is not None:
+        sinks.append(gateway_metrics.sink)
+    if settings.environment == "development":
+        sinks.append(access_log.body_log(settings.debug_content_truncate_words, settings.debug_max_messages))
+    sinks.append(access_log.write)
+    if settings.auth_enable:
+        sinks.append(auth.charge_tokens)
+    # Outermost first: the record exists before anything runs, so it sees every final status; errors are
+    # rendered inside it in the route's dialect; client auth inside that, so 401/402/403/429 are envelopes too.
+    app.middlewares.extend(
+        [
+            observer(mounted.operations, sinks, gateway_metrics.live if gateway_metrics is not None else None),
+            error_renderer(mounted.dialects),
+            *auth.middlewares(settings, mounted.public, mounted.not_inference),
+        ]
     )
     app[STATE] = GatewayState(settings, table)
-    auth.setup(app, settings)  # access control (issue 5): keys file, OIDC, limiter lifecycle
-    app.cleanup_ctx.append(upstream.pool_context(settings))
+    auth.setup(app, settings, gateway_metrics.registry.register if gateway_metrics is not None else None)
+    app.cleanup_ctx.append(transport_context(settings))
     if gateway_metrics is not None:
         app[metrics.METRICS] = gateway_metrics
         app.cleanup_ctx.append(metrics.listener(settings))
-        # Each hot reload of the table (resilience, issue 6) counts in llmgw_config_loads.
+        # Each hot reload of the table counts in llmgw_config_loads.
         reloaded, state = gateway_metrics.table_reloaded, app[STATE]
         state.reload_listeners.append(lambda outcome: reloaded(outcome, state.table))
-    # Hot reload of the provider table on SIGHUP and on file changes (resilience, issue 6).
+    # Hot reload of the provider table on SIGHUP and on file changes.
     app.cleanup_ctx.append(reload.reload_context())
-    # Malformed HTTP from clients: one warning line each, not an ERROR traceback (resilience, issue 6).
+    # Malformed HTTP from clients: one warning line each, not an ERROR traceback.
     app.cleanup_ctx.append(bad_requests.quiet_refusals)
-    app.router.add_routes(
-        [
-            web.get("/health", handlers.health),
-            web.get("/ready", handlers.ready),
-            web.get("/v1/models", handlers.list_models),
-            web.post("/v1/chat/completions", handlers.chat_completions),
-            *(web.route(method, "/proxy/{provider}/{path:[\\s\\S]*}", handlers.proxy) for method in PROXY_METHODS),
-        ]
-    )
     return app

@@ -1,6 +1,6 @@
-"""The gateway's own errors, rendered in OpenAI's envelope by one middleware.
+"""The gateway's own errors; `api/errors.py` renders them in the envelope of each route's dialect.
 
-    GatewayError                    status, type, code -> {"error": {"message", "type", "code"}}
+    GatewayError                    status, type (OpenAI's error type), code
     ├── InvalidRequest              400 invalid_request_error
     │   ├── RequestTooLarge         413 invalid_request_error / request_too_large
     │   ├── RequestTimeout          408 invalid_request_error / request_timeout
@@ -22,13 +22,8 @@ ConfigError is separate: it stops start-up and is never rendered to a client.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
-import orjson
-import structlog
 from aiohttp import web
-
-log = structlog.get_logger("gateway")
 
 
 class ConfigError(Exception):
@@ -159,61 +154,4 @@ class UpstreamReply(Exception):
         self.headers = headers
 
 
-def envelope(message: str, type_: str, code: str | None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "code": code}}
-
-
-def error_response(
-    status: int, message: str, type_: str, code: str | None, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        status=status,
-        body=orjson.dumps(envelope(message, type_, code)),
-        content_type="application/json",
-        headers=headers,
-    )
-
-
-# aiohttp's own HTTP exceptions (404 route, 405 method, 413 body) mapped to OpenAI's types.
-_HTTP_CODES = {
-    404: "unknown_url",
-    405: "method_not_allowed",
-    413: "request_too_large",
-    408: "request_timeout",
-}
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def render_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every failure into OpenAI's envelope; once a response has started, nothing can be rendered."""
-    try:
-        return await handler(request)
-    except GatewayError as exc:
-        response = error_response(exc.status, exc.message, exc.type, exc.code, exc.headers)
-        if exc.close_connection:
-            response.force_close()
-        return response
-    except UpstreamReply as reply:
-        return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        message = _http_message(request, exc)
-        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
-        return error_response(exc.status, message, "invalid_request_error", _HTTP_CODES.get(exc.status), headers)
-    except Exception:
-        # Never a stack trace to the client; the log keeps it for the operator.
-        log.exception("unhandled error", path=request.path, method=request.method)
-        return error_response(500, "internal gateway error", "server_error", "internal_error")
-
-
-def _http_message(request: web.Request, exc: web.HTTPException) -> str:
-    if exc.status == 404:
-        return f"Invalid URL ({request.method} {request.path})"
-    if exc.status == 405:
-        return f"Method {request.method} not allowed for {request.path}"
-    if exc.status == 413:
-        return "request body too large"
-    return exc.reason

@@ -1,21 +1,64 @@
-"""One request's record: what the handlers and the relay learn about a request, read once when it ends (by
-metrics, the access log and rate limits), so nothing on the hot path writes a metric or a log line per chunk.
+"""One request's record (the Exchange) and what reads it when the request ends (sinks).
+
+Handlers and the relay write what they learn into the record; once the answer is out, the observing middleware
+hands it to each sink in turn (metrics, the access line, the token charge, ...). Nothing on the hot path writes a
+metric or a log line per chunk. The record knows no scanner and no sink: they are attached by the code that reads
+streams and by the app factory.
+
+    telemetry.observe ── makes the Exchange ──> handlers, relay fill it ──> sinks read it
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from aiohttp import web
 
-from gateway.telemetry.scanners import UsageScanner
+
+class Usage(NamedTuple):
+    """Tokens an answer reported. Made per answer: a named tuple is the cheapest record to build."""
+
+    input_tokens: int
+    output_tokens: int
+
+    @classmethod
+    def of(cls, value: Any) -> Usage | None:
+        """OpenAI's `usage` object (prompt_tokens, completion_tokens), or None when it is not one."""
+        if not isinstance(value, dict):
+            return None
+        prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
+        if isinstance(prompt, int) and isinstance(completion, int) and prompt >= 0 and completion >= 0:
+            return cls(prompt, completion)
+        return None
+
+
+class AnswerReader(Protocol):
+    """What the relay feeds with the answer's bytes as they pass (a usage scanner); it never holds them up."""
+
+    @property
+    def usage(self) -> Usage | None: ...
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def whole(self, body: bytes) -> None: ...
+
+
+@dataclass(slots=True)
+class Listing:
+    """What a /v1/models request learnt: each provider list that failed, and the ids a good answer showed."""
+
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (provider id, kind)
+    listed: list[str] | None = None  # `provider/model` ids
 
 
 @dataclass(slots=True)
 class Exchange:
-    operation: str = "other"  # chat, models, proxy, health ...
+    operation: str = "other"  # the route table's operation name: chat, models, proxy, health ...
+    route: str = "unmatched"  # the matched route's pattern, never the raw path a client chose
     provider: str | None = None
     model: str | None = None  # as forwarded to the provider
     stream: bool = False
@@ -23,19 +66,25 @@ class Exchange:
     started: float = field(default_factory=time.perf_counter)
     first_chunk_at: float | None = None  # perf_counter when the first body byte went to the client
     bytes_out: int = 0
-    scanner: UsageScanner | None = None
+    scanner: AnswerReader | None = None
     client_disconnected: bool = False
     error_type: str | None = None  # set when the gateway itself failed the request (status class, kind)
     retries: int = 0
     client_name: str | None = None  # the authenticated client's name (never its key)
-    # observability (issue 3)
     request_id: str = ""  # the client's X-Request-ID when sane, else generated; on the response, upstream, logs
     bytes_in: int = 0  # request body bytes read from the client
     usage_requested: bool = False  # the gateway asked the provider for stream usage the client did not ask for
     upstream_request_id: str | None = None  # the provider's own x-request-id, relayed as X-Upstream-Request-ID
-    listing_failures: list[tuple[str, str]] | None = None  # /v1/models: (provider, kind) of each list that failed
-    listed_models: list[str] | None = None  # `provider/model` ids a successful /v1/models answer showed
-    request_body: dict[str, Any] | None = None  # the parsed chat body, for development-mode logs only
+    request_body: dict[str, Any] | None = None  # the parsed request body, kept for development-mode logs only
+    # Per-operation details hang off the record; only the operation that has them fills them in.
+    listing: Listing | None = None
 
 
 EXCHANGE = web.RequestKey("exchange", Exchange)
+
+
+class Sink(Protocol):
+    """A consumer of finished requests. Called once per request after its answer is out, never per chunk; it
+    must not block (a slow consumer queues its own work off the request path)."""
+
+    def __call__(self, request: web.Request, exchange: Exchange, status: int, ended: float) -> None: ...

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from gateway.upstream.call import POOL
+from gateway.upstream.call import TRANSPORT
 from tests.resilience_helpers import (
     CHAT,
     captured_logs,
@@ -220,7 +220,7 @@ async def test_a_client_that_vanishes_mid_stream_releases_the_upstream(aiohttp_c
     await asyncio.wait_for(upstream_gone.wait(), timeout=5)
     exchange = (await gw.settled())[0]
     assert exchange.client_disconnected
-    pool = gw.app[POOL]
+    pool = gw.app[TRANSPORT].pool  # type: ignore[attr-defined]
     await wait_for(lambda: pool.open_connections == pool.idle_connections)  # none is held for it any more
 
 

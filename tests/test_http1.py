@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from gateway.upstream.http1.connection import (
+from gateway.upstream.http1.connection import Connection
+from gateway.upstream.transport import (
     AnswerTimedOut,
     BrokenBody,
-    Connection,
     Disconnected,
     HeadTimedOut,
     InvalidAnswer,

@@ -352,13 +352,14 @@ def test_the_fast_access_line_is_what_structlog_would_print(
     chose; the line must not change for it, secrets included."""
     assert json_lines() is not None
     exchange = Exchange(operation="proxy", provider="fake", model=f"Bearer {CLIENT_KEY}", upstream_status=200)
+    exchange.route = "/proxy/{provider}/{path}"
     exchange.upstream_request_id = f"req-{PROVIDER_KEY}"
     exchange.client_name = f"oidc:{OTHER_KEY}"
     request = make_mocked_request(method, f"/proxy/fake/x/{PROVIDER_KEY}")
     ended = exchange.started + 0.25
-    access_log.write(request, exchange, "/proxy/{provider}/{path}", 200, ended)
+    access_log.write(request, exchange, 200, ended)
     monkeypatch.setattr(access_log, "json_lines", lambda: None)  # as in development: through structlog
-    access_log.write(request, exchange, "/proxy/{provider}/{path}", 200, ended)
+    access_log.write(request, exchange, 200, ended)
     fast, slow = lines(capture)
     assert fast.pop("timestamp").endswith("Z") and slow.pop("timestamp").endswith("Z")
     assert fast == slow

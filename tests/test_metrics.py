@@ -9,12 +9,13 @@ import orjson
 import pytest
 from aiohttp import web
 
+from gateway.api.errors import error_response
 from gateway.config.providers import parse_table
-from gateway.errors import Handler, error_response
-from gateway.routing.resolve import Route
+from gateway.dialects import openai
+from gateway.errors import Handler
 from gateway.telemetry.metrics import DURATION_BUCKETS, METRICS, TOKEN_BUCKETS, ModelLabels
 from gateway.telemetry.scanners import SseUsage
-from gateway.upstream.outbound import chat_body
+from gateway.upstream.outbound import request_body
 from tests.observability_helpers import (
     PLAIN_USAGE,
     STREAM_USAGE,
@@ -36,11 +37,11 @@ HTTP = "llmgw_http_requests_total"
 
 @web.middleware
 async def deny_marked(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Stands in for client auth (issue 5): a 401 made by a middleware inside the observer."""
+    """Stands in for client auth: a 401 made by a middleware inside the observer."""
     if request.headers.get("X-Test-Deny") == "raise":
         raise web.HTTPUnauthorized()
     if request.headers.get("X-Test-Deny") == "return":
-        return error_response(401, "invalid client key", "invalid_request_error", "invalid_api_key")
+        return error_response(openai.DIALECT, 401, "invalid client key", "invalid_request_error", "invalid_api_key")
     return await handler(request)
 
 
@@ -308,17 +309,14 @@ def test_first_content_skips_empty_role_and_keep_alive_chunks(chunks: list[bytes
     assert first == found_at
 
 
-def test_chat_body_splices_the_usage_option_or_rewrites_once() -> None:
-    table = make_table(1, 2)
-    fake = table.providers["fake"]
+def test_request_body_splices_the_usage_option_or_rewrites_once() -> None:
     raw = b'{"model":"m","stream":true,"messages":[{"role":"user","content":"x"}]}\n '
     body = orjson.loads(raw)
-    same = Route(fake, "m", "m")
-    assert chat_body(raw, body, same, False, ask_usage=False) is raw
-    assert chat_body(raw, body, same, False, ask_usage=True) == raw.rstrip()[:-1] + (
+    assert request_body(raw, body, "m", "m", False, ask_usage=False) is raw
+    assert request_body(raw, body, "m", "m", False, ask_usage=True) == raw.rstrip()[:-1] + (
         b',"stream_options":{"include_usage":true}}'
     )
-    renamed = orjson.loads(chat_body(raw, {**body, "provider": "fake"}, Route(fake, "m", "fake/m"), True, True))
+    renamed = orjson.loads(request_body(raw, {**body, "provider": "fake"}, "m", "fake/m", True, True))
     assert renamed == {**body, "model": "m", "stream_options": {"include_usage": True}}
     own = {**body, "stream_options": None}
-    assert chat_body(raw, own, same, False, ask_usage=True) is raw
+    assert request_body(raw, own, "m", "m", False, ask_usage=True) is raw

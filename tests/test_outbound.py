@@ -1,13 +1,16 @@
-"""outbound.upstream_headers: the header lines a provider receives, built from the client's headers and the table's
+"""outbound.upstream_headers: the headers a provider receives, built from the client's headers and the table's
 (pure function; the end-to-end forwarding is covered through a fake provider in test_chat and test_proxy)."""
 
 from __future__ import annotations
 
 import pytest
+from yarl import URL
 
 from gateway.config.providers import Provider, parse_table
-from gateway.errors import InvalidRequest
+from gateway.upstream.http1.client import request_head
+from gateway.upstream.http1.pool import Pool
 from gateway.upstream.outbound import upstream_headers
+from gateway.upstream.transport import InvalidHeader, gateway_error
 
 TABLE = """
 providers:
@@ -32,9 +35,8 @@ def client(*pairs: tuple[str, str]) -> tuple[tuple[bytes, bytes], ...]:
     return tuple((name.encode(), value.encode()) for name, value in pairs)
 
 
-def lines(block: bytes) -> list[str]:
-    assert block.endswith(b"\r\n")
-    return block[:-2].decode().split("\r\n")
+def lines(pairs: list[tuple[bytes, bytes]]) -> list[str]:
+    return [f"{name.decode()}: {value.decode()}" for name, value in pairs]
 
 
 def test_client_headers_then_the_providers_then_encoding_and_id() -> None:
@@ -87,7 +89,10 @@ def test_connection_named_headers_are_dropped() -> None:
 
 
 @pytest.mark.parametrize("value", ["a\r\nX-Injected: 1", "a\nb", "a\rb"])
-def test_a_line_break_in_a_client_header_is_refused(value: str) -> None:
-    with pytest.raises(InvalidRequest) as caught:
-        upstream_headers(client(("X-Custom", value)), provider(), disable_compression=True, request_id="rid")
-    assert caught.value.status == 400 and caught.value.code == "invalid_header"
+def test_a_line_break_in_a_client_header_is_refused_before_anything_is_sent(value: str) -> None:
+    pairs = upstream_headers(client(("X-Custom", value)), provider(), disable_compression=True, request_id="rid")
+    url = URL("http://127.0.0.1:1/v1/chat/completions")
+    with pytest.raises(InvalidHeader) as caught:
+        request_head("POST", url, Pool(max_idle=1, max_idle_per_host=1).origin(url), pairs, b"{}")
+    error = gateway_error(caught.value)
+    assert (error.status, error.code, error.message) == (400, "invalid_header", "a request header holds a line break")

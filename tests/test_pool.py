@@ -1,6 +1,6 @@
-"""The provider connection pool (gateway/pool.py) and its use by upstream.fetch: idle caps, reuse, the open cap,
-the idle timeout, stale connections, outbound proxies (forwarding and CONNECT), TLS, and connect failures. Every
-provider and proxy is a real server on 127.0.0.1."""
+"""The provider connection pool (gateway/upstream/http1/pool.py) and its use through the transport by fetch: idle
+caps, reuse, the open cap, the idle timeout, stale connections, outbound proxies (forwarding and CONNECT), TLS, and
+connect failures. Every provider and proxy is a real server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -23,9 +23,11 @@ from cryptography.x509.oid import NameOID
 from multidict import CIMultiDict
 from yarl import URL
 
-from gateway.upstream.call import fetch, request_head
-from gateway.upstream.http1.connection import ConnectFailed, Connection, Disconnected, TLSFailed
+from gateway.upstream.call import fetch
+from gateway.upstream.http1.client import Http1Transport, request_head
+from gateway.upstream.http1.connection import Connection
 from gateway.upstream.http1.pool import Pool, proxy_problems
+from gateway.upstream.transport import ConnectFailed, Disconnected, TLSFailed, UpstreamRequest
 from tests.helpers import RawServer, free_port
 from tests.resilience_helpers import CHAT, chat, one_provider, start_gateway, wait_for
 
@@ -176,7 +178,7 @@ async def get(pool: Pool, url: URL) -> tuple[Connection, bool, bytes]:
     async with asyncio.timeout(LIMIT):
         conn, reused = await pool.acquire(origin, LIMIT)
         try:
-            conn.send(request_head("GET", url, origin, b"", None), None)
+            conn.send(request_head("GET", url, origin, (), None), None)
             await conn.head()
             parts = []
             while chunk := await conn.read(LIMIT):
@@ -189,7 +191,7 @@ async def get(pool: Pool, url: URL) -> tuple[Connection, bool, bytes]:
 
 async def fetched(pool: Pool, url: URL) -> tuple[int, CIMultiDict[str], bytes]:
     async with asyncio.timeout(LIMIT):
-        return await fetch(pool, "GET", url, b"", LIMIT, 1024 * 1024)
+        return await fetch(Http1Transport(pool), UpstreamRequest("GET", url, (), None), LIMIT, 1024 * 1024)
 
 
 async def acquire_while_releasing(pool: Pool, url: URL, held: Connection, limit: float) -> tuple[Connection, bool]:

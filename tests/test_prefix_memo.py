@@ -8,7 +8,7 @@ from gateway.config.providers import Endpoint, Provider, index_table
 
 def _provider(pid: str, *prefixes: str) -> Provider:
     endpoint = Endpoint("chat_completions", "POST", "/chat/completions")
-    return Provider(pid, "http://127.0.0.1:1/v1", "none", False, endpoint, endpoint, model_prefixes=prefixes)
+    return Provider(pid, "http://127.0.0.1:1/v1", "none", False, {"chat": endpoint}, model_prefixes=prefixes)
 
 
 def test_remembered_answers_are_the_scanned_ones() -> None:

@@ -35,7 +35,7 @@ def test_the_shipped_table_matches_the_spec_entries() -> None:
 def test_an_openapi_document_is_read_as_a_table() -> None:
     table = load_table(SPEC, {"OPENAI_API_KEY": "sk-test"})
     assert set(table.providers) == SPEC_IDS
-    assert str(table.providers["openai"].chat_url) == "https://api.openai.com/v1/chat/completions"
+    assert str(table.providers["openai"].endpoints["chat"].url) == "https://api.openai.com/v1/chat/completions"
 
 
 def test_every_schema_error_is_reported_with_its_path() -> None:
@@ -89,8 +89,8 @@ def test_env_overrides_url_and_key() -> None:
     )
     provider = table.providers["ollama_cloud"]
     assert provider.served
-    assert str(provider.chat_url) == "http://127.0.0.1:9/v1/chat/completions"
-    assert b"Authorization: Bearer k1\r\n" in provider.header_lines
+    assert str(provider.endpoints["chat"].url) == "http://127.0.0.1:9/v1/chat/completions"
+    assert (b"Authorization", b"Bearer k1") in provider.headers
     assert "k1" not in repr(provider)
 
 
@@ -122,11 +122,15 @@ def test_auth_styles_are_built_from_the_table() -> None:
         env=env,
     )
     a, b, c, d = (table.providers[x] for x in "abcd")
-    assert a.header_lines == b"anthropic-version: 2023-06-01\r\nx-api-key: ka\r\n"
+    assert a.headers == ((b"anthropic-version", b"2023-06-01"), (b"x-api-key", b"ka"))
     assert a.header_names == {b"anthropic-version", b"x-api-key"}
-    assert b.header_lines == b"x-goog-api-key: kb\r\n"
-    assert str(c.chat_url) == "https://c/v1/chat/completions?key=kc" and c.header_lines == b"" and not c.header_names
-    assert str(d.models_url) == "https://d/v1/models?api_key=kd"
+    assert b.headers == ((b"x-goog-api-key", b"kb"),)
+    assert (
+        str(c.endpoints["chat"].url) == "https://c/v1/chat/completions?key=kc"
+        and c.headers == ()
+        and not c.header_names
+    )
+    assert str(d.endpoints["models"].url) == "https://d/v1/models?api_key=kd"
 
 
 def test_a_custom_key_variable_can_be_named() -> None:

@@ -25,7 +25,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from gateway.upstream.call import POOL
+from gateway.upstream.call import TRANSPORT
 from tests.helpers import entry, free_port, table_of
 from tests.resilience_helpers import CHAT, ROOT, TINY, chat, event, start_gateway, start_provider, url_of
 
@@ -192,7 +192,7 @@ async def test_soak_concurrent_streams_with_failures_and_hang_ups(aiohttp_client
 
 async def _settle(gw: Any, *providers: FlakyProvider, expected: int) -> None:
     """Bounded wait until everything the run started has ended, then check that nothing is left."""
-    pool = gw.app[POOL]
+    pool = gw.app[TRANSPORT].pool  # type: ignore[attr-defined]
     for _ in range(1000):
         done = (
             len(gw.exchanges) >= expected

@@ -47,16 +47,10 @@ from gateway.errors import (
     RateLimited,
     Unauthenticated,
 )
-from gateway.exchange import EXCHANGE
-from gateway.telemetry.metrics import METRICS
+from gateway.exchange import EXCHANGE, Exchange
 
 log = structlog.get_logger("gateway.auth")
 
-# Never behind credentials: probes must work without them (the metrics port is another app altogether).
-# Matched by the route that will run, so no spelling of a path can reach another handler through them.
-PUBLIC_PATHS = frozenset({"/health", "/ready"})
-# Routes that are not inference: a client without the inference entitlement may still call them.
-NOT_INFERENCE = frozenset({"/v1/models"})
 MAX_CREDENTIAL = 8192
 
 
@@ -83,6 +77,18 @@ class Access:
     policy_claim: str | None = None
     name_claim: str = "sub"
     limiter: Limiter = field(default_factory=MemoryLimiter)
+    # Token charges on their way to a shared limiter (Redis): off the request path, awaited at shutdown.
+    charges: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def spend(self, client: Client, tokens: int) -> None:
+        """Charge tokens an answer used to the client's budget, without making anyone wait for it."""
+        limiter = self.limiter
+        if isinstance(limiter, MemoryLimiter):
+            limiter.charge_now(client.bucket, client.quota, tokens)
+            return
+        task = asyncio.get_running_loop().create_task(limiter.charge(client.bucket, client.quota, tokens))
+        self.charges.add(task)
+        task.add_done_callback(self.charges.discard)
 
     @property
     def redis_health(self) -> RedisHealth | None:
@@ -97,13 +103,52 @@ CLIENT = web.RequestKey("client", Client)
 DECISION = web.RequestKey("ratelimit_decision", Decision)
 
 
-def middlewares(settings: Settings) -> list[Middleware]:
-    """What app.py puts in its middleware list: nothing while client auth is off."""
-    return [require_client] if settings.auth_enable else []
+def middlewares(settings: Settings, public: frozenset[str], not_inference: frozenset[str]) -> list[Middleware]:
+    """What app.py puts in its middleware list: nothing while client auth is off. `public` routes (probes) are
+    never behind credentials; `not_inference` routes need no inference entitlement. Both hold route patterns,
+    matched by the route that will run, so no spelling of a path can reach another handler through them."""
+    if not settings.auth_enable:
+        return []
+
+    @web.middleware
+    async def require_client(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Authenticate, check the entitlement and the request budget, then run the handler."""
+        resource = _resource(request)
+        if resource in public:
+            return await handler(request)
+        access = request.app[ACCESS]
+        client = await identify(access, request.headers)
+        request[CLIENT] = client
+        request[EXCHANGE].client_name = client.name
+        if not client.policy.inference and resource not in not_inference:
+            raise PaymentRequired("paid account required: this client is not entitled to inference")
+        quota = client.quota
+        if quota.requests is None and quota.tokens is None:
+            return await handler(request)
+        decision = await access.limiter.acquire(client.bucket, quota)
+        if decision.unavailable:
+            raise LimiterUnavailable("rate limits cannot be checked now; try again shortly", headers=decision.headers())
+        if not decision.allowed:
+            raise _rate_limited(decision)
+        request[DECISION] = decision
+        return await handler(request)
+
+    return [require_client]
 
 
-def setup(app: web.Application, settings: Settings) -> None:
-    """Load the keys file (ConfigError if it is bad); register the state, its lifecycle and the header hook."""
+def charge_tokens(request: web.Request, exchange: Exchange, status: int, ended: float) -> None:
+    """A sink: the tokens a finished answer reported go to its client's token budget."""
+    client = request.get(CLIENT)
+    if client is None or client.policy.tokens_per_minute is None or exchange.scanner is None:
+        return
+    usage = exchange.scanner.usage
+    if usage is not None:
+        request.app[ACCESS].spend(client, usage.input_tokens + usage.output_tokens)
+
+
+def setup(app: web.Application, settings: Settings, register: Callable[[LimiterCollector], None] | None = None) -> None:
+    """Load the keys file (ConfigError if it is bad); register the state, its lifecycle and the header hook.
+    `register` receives the collector of a shared limiter's health, for the metrics registry."""
     if not settings.auth_enable:
         return
     keys = load_keys(settings.auth_keys_file) if settings.auth_keys_file else EMPTY_STORE
@@ -117,7 +162,7 @@ def setup(app: web.Application, settings: Settings) -> None:
         settings.auth_oidc_policy_claim,
         settings.auth_oidc_name_claim,
     )
-    app.cleanup_ctx.append(_lifecycle(settings))
+    app.cleanup_ctx.append(_lifecycle(settings, register))
     app.on_response_prepare.append(_ratelimit_headers)
 
 
@@ -133,13 +178,14 @@ def make_limiter(settings: Settings, clock: Clock = time.time) -> Limiter:
     return MemoryLimiter(clock=clock)
 
 
-def _lifecycle(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
+def _lifecycle(
+    settings: Settings, register: Callable[[LimiterCollector], None] | None
+) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
         access = app[ACCESS]
         access.limiter = make_limiter(settings, app.get(CLOCK, time.time))
-        gateway_metrics = app.get(METRICS)
-        if gateway_metrics is not None and isinstance(access.limiter, RedisLimiter):
-            gateway_metrics.registry.register(LimiterCollector(access.limiter.health))
+        if register is not None and isinstance(access.limiter, RedisLimiter):
+            register(LimiterCollector(access.limiter.health))
         if access.oidc is not None:
             await access.oidc.start()
         log.info(
@@ -155,6 +201,9 @@ def _lifecycle(settings: Settings) -> Callable[[web.Application], AsyncIterator[
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            if access.charges:
+                # Charges still on their way get the limiter's own time-out to land.
+                await asyncio.wait(list(access.charges), timeout=settings.redis_timeout * 2)
             await access.limiter.close()
             if access.oidc is not None:
                 await access.oidc.close()
@@ -192,34 +241,6 @@ async def reload_keys(access: Access) -> bool:
         return False
     log.info("keys file reloaded", path=path, keys=len(access.keys))
     return True
-
-
-@web.middleware
-async def require_client(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Authenticate, check the entitlement and the request budget, run the handler, then charge its tokens."""
-    if _resource(request) in PUBLIC_PATHS:
-        return await handler(request)
-    access = request.app[ACCESS]
-    client = await identify(access, request.headers)
-    request[CLIENT] = client
-    request[EXCHANGE].client_name = client.name
-    if not client.policy.inference and _resource(request) not in NOT_INFERENCE:
-        raise PaymentRequired("paid account required: this client is not entitled to inference")
-    quota = client.quota
-    if quota.requests is None and quota.tokens is None:
-        return await handler(request)
-    decision = await access.limiter.acquire(client.bucket, quota)
-    if decision.unavailable:
-        raise LimiterUnavailable("rate limits cannot be checked now; try again shortly", headers=decision.headers())
-    if not decision.allowed:
-        raise _rate_limited(decision)
-    request[DECISION] = decision
-    response = await handler(request)
-    scanner = request[EXCHANGE].scanner
-    usage = scanner.usage if scanner is not None else None
-    if quota.tokens is not None and usage is not None:
-        await access.limiter.charge(client.bucket, quota, usage.input_tokens + usage.output_tokens)
-    return response
 
 
 def _rate_limited(decision: Decision) -> RateLimited:
@@ -309,6 +330,11 @@ def _claimed_policy(access: Access, claims: dict[str, Any]) -> ClientPolicy:
 def client_policy(request: web.Request) -> ClientPolicy:
     client = request.get(CLIENT)
     return client.policy if client is not None else UNRESTRICTED
+
+
+def allows_model(request: web.Request, provider_id: str, model: str) -> bool:
+    policy = client_policy(request)
+    return policy is UNRESTRICTED or policy.allows(provider_id, model)
 
 
 def check_model(request: web.Request, provider_id: str, model: str) -> None:

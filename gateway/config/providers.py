@@ -1,7 +1,8 @@
-"""The provider table: a YAML (or OpenAPI) file plus the environment -> validated, frozen Provider entries.
+"""The provider table: a YAML (or OpenAPI) file plus the environment -> validated, frozen Provider entries, and the
+model groups that name several providers for one model.
 
-Everything a request needs from the table (URLs, auth headers, name and prefix lookups) is computed here, once,
-so the hot path does dictionary lookups only.
+Everything a request needs from the table (endpoint URLs, auth headers, name, group and prefix lookups) is computed
+here, once, so the hot path does dictionary lookups only.
 """
 
 from __future__ import annotations
@@ -36,9 +37,13 @@ def env_prefix(provider_id: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
+    """One operation a provider serves (`chat`, `models`, `embeddings`, ...): the spec's name, method and path, and
+    the full URL (base URL, path and the auth query), made at load; empty while the provider is unavailable."""
+
     name: str
     method: str
     path: str
+    url: URL = field(default=URL(), repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +83,8 @@ class Provider:
     url: str
     auth_type: AuthType
     supports_vision: bool
-    chat: Endpoint
-    models: Endpoint
+    # Operation name -> endpoint: a provider serves exactly the operations it declares.
+    endpoints: Mapping[str, Endpoint]
     aliases: tuple[str, ...] = ()
     model_prefixes: tuple[str, ...] = ()
     list_shape: ListShape = ListShape()
@@ -88,17 +93,15 @@ class Provider:
     unavailable: str | None = None
     # Computed once from the entry and the environment; the key itself is never printed.
     base_url: URL = field(default=URL(), repr=False)
-    chat_url: URL = field(default=URL(), repr=False)
-    models_url: URL = field(default=URL(), repr=False)
-    # The provider's own headers (the table's and its key's) as request-head lines, and their lower-cased names (a
+    # The provider's own headers (the table's and its key's) as (name, value) bytes, and their lower-cased names (a
     # client's header of the same name is replaced), made once here rather than on every request.
-    header_lines: bytes = field(default=b"", repr=False)
+    headers: tuple[tuple[bytes, bytes], ...] = field(default=(), repr=False)
     header_names: frozenset[bytes] = field(default=frozenset(), repr=False)
     query: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     # Lower-cased header and query names that carry the key: a client may never set them.
     secret_header: str | None = None
     secret_query: str | None = None
-    # observability (issue 3): ask for usage in streams; model names known for metric labels.
+    # Ask for usage in streams; model names known for metric labels.
     stream_usage: bool = False
     known_models: tuple[str, ...] = ()
     timeouts: TimeoutOverrides = TimeoutOverrides()
@@ -110,6 +113,27 @@ class Provider:
 
 
 @dataclass(frozen=True, slots=True)
+class Deployment:
+    """One provider serving a model group's model, under the name that provider knows it by. Prices are per
+    million tokens; weight and prices are read by routing strategies."""
+
+    provider: str  # a provider id (aliases are resolved at load)
+    model: str
+    weight: float = 1.0
+    input_price: float | None = None
+    output_price: float | None = None
+    cached_input_price: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelGroup:
+    """A public model name and the deployments that serve it, in the table's order of preference."""
+
+    name: str
+    deployments: tuple[Deployment, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderTable:
     providers: Mapping[str, Provider]
     source: str = ""
@@ -118,12 +142,17 @@ class ProviderTable:
     # model-name prefix (lower case) -> provider, looked up by length, longest first
     prefixes: Mapping[str, Provider] = field(default_factory=dict)
     prefix_lengths: tuple[int, ...] = ()
+    # model group name (lower case) -> group
+    groups: Mapping[str, ModelGroup] = field(default_factory=dict)
     # model name -> by_prefix's answer: traffic names a few models, so a table with many prefix lengths costs one
     # lookup per request like a table with one. Bounded in entries and key length; a reload brings a fresh one.
     memo: dict[str, Provider | None] = field(default_factory=dict, repr=False, compare=False)
 
     def lookup(self, name: str) -> Provider | None:
         return self.names.get(name.lower())
+
+    def group(self, model: str) -> ModelGroup | None:
+        return self.groups.get(model.lower()) if self.groups else None
 
     def by_prefix(self, model: str) -> Provider | None:
         memo = self.memo
@@ -182,14 +211,17 @@ def parse_table(text: str, env: Mapping[str, str], source: str = "<providers>") 
     if problems:
         raise ConfigError(source, problems)
     entries: dict[str, Any] = document["providers"]
-    problems = _cross_check(entries, where)
+    groups: dict[str, Any] = document.get("models", {})
+    problems = _cross_check(entries, where) + _check_groups(groups, entries)
     if problems:
         raise ConfigError(source, problems)
     providers = {pid: _build(entry, env) for pid, entry in entries.items()}
-    return index_table(providers, source)
+    return index_table(providers, source, _groups(groups, entries))
 
 
-def index_table(providers: Mapping[str, Provider], source: str = "") -> ProviderTable:
+def index_table(
+    providers: Mapping[str, Provider], source: str = "", groups: Mapping[str, ModelGroup] | None = None
+) -> ProviderTable:
     names: dict[str, Provider] = {}
     prefixes: dict[str, Provider] = {}
     for provider in providers.values():
@@ -198,7 +230,8 @@ def index_table(providers: Mapping[str, Provider], source: str = "") -> Provider
         for prefix in provider.model_prefixes:
             prefixes[prefix.lower()] = provider
     lengths = tuple(sorted({len(p) for p in prefixes}, reverse=True))
-    return ProviderTable(dict(providers), source, names, prefixes, lengths)
+    by_name = {name.lower(): group for name, group in (groups or {}).items()}
+    return ProviderTable(dict(providers), source, names, prefixes, lengths, by_name)
 
 
 def _unwrap_openapi(document: Any, source: str) -> tuple[Any, str]:
@@ -242,6 +275,61 @@ def _cross_check(entries: dict[str, Any], where: str) -> list[str]:
         if shape.get("items", "data").strip(".") != shape.get("items", "data"):
             problems.append(f"{base}.models_list.items: a dotted path may not start or end with '.'")
     return problems
+
+
+def _names(entries: dict[str, Any]) -> dict[str, str]:
+    """Every provider name (id and aliases, lower case) -> its id."""
+    names: dict[str, str] = {}
+    for pid, entry in entries.items():
+        for name in (pid, *entry.get("aliases", [])):
+            names.setdefault(name.lower(), pid)
+    return names
+
+
+def _check_groups(groups: dict[str, Any], entries: dict[str, Any]) -> list[str]:
+    """Model groups name providers of this table, at most once per model, and cannot be read as `provider/model`."""
+    problems: list[str] = []
+    names = _names(entries)
+    seen: dict[str, str] = {}
+    for name, group in groups.items():
+        base = f"models.{name}"
+        other = seen.setdefault(name.lower(), name)
+        if other != name:
+            problems.append(f"{base}: the same name as model group {other!r} (names are compared in lower case)")
+        head, slash, _ = name.partition("/")
+        if slash and head.lower() in names:
+            problems.append(f"{base}: reads as a `provider/model` id of provider {names[head.lower()]!r}")
+        pairs: set[tuple[str, str]] = set()
+        for i, deployment in enumerate(group["deployments"]):
+            pid = names.get(deployment["provider"].lower())
+            if pid is None:
+                problems.append(f"{base}.deployments.{i}.provider: no provider {deployment['provider']!r} in the table")
+                continue
+            if (pid, deployment["model"]) in pairs:
+                problems.append(f"{base}.deployments.{i}: provider {pid!r} with model {deployment['model']!r} twice")
+            pairs.add((pid, deployment["model"]))
+    return problems
+
+
+def _groups(groups: dict[str, Any], entries: dict[str, Any]) -> dict[str, ModelGroup]:
+    names = _names(entries)
+    return {
+        name: ModelGroup(
+            name,
+            tuple(
+                Deployment(
+                    provider=names[d["provider"].lower()],
+                    model=d["model"],
+                    weight=float(d.get("weight", 1.0)),
+                    input_price=d.get("input_price"),
+                    output_price=d.get("output_price"),
+                    cached_input_price=d.get("cached_input_price"),
+                )
+                for d in group["deployments"]
+            ),
+        )
+        for name, group in groups.items()
+    }
 
 
 # Headers the gateway sets on each request itself (outbound.upstream_headers); a table's own value is not sent.
@@ -290,16 +378,16 @@ def _build(entry: dict[str, Any], env: Mapping[str, str]) -> Provider:
 
     ready = unavailable is None
     base_str = str(base).rstrip("/")
-    chat = _endpoint(entry["endpoints"]["chat"])
-    models = _endpoint(entry["endpoints"]["models"])
+    endpoints = {
+        operation: _endpoint(spec, base_str, query if ready else None) for operation, spec in entry["endpoints"].items()
+    }
     shape = entry.get("models_list", {})
     return Provider(
         id=pid,
         url=_safe_url(url),
         auth_type=auth_type,
         supports_vision=bool(entry.get("supports_vision", False)),
-        chat=chat,
-        models=models,
+        endpoints=endpoints,
         aliases=tuple(entry.get("aliases", ())),
         model_prefixes=tuple(entry.get("model_prefixes", ())),
         list_shape=ListShape(
@@ -312,9 +400,7 @@ def _build(entry: dict[str, Any], env: Mapping[str, str]) -> Provider:
         key_env=key_env,
         unavailable=unavailable,
         base_url=URL(base_str) if ready else URL(),
-        chat_url=_with_query(URL(base_str + chat.path), query) if ready else URL(),
-        models_url=_with_query(URL(base_str + models.path), query) if ready else URL(),
-        header_lines=_header_lines(headers) if ready else b"",
+        headers=_header_pairs(headers) if ready else (),
         header_names=frozenset(name.lower().encode() for name, _ in headers) if ready else frozenset(),
         query=tuple(query) if ready else (),
         secret_header=secret_header.lower() if secret_header else None,
@@ -335,9 +421,12 @@ def _retry_overrides(block: dict[str, Any]) -> RetryOverrides:
     )
 
 
-def _header_lines(headers: list[tuple[str, str]]) -> bytes:
-    lines = "".join(f"{name}: {value}\r\n" for name, value in headers if name.lower() not in _PER_REQUEST)
-    return lines.encode("utf-8", "surrogateescape")
+def _header_pairs(headers: list[tuple[str, str]]) -> tuple[tuple[bytes, bytes], ...]:
+    return tuple(
+        (name.encode("utf-8", "surrogateescape"), value.encode("utf-8", "surrogateescape"))
+        for name, value in headers
+        if name.lower() not in _PER_REQUEST
+    )
 
 
 def _seconds(value: float | str | None) -> float | None:
@@ -347,8 +436,10 @@ def _seconds(value: float | str | None) -> float | None:
     return float(value) if isinstance(value, int | float) else parse_duration(value)
 
 
-def _endpoint(entry: dict[str, str]) -> Endpoint:
-    return Endpoint(name=entry["name"], method=entry["method"], path=entry["endpoint"])
+def _endpoint(entry: dict[str, str], base: str, query: list[tuple[str, str]] | None) -> Endpoint:
+    """`query` is None while the provider is unavailable: then the endpoint has no URL."""
+    url = URL() if query is None else _with_query(URL(base + entry["endpoint"]), query)
+    return Endpoint(name=entry["name"], method=entry["method"], path=entry["endpoint"], url=url)
 
 
 def _with_query(url: URL, query: list[tuple[str, str]]) -> URL:

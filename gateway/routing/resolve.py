@@ -1,52 +1,67 @@
-"""Which provider serves a request, and under which model name: pure functions of the table.
+"""Which providers may serve a request, in order, and under which model name: pure functions of the table.
 
-Order: `?provider=`, then a `provider` body field, then a `provider/model` prefix, then the table's prefix rules.
+Order of the rules: `?provider=`, then a `provider` body field, then a `provider/model` id, then a model group of
+the table (its deployments, in the table's order), then the table's prefix rules. Only a provider that declares
+the request's operation (its endpoint) and is configured is a candidate.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-from gateway.config.providers import Provider, ProviderTable
+from gateway.config.providers import Endpoint, ModelGroup, Provider, ProviderTable
 from gateway.errors import InvalidRequest, NoProvider, ProviderNotConfigured
 
 
 class Route(NamedTuple):
-    """Made per request: a named tuple costs a third of a frozen dataclass to build."""
+    """One candidate. Made per request: a named tuple is the cheapest record to build."""
 
     provider: Provider
     model: str  # the name the provider receives
     requested: str  # the name the client sent
+    endpoint: Endpoint  # the provider's endpoint for the request's operation
 
     @property
     def model_id(self) -> str:
         return f"{self.provider.id}/{self.model}"
 
 
+Candidates = tuple[Route, ...]
+
+
 def resolve(
-    table: ProviderTable, model: str, *, query_provider: str | None = None, body_provider: str | None = None
-) -> Route:
-    """Pick the provider for `model`; raise NoProvider naming the model when nothing matches."""
+    table: ProviderTable,
+    model: str,
+    operation: str,
+    *,
+    query_provider: str | None = None,
+    body_provider: str | None = None,
+) -> Candidates:
+    """The providers that may serve `model` for `operation`, best first (never empty); NoProvider naming the model
+    when nothing matches, ProviderNotConfigured when what matches is not configured."""
     explicit = query_provider or body_provider
     if explicit:
         provider = table.lookup(explicit)
         if provider is None:
             raise NoProvider(f"unknown provider {explicit!r} (requested for model {model!r})")
-        return Route(require_served(provider), _strip_own_prefix(table, provider, model), model)
+        return (_route(provider, _strip_own_prefix(table, provider, model), model, operation),)
     head, slash, tail = model.partition("/")
     if slash:
         provider = table.lookup(head)
         if provider is not None:
             if not tail:
                 raise InvalidRequest(f"model {model!r} names a provider but no model", code="invalid_model")
-            return Route(require_served(provider), tail, model)
+            return (_route(provider, tail, model, operation),)
+    group = table.group(model)
+    if group is not None:
+        return _group_routes(table, group, model, operation)
     provider = table.by_prefix(model)
     if provider is None:
         raise NoProvider(
             f"no provider serves model {model!r}: name one with a provider/model id "
             "(e.g. openai/gpt-4o), the ?provider= query or a provider field"
         )
-    return Route(require_served(provider), model, model)
+    return (_route(provider, model, model, operation),)
 
 
 def named(table: ProviderTable, name: str) -> Provider:
@@ -61,6 +76,39 @@ def require_served(provider: Provider) -> Provider:
     if provider.unavailable is not None:
         raise ProviderNotConfigured(f"provider {provider.id!r} is not configured: {provider.unavailable}")
     return provider
+
+
+def endpoint(provider: Provider, operation: str) -> Endpoint:
+    """The provider's endpoint for `operation`; 404 naming what it does serve when it declares none."""
+    found = provider.endpoints.get(operation)
+    if found is None:
+        serves = ", ".join(sorted(provider.endpoints)) or "nothing"
+        raise NoProvider(f"provider {provider.id!r} does not serve {operation}; it serves: {serves}")
+    return found
+
+
+def _route(provider: Provider, model: str, requested: str, operation: str) -> Route:
+    found = endpoint(provider, operation)
+    return Route(require_served(provider), model, requested, found)
+
+
+def _group_routes(table: ProviderTable, group: ModelGroup, requested: str, operation: str) -> Candidates:
+    routes: list[Route] = []
+    unconfigured: list[str] = []
+    for deployment in group.deployments:
+        provider = table.providers[deployment.provider]
+        found = provider.endpoints.get(operation)
+        if found is None:
+            continue
+        if provider.unavailable is not None:
+            unconfigured.append(f"{provider.id} ({provider.unavailable})")
+            continue
+        routes.append(Route(provider, deployment.model, requested, found))
+    if routes:
+        return tuple(routes)
+    if unconfigured:
+        raise ProviderNotConfigured(f"no provider of model {group.name!r} is configured: {'; '.join(unconfigured)}")
+    raise NoProvider(f"no provider of model {group.name!r} serves {operation}")
 
 
 def _strip_own_prefix(table: ProviderTable, provider: Provider, model: str) -> str:

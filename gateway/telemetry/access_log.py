@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from gateway.exchange import Exchange
+from gateway.exchange import Exchange, Sink
 from gateway.telemetry.logs import JsonLines, json_lines
 from gateway.telemetry.scanners import JsonUsage, SseUsage
 
@@ -27,7 +27,7 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000.0, 3)
 
 
-def write(request: web.Request, exchange: Exchange, route: str, status: int, ended: float) -> None:
+def write(request: web.Request, exchange: Exchange, status: int, ended: float) -> None:
     """One line with everything an operator asks about a request; 5xx lines are warnings."""
     scanner = exchange.scanner
     usage = scanner.usage if scanner is not None else None
@@ -39,7 +39,7 @@ def write(request: web.Request, exchange: Exchange, route: str, status: int, end
     method = request.method
     fields: dict[str, Any] = {
         "method": method if method in _METHODS else scrub(method),
-        "route": route,
+        "route": exchange.route,
         "path": scrub(request.path[:MAX_PATH]),
         "status": status,
         "operation": exchange.operation,
@@ -75,8 +75,16 @@ def _unchanged(text: str) -> str:
     return text
 
 
-def write_bodies(exchange: Exchange, words: int, max_messages: int) -> None:
-    """Development mode only: what was asked and (for whole JSON answers) what came back, truncated."""
+def body_log(words: int, max_messages: int) -> Sink:
+    """A sink for development mode only: what was asked and (for whole JSON answers) what came back, truncated."""
+
+    def write_bodies(request: web.Request, exchange: Exchange, status: int, ended: float) -> None:
+        bodies(exchange, words, max_messages)
+
+    return write_bodies
+
+
+def bodies(exchange: Exchange, words: int, max_messages: int) -> None:
     if exchange.request_body is not None:
         log.debug("request body", body=preview_chat(exchange.request_body, words, max_messages))
     scanner = exchange.scanner

@@ -45,7 +45,8 @@ TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75
 TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
 
 GENAI_LABELS = ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model")
-# Operations that talk to a provider get the GenAI series; health checks and listings only the HTTP ones.
+# Operations that talk to a provider (the route table's inference routes) get the GenAI series; health checks and
+# listings only the HTTP ones.
 GENAI_OPERATIONS = frozenset({"chat", "proxy"})
 # Transport failures the relay reports in Exchange.error_type; a provider's own error answer is `status`.
 UPSTREAM_ERROR_KINDS = frozenset({"connect", "timeout", "truncated"})
@@ -171,9 +172,15 @@ class _LiveCollector(Collector):
 class GatewayMetrics:
     """Every series the gateway exports, on its own registry (never prometheus_client's global one)."""
 
-    def __init__(self, models: ModelLabels, table: Callable[[], ProviderTable]) -> None:
+    def __init__(
+        self,
+        models: ModelLabels,
+        table: Callable[[], ProviderTable],
+        genai_operations: frozenset[str] = GENAI_OPERATIONS,
+    ) -> None:
         self.registry = registry = CollectorRegistry()
         self.models = models
+        self.genai_operations = genai_operations
         self.port: int | None = None  # the metrics listener's port, once it listens
         self.live: dict[int, Exchange] = {}
         self.request_duration = Histogram(
@@ -232,7 +239,7 @@ class GatewayMetrics:
         self.config_loads = Counter(
             "llmgw_config_loads", "Provider table loads, by result.", ["result"], registry=registry
         )
-        # resilience (issue 6): retries of provider calls before the first byte reached the client.
+        # Retries of provider calls before the first byte reached the client.
         self.upstream_retries = Counter(
             "llmgw_upstream_retries",
             "Provider calls retried (failed connection or 429/502/503/504 before any byte went to the client).",
@@ -260,10 +267,14 @@ class GatewayMetrics:
         self.config_loads.labels("success" if ok else "failure").inc()
 
     def table_reloaded(self, outcome: str, table: ProviderTable) -> None:
-        """A hot reload's outcome (resilience, issue 6); a new table's declared models become labels."""
+        """A hot reload's outcome; a new table's declared models become labels."""
         self.config_loaded(outcome == "success")
         if outcome == "success":
             self.models.add_table(table)
+
+    def sink(self, request: web.Request, exchange: Exchange, status: int, ended: float) -> None:
+        """The metrics as a sink of finished requests."""
+        self.record(exchange, exchange.route, method_label(request.method), status, ended)
 
     def record(self, exchange: Exchange, route: str, method: str, status: int, ended: float) -> None:
         """Everything one finished request contributes; called once per request, never per chunk."""
@@ -274,14 +285,15 @@ class GatewayMetrics:
             http = self._http_series(*key)
         http.requests.inc()
         http.duration.observe(elapsed)
-        if exchange.listed_models and status == 200:
-            self.models.learn(exchange.listed_models)
-        if exchange.listing_failures:
-            for provider_id, kind in exchange.listing_failures:
+        listing = exchange.listing
+        if listing is not None:
+            if listing.listed and status == 200:
+                self.models.learn(listing.listed)
+            for provider_id, kind in listing.failures:
                 self.upstream_errors.labels(provider_id, kind).inc()
         if exchange.client_name is not None:
             self._record_client(exchange, status)
-        if exchange.operation not in GENAI_OPERATIONS:
+        if exchange.operation not in self.genai_operations:
             return
         provider = exchange.provider or ""
         error = exchange.error_type if exchange.error_type in UPSTREAM_ERROR_KINDS else ""
@@ -350,12 +362,6 @@ class GatewayMetrics:
 
 
 METRICS = web.AppKey("metrics", GatewayMetrics)
-
-
-def route_label(request: web.Request) -> str:
-    """The matched route's pattern (`/proxy/{provider}/{path}`), never the raw path a client chose."""
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "unmatched"
 
 
 def method_label(method: str) -> str:

@@ -1,6 +1,6 @@
 """The observing middleware, outermost: gives each request its record (Exchange) and its id (response, upstream,
-every log line), keeps it in the set of live requests, and when it ends reads its Exchange once to record metrics
-and write the access line.
+every log line), keeps it in the set of live requests, and when it ends hands the record to each sink once
+(metrics, the access line, the token charge, ...).
 """
 
 from __future__ import annotations
@@ -10,24 +10,20 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from gateway.config.settings import Settings
 from gateway.errors import Handler
-from gateway.exchange import EXCHANGE, Exchange
-from gateway.telemetry import access_log
-from gateway.telemetry.metrics import GatewayMetrics, method_label, route_label
+from gateway.exchange import EXCHANGE, Exchange, Sink
 
 log = structlog.get_logger("gateway.observe")
 
 REQUEST_ID = "X-Request-ID"
 # A client's id is kept when it is short and plain; anything else could forge or flood log lines.
 _SANE_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
-ROUTE_OPERATIONS = {"/v1/chat/completions": "chat", "/v1/models": "models", "/proxy/{provider}/{path}": "proxy"}
 # nginx's code for "the client closed the connection before the answer started".
 CLIENT_CLOSED = 499
 
@@ -45,21 +41,24 @@ def id_maker() -> Callable[[], str]:
     return lambda: f"{bits(128):032x}"
 
 
-def observer(settings: Settings, metrics: GatewayMetrics | None) -> Middleware:
-    """The middleware, with its choices made once: metrics on or off, bodies logged or not."""
-    bodies = settings.environment == "development"
-    words, max_messages = settings.debug_content_truncate_words, settings.debug_max_messages
-    live = metrics.live if metrics is not None else None
+def observer(
+    operations: Mapping[str, str], sinks: Sequence[Sink], live: dict[int, Exchange] | None = None
+) -> Middleware:
+    """The middleware. `operations`: the route table's operation per route pattern; `sinks`: what reads each
+    finished record, in order; `live`, when given, holds the records of the requests in flight (for gauges)."""
     new_id = id_maker()
-    # The app's event loop, asked once (asyncio.get_running_loop() is a getpid() system call on Python 3.11).
+    sinks = tuple(sinks)
+    # The app's event loop, asked once (see docs/performance.md).
     loops: list[asyncio.AbstractEventLoop] = []
 
     @web.middleware
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         request[EXCHANGE] = exchange = Exchange()
-        route = route_label(request)
-        # Known from the route already, so a request refused before its handler (401) still counts as chat.
-        exchange.operation = ROUTE_OPERATIONS.get(route, exchange.operation)
+        resource = request.match_info.route.resource
+        if resource is not None:
+            exchange.route = route = resource.canonical
+            # Known from the route already, so a request refused before its handler (401) still counts as chat.
+            exchange.operation = operations.get(route, exchange.operation)
         exchange.request_id = rid = request_id(request.headers.get(REQUEST_ID), new_id)
         # Never reset: aiohttp runs each request in a task of its own, whose context ends with it.
         structlog.contextvars.bind_contextvars(request_id=rid)
@@ -89,17 +88,14 @@ def observer(settings: Settings, metrics: GatewayMetrics | None) -> Middleware:
             # request id) and runs as soon as the handler task yields.
             if not loops:
                 loops.append(asyncio.get_running_loop())
-            loops[0].call_soon(record, request, exchange, route, status, ended)
+            loops[0].call_soon(record, request, exchange, status, ended)
 
-    def record(request: web.Request, exchange: Exchange, route: str, status: int, ended: float) -> None:
-        try:
-            if metrics is not None:
-                metrics.record(exchange, route, method_label(request.method), status, ended)
-            if bodies:
-                access_log.write_bodies(exchange, words, max_messages)
-            access_log.write(request, exchange, route, status, ended)
-        except Exception:
-            # Observing must never change the answer the client gets.
-            log.exception("recording the request failed")
+    def record(request: web.Request, exchange: Exchange, status: int, ended: float) -> None:
+        for sink in sinks:
+            try:
+                sink(request, exchange, status, ended)
+            except Exception:
+                # Observing must never change the answer the client gets, nor one sink's failure another's work.
+                log.exception("recording the request failed", sink=getattr(sink, "__qualname__", repr(sink)))
 
     return observe

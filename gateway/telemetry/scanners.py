@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
+
+from gateway.exchange import Usage
 
 # A JSON answer is kept up to this size to read its usage; larger ones are relayed without it.
 MAX_JSON_BODY = 4 * 1024 * 1024
@@ -18,22 +20,6 @@ _USAGE = b'"usage"'
 # A delta that carries something for the user: a non-empty string in content, reasoning or tool arguments. The
 # role-only first chunk (`"content":""`), keep-alive comments and empty deltas do not count.
 _CONTENT = re.compile(rb'"(?:content|reasoning_content|reasoning|arguments)"\s*:\s*"[^"]')
-
-
-class Usage(NamedTuple):
-    """Made per answer: a named tuple costs a third of a frozen dataclass to build."""
-
-    input_tokens: int
-    output_tokens: int
-
-    @classmethod
-    def of(cls, value: Any) -> Usage | None:
-        if not isinstance(value, dict):
-            return None
-        prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
-        if isinstance(prompt, int) and isinstance(completion, int) and prompt >= 0 and completion >= 0:
-            return cls(prompt, completion)
-        return None
 
 
 class UsageScanner:

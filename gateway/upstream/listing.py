@@ -13,9 +13,8 @@ import structlog
 from gateway.config.providers import Provider
 from gateway.errors import UpstreamError, UpstreamReply, UpstreamTimeout
 from gateway.routing.filters import ModelFilter
-from gateway.upstream import call as upstream
-from gateway.upstream.http1.connection import TransportError
-from gateway.upstream.http1.pool import Pool
+from gateway.upstream.call import fetch as fetch_whole
+from gateway.upstream.transport import Transport, TransportError, UpstreamRequest, gateway_error
 
 log = structlog.get_logger("gateway.models")
 
@@ -24,20 +23,18 @@ INVALID = "upstream_invalid_answer"
 MAX_LIST_BYTES = 16 * 1024 * 1024
 
 
-async def fetch(pool: Pool, provider: Provider, timeout: float, request_id: str = "") -> list[dict[str, Any]]:
+async def fetch(transport: Transport, provider: Provider, timeout: float, request_id: str = "") -> list[dict[str, Any]]:
     """One provider's models in OpenAI's shape, ids bare; its own error answers raise UpstreamReply."""
-    headers = provider.header_lines + b"Accept-Encoding: identity\r\n"
+    endpoint = provider.endpoints["models"]
+    headers = [*provider.headers, (b"Accept-Encoding", b"identity")]
     if request_id:
-        headers += b"X-Request-ID: %s\r\n" % request_id.encode()
+        headers.append((b"X-Request-ID", request_id.encode()))
+    upstream = UpstreamRequest(endpoint.method, endpoint.url, headers, None)
     try:
         async with asyncio.timeout(timeout):
-            status, answer, body = await upstream.fetch(
-                pool, provider.models.method, provider.models_url, headers, timeout, MAX_LIST_BYTES
-            )
-    except TimeoutError:
-        raise UpstreamTimeout(f"provider {provider.id!r} did not list its models within {timeout:g}s") from None
-    except TransportError as exc:
-        raise UpstreamError(f"provider {provider.id!r} could not be reached ({exc})") from None
+            status, answer, body = await fetch_whole(transport, upstream, timeout, MAX_LIST_BYTES)
+    except (TimeoutError, TransportError) as exc:
+        raise gateway_error(exc, f"provider {provider.id!r}", timeout, "did not list its models") from None
     if len(body) > MAX_LIST_BYTES:
         raise UpstreamError(f"provider {provider.id!r} sent a model list over {MAX_LIST_BYTES} bytes", code=INVALID)
     if status >= 400:
@@ -106,7 +103,7 @@ def prefixed(provider: Provider, models: Iterable[dict[str, Any]], allowed: Mode
 
 
 async def list_all(
-    pool: Pool,
+    transport: Transport,
     providers: Iterable[Provider],
     allowed: ModelFilter,
     timeout: float,
@@ -118,10 +115,10 @@ async def list_all(
 
     `limits` (provider id -> seconds) holds the table's per-provider head limits; `timeout` is the default.
     `failures`, when given, receives (provider id, failure kind) for each provider left out."""
-    served = [p for p in providers if p.served]
+    served = [p for p in providers if p.served and "models" in p.endpoints]
     limits = limits or {}
     results = await asyncio.gather(
-        *(fetch(pool, p, limits.get(p.id, timeout), request_id) for p in served), return_exceptions=True
+        *(fetch(transport, p, limits.get(p.id, timeout), request_id) for p in served), return_exceptions=True
     )
     data: list[dict[str, Any]] = []
     for provider, result in zip(served, results, strict=True):

@@ -14,7 +14,6 @@ from yarl import URL
 
 from gateway.config.providers import Provider
 from gateway.errors import InvalidRequest
-from gateway.routing.resolve import Route
 
 HOP_BY_HOP = frozenset(
     {
@@ -57,36 +56,33 @@ _NOT_HEADERS = frozenset({b"close", b""})
 
 def upstream_headers(
     client: RawHeaders, provider: Provider, *, disable_compression: bool, request_id: str = ""
-) -> bytes:
+) -> list[tuple[bytes, bytes]]:
     """End-to-end client headers (the server's raw pairs), minus anything that could carry a credential, plus the
-    provider's own: the request head's header lines, each ending in CRLF."""
-    parts, encoding, hop = _forwarded(client, provider.header_names, request_id)
+    provider's own, as (name, value) pairs. A line break in a value (which the server's parser already refuses) is
+    refused by the transport before anything is sent."""
+    pairs, encoding, hop = _forwarded(client, provider.header_names, request_id)
     if hop:
         # The client's Connection header declares more hop-by-hop headers (rare): they end at the gateway too.
-        parts, encoding, _ = _forwarded(client, provider.header_names | hop, request_id)
-    lines = len(parts) // 4
+        pairs, encoding, _ = _forwarded(client, provider.header_names | hop, request_id)
     # The body is relayed as raw bytes: only ask for an encoding the client itself accepts.
-    parts += (b"Accept-Encoding: ", b"identity" if disable_compression or encoding is None else encoding, b"\r\n")
-    forwarded = b"".join(parts)
-    # The server's parser refuses line breaks inside headers; this guards that one line stays one line anyway.
-    if forwarded.count(b"\n") != lines + 1 or forwarded.count(b"\r") != lines + 1:
-        raise InvalidRequest("a request header holds a line break", code="invalid_header")
-    # The table's headers were checked when it was loaded; the request id is plain by construction.
+    pairs.append((b"Accept-Encoding", b"identity" if disable_compression or encoding is None else encoding))
+    pairs += provider.headers
     if request_id:
         # The gateway's id (the client's own when it was sane), so provider-side logs can be matched with ours.
-        return b"".join((forwarded, provider.header_lines, b"X-Request-ID: ", request_id.encode(), b"\r\n"))
-    return forwarded + provider.header_lines
+        pairs.append((b"X-Request-ID", request_id.encode()))
+    return pairs
 
 
 def _forwarded(
     client: RawHeaders, dropped: frozenset[bytes], request_id: str
-) -> tuple[list[bytes], bytes | None, frozenset[bytes]]:
-    """The client's headers that travel on (name, ": ", value, CRLF each), its Accept-Encoding and the other
-    hop-by-hop headers its Connection header names."""
-    parts: list[bytes] = []
+) -> tuple[list[tuple[bytes, bytes]], bytes | None, frozenset[bytes]]:
+    """The client's headers that travel on, its Accept-Encoding and the other hop-by-hop headers its Connection
+    header names."""
+    pairs: list[tuple[bytes, bytes]] = []
     encoding: bytes | None = None
     hop: frozenset[bytes] = frozenset()
-    for name, value in client:
+    for pair in client:
+        name, value = pair
         lowered = name.lower()
         if lowered in _NOT_FORWARDED_RAW or lowered in dropped:
             if lowered == b"accept-encoding":
@@ -96,18 +92,20 @@ def _forwarded(
             continue
         if lowered == b"x-request-id" and request_id:
             continue
-        parts += (name, b": ", value, b"\r\n")
-    return parts, encoding, hop - dropped
+        pairs.append(pair)
+    return pairs, encoding, hop - dropped
 
 
 _INCLUDE_USAGE = b',"stream_options":{"include_usage":true}}'
 
 
-def chat_body(raw: bytes, body: dict[str, Any], route: Route, provider_field: bool, ask_usage: bool = False) -> bytes:
-    """The client's bytes unchanged, unless the model name or the `provider` field must change, or (`ask_usage`)
-    the stream should end with a usage chunk and the client did not set `stream_options` itself."""
+def request_body(
+    raw: bytes, body: dict[str, Any], model: str, requested: str, provider_field: bool, ask_usage: bool = False
+) -> bytes:
+    """The client's bytes unchanged, unless the model name (`requested` -> `model`) or the `provider` field must
+    change, or (`ask_usage`) the stream should end with a usage chunk and the client did not set `stream_options`."""
     inject = ask_usage and "stream_options" not in body
-    if route.model == route.requested and not provider_field:
+    if model == requested and not provider_field:
         if not inject:
             return raw
         # Only the option is missing: splice it in before the closing brace instead of re-encoding the body.
@@ -115,7 +113,7 @@ def chat_body(raw: bytes, body: dict[str, Any], route: Route, provider_field: bo
         if end.endswith(b"}"):
             return end[:-1] + _INCLUDE_USAGE
     rewritten = dict(body)
-    rewritten["model"] = route.model
+    rewritten["model"] = model
     rewritten.pop("provider", None)
     if inject:
         rewritten["stream_options"] = {"include_usage": True}

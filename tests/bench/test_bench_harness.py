@@ -77,4 +77,4 @@ def test_generated_table_has_the_bench_provider_last(tmp_path: Path) -> None:
     assert all(p.served for p in table.providers.values())
     assert list(table.providers)[-1] == "bench"
     assert table.by_prefix("bench-small") is table.providers["bench"]
-    assert str(table.providers["bench"].chat_url) == "http://127.0.0.1:1/v1/chat/completions"
+    assert str(table.providers["bench"].endpoints["chat"].url) == "http://127.0.0.1:1/v1/chat/completions"

@@ -1,6 +1,6 @@
 """One keep-alive HTTP/1.1 connection to a provider: the request written in one go, the answer parsed by llhttp
-(httptools) as it arrives, its body handed out chunk by chunk with back-pressure. No framework in between: this is
-the hot path of every upstream call (`pool.py` owns the connections, `upstream.py` the policy).
+(httptools) as it arrives, its body handed out chunk by chunk with back-pressure. A connection is the transport's
+`Response` while it carries an answer (`pool.py` owns the connections, `client.py` is the transport).
 """
 
 from __future__ import annotations
@@ -8,80 +8,27 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Iterable
-from typing import cast
+from typing import Protocol, cast
 
 import httptools
 from multidict import CIMultiDict
 
-__all__ = [
-    "AnswerTimedOut",
-    "BrokenBody",
-    "Connection",
-    "ConnectFailed",
-    "ConnectTimedOut",
-    "Deadlines",
-    "Disconnected",
-    "HeadTimedOut",
-    "InvalidAnswer",
-    "ReadTimedOut",
-    "TLSFailed",
-    "TransportError",
-]
+from gateway.upstream.transport import (
+    AnswerTimedOut,
+    BrokenBody,
+    Disconnected,
+    HeadTimedOut,
+    InvalidAnswer,
+    ReadTimedOut,
+    TransportError,
+)
+
+__all__ = ["Connection", "Deadlines"]
 
 # Reading pauses when this much of an answer waits for a slow client, and resumes once the relay has taken it.
 _HIGH_WATER = 256 * 1024
 # A head this large is not an LLM provider's answer: refuse it rather than buffer it.
 _MAX_HEAD = 64 * 1024
-
-
-class TransportError(Exception):
-    """Any failure to exchange bytes with a provider; the message never holds a URL (it may hold a key)."""
-
-    retryable = False
-
-
-class ConnectFailed(TransportError):
-    retryable = True
-
-
-class ConnectTimedOut(TransportError):
-    retryable = True
-
-
-class TLSFailed(TransportError):
-    """Certificate or handshake failure: not transient, never retried."""
-
-
-class Disconnected(TransportError):
-    """The provider closed the connection before any byte of an answer."""
-
-    retryable = True
-
-
-class InvalidAnswer(TransportError):
-    """Bytes that are not an HTTP/1.1 answer."""
-
-
-class BrokenBody(TransportError):
-    """The answer's body ended before its declared end."""
-
-
-class ReadTimedOut(TransportError):
-    """The provider went silent mid-answer for longer than the idle limit."""
-
-    message = "the provider went silent mid-answer for longer than its limit"
-
-
-class HeadTimedOut(TransportError):
-    """No answer head within the limit."""
-
-    message = "no answer from the provider within its limit"
-
-
-class AnswerTimedOut(TransportError):
-    """The whole answer took longer than its limit."""
-
-    message = "the answer took longer than its limit"
 
 
 # Granularity of the waits' limits: they are seconds long, so a twentieth of a second either way is nothing.
@@ -114,6 +61,12 @@ class Deadlines:
         self._handle = loop.call_later(TICK, self._tick) if self._waiting else None
 
 
+class ConnectionOwner(Protocol):
+    def release(self, conn: Connection) -> None: ...
+
+    def discard(self, conn: Connection) -> None: ...
+
+
 class Connection(asyncio.Protocol):
     """A client connection: one request at a time, reused while both sides keep it alive."""
 
@@ -140,14 +93,18 @@ class Connection(asyncio.Protocol):
         "key",
         "keep_alive",
         "parser",
+        "pool",
         "reason",
         "requests",
         "status",
         "transport",
     )
 
-    def __init__(self, key: tuple[str, str, int], deadlines: Deadlines | None = None) -> None:
+    def __init__(
+        self, key: tuple[str, str, int], deadlines: Deadlines | None = None, pool: ConnectionOwner | None = None
+    ) -> None:
         self.key = key
+        self.pool = pool
         # Kept: on Python 3.11 every asyncio.get_running_loop() is a getpid() system call, and a request waits on
         # its connection several times.
         self._loop = asyncio.get_running_loop()
@@ -371,6 +328,20 @@ class Connection(asyncio.Protocol):
     def reusable(self) -> bool:
         """Whole answer read, both sides agreeing to keep the connection: it may serve another request."""
         return self._complete and self.keep_alive and not self._body and not self.closed and self._error is None
+
+    def release(self) -> None:
+        """The answer was read to its end: back to the pool, which keeps it if it may serve again."""
+        if self.pool is not None:
+            self.pool.release(self)
+        else:
+            self.close()
+
+    def discard(self) -> None:
+        """Any other state (cancelled, failed, half-read): closed at once, never reused."""
+        if self.pool is not None:
+            self.pool.discard(self)
+        else:
+            self.abort()
 
     def close(self) -> None:
         self.closed = True

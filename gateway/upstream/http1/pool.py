@@ -1,4 +1,4 @@
-"""The provider connection pool: keep-alive `http1.Connection`s per origin, with the spec's caps on *idle*
+"""The provider connection pool: keep-alive `Connection`s per origin, with the spec's caps on *idle*
 connections (total and per host, Go's MaxIdleConns semantics), an idle timeout, an optional cap on open ones,
 TLS, and outbound proxies (`HTTP(S)_PROXY`, `NO_PROXY`) through plain forwarding or a CONNECT tunnel.
 
@@ -19,15 +19,8 @@ from urllib.parse import unquote, urlsplit
 
 from yarl import URL
 
-from gateway.upstream.http1.connection import (
-    ConnectFailed,
-    Connection,
-    ConnectTimedOut,
-    Deadlines,
-    InvalidAnswer,
-    TLSFailed,
-    TransportError,
-)
+from gateway.upstream.http1.connection import Connection, Deadlines
+from gateway.upstream.transport import ConnectFailed, ConnectTimedOut, InvalidAnswer, TLSFailed, TransportError
 
 __all__ = ["Origin", "Pool", "proxy_problems"]
 
@@ -130,7 +123,7 @@ class Pool:
             # At the cap, an idle connection to another origin holds a slot no one uses: give it up first.
             if not self._max_open or self._open < self._max_open or self._close_one_idle():
                 break
-            await self._wait_for_slot()
+            await self._wait_for_slot(connect_timeout)
         self._open += 1
         try:
             return await self._connect(origin, connect_timeout), False
@@ -187,15 +180,21 @@ class Pool:
                 waiter.set_result(None)
                 return
 
-    async def _wait_for_slot(self) -> None:
-        """Until a connection is released (to the idle set or closed); the caller looks again."""
-        waiter = asyncio.get_running_loop().create_future()
+    async def _wait_for_slot(self, timeout: float | None) -> None:
+        """Until a connection is released (to the idle set or closed); the caller looks again. Bounded by the
+        connect limit: at the cap, a request waits no longer for a free connection than for a new one."""
+        waiter = self.loop.create_future()
         self._slots.append(waiter)
         try:
-            await waiter
-        except BaseException:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except BaseException as exc:
             if waiter.done() and not waiter.cancelled():
                 self._hand_on_slot()  # woken, then cancelled: the wake-up goes to the next in line
+            if isinstance(exc, TimeoutError):
+                raise ConnectTimedOut(
+                    f"no free connection within {timeout:g}s ({self._max_open} open, the CLIENT_MAX_CONNS cap)"
+                ) from None
             raise
 
     def _close_one_idle(self) -> bool:
@@ -247,7 +246,7 @@ class Pool:
         try:
             async with asyncio.timeout(timeout):
                 _, conn = await loop.create_connection(
-                    lambda: Connection(origin.key, self._deadlines),
+                    lambda: Connection(origin.key, self._deadlines, self),
                     host,
                     port,
                     ssl=self._ssl if direct_tls else None,

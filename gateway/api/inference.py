@@ -1,0 +1,93 @@
+"""Routes whose JSON body names a model (chat completions, and every endpoint family like it): read, parse in the
+route's dialect, resolve the candidates, check, then hand the call to `upstream`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+
+from gateway.access import auth
+from gateway.api.inbound import read_body
+from gateway.dialects.openai import ModelRequest
+from gateway.errors import Handler
+from gateway.exchange import EXCHANGE, Exchange
+from gateway.routing import filters, resolve
+from gateway.routing.filters import ModelFilter
+from gateway.routing.resolve import Candidates, Route
+from gateway.runtime.state import STATE
+from gateway.telemetry.scanners import JsonUsage, SseUsage
+from gateway.upstream import call, outbound
+from gateway.upstream.transport import UpstreamRequest
+
+Parser = Callable[[bytes], ModelRequest]
+
+
+def model_call(operation: str, parse: Parser, *, stream_usage: bool = False) -> Handler:
+    """The handler of one operation: the provider's endpoint of that name serves it. `stream_usage`: streams may be
+    asked for a final usage chunk (`stream_options`), for providers whose table entry says so."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        state = request.app[STATE]
+        # Read once: a reload during this request does not change the table it finishes on.
+        settings, table, model_filter, policies = state.settings, state.table, state.model_filter, state.policies
+        exchange = request[EXCHANGE]
+        raw = await read_body(request, settings.max_request_body_size, settings.read_timeout)
+        exchange.bytes_in = len(raw)
+        parsed = parse(raw)
+        body = parsed.body
+        exchange.stream = stream = parsed.stream
+        exchange.request_body = body
+        candidates = resolve.resolve(
+            table, parsed.model, operation, query_provider=request.query.get("provider"), body_provider=parsed.provider
+        )
+        route = _first_allowed(request, exchange, candidates, model_filter)
+        provider = route.provider
+        filters.check_vision(settings.enable_vision, provider, body)
+        rules = policies[provider.id]
+        exchange.scanner = SseUsage() if stream else JsonUsage()
+        # Streams report usage only when asked; the client's own stream_options always win.
+        ask = stream_usage and stream and provider.stream_usage and "stream_options" not in body
+        exchange.usage_requested = ask
+        upstream = UpstreamRequest(
+            route.endpoint.method,
+            route.endpoint.url,
+            outbound.upstream_headers(
+                request.raw_headers,
+                provider,
+                disable_compression=settings.disable_compression,
+                request_id=exchange.request_id,
+            ),
+            outbound.request_body(raw, body, route.model, route.requested, "provider" in body, ask),
+        )
+        return await call.relay(
+            request,
+            request.app[call.TRANSPORT],
+            upstream,
+            rules.limits(stream),
+            exchange,
+            rules.retry,
+            settings.write_timeout,
+        )
+
+    return handler
+
+
+def _first_allowed(
+    request: web.Request, exchange: Exchange, candidates: Candidates, model_filter: ModelFilter
+) -> Route:
+    """The first candidate the gateway's model filter and the client's policy allow; a candidate either refuses is
+    skipped, never tried. When none is allowed, the first one's refusal is the answer. The record names the
+    candidate taken (or refused)."""
+    first = candidates[0]
+    if len(candidates) > 1:
+        for route in candidates:
+            pid, model = route.provider.id, route.model
+            if model_filter.allows(pid, model) and auth.allows_model(request, pid, model):
+                exchange.provider, exchange.model = pid, model
+                return route
+    exchange.provider, exchange.model = first.provider.id, first.model
+    model_filter.check(first.provider.id, first.model)
+    auth.check_model(request, first.provider.id, first.model)
+    return first

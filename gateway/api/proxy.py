@@ -1,0 +1,50 @@
+"""`/proxy/{provider}/{path}`: a raw call to a provider's API under its base URL, with its credentials, relayed
+as it comes back. The client's path may never leave the provider's base URL."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.access import auth
+from gateway.api.inbound import read_body
+from gateway.exchange import EXCHANGE
+from gateway.routing import resolve
+from gateway.runtime.state import STATE
+from gateway.upstream import call, outbound
+from gateway.upstream.transport import UpstreamRequest
+
+
+async def proxy(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    settings, table, policies = state.settings, state.table, state.policies
+    exchange = request[EXCHANGE]
+    name = request.match_info["provider"]
+    provider = resolve.named(table, name)
+    exchange.provider = provider.id
+    auth.check_proxy(request, provider.id)
+    resolve.require_served(provider)
+    url = outbound.proxy_url(provider, _raw_tail(request, name), request.raw_path.partition("?")[2])
+    body = await read_body(request, settings.max_request_body_size, settings.read_timeout)
+    exchange.bytes_in = len(body)
+    headers = outbound.upstream_headers(
+        request.raw_headers, provider, disable_compression=settings.disable_compression, request_id=exchange.request_id
+    )
+    rules = policies[provider.id]
+    return await call.relay(
+        request,
+        request.app[call.TRANSPORT],
+        UpstreamRequest(
+            request.method, url, headers, body if body or request.method not in ("GET", "DELETE") else None
+        ),
+        rules.proxy,
+        exchange,
+        rules.retry,
+        settings.write_timeout,
+    )
+
+
+def _raw_tail(request: web.Request, name: str) -> str:
+    """The path after `/proxy/{provider}/` exactly as the client encoded it."""
+    path = request.raw_path.partition("?")[0]
+    head = f"/proxy/{name}/"
+    return path[len(head) :] if path.startswith(head) else path.split("/", 3)[-1]

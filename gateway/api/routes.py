@@ -1,0 +1,84 @@
+"""The route table: every route the gateway serves, declared once. The app mounts it; the observing middleware
+(operation names), auth (public and inference routes), metrics (which operations call a provider) and the error
+renderer (each route's dialect) all read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from gateway.api import health, inference, models, proxy
+from gateway.dialects import DIALECTS, Dialect
+from gateway.dialects import openai as openai_dialect
+from gateway.errors import Handler
+
+PROXY_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiRoute:
+    path: str  # an aiohttp path pattern
+    methods: tuple[str, ...]
+    handler: Handler
+    operation: str  # the name in metrics and logs (`gen_ai_operation_name` for inference)
+    dialect: str = "openai"  # how this route's clients expect errors (and, later, answers) shaped
+    public: bool = False  # served without credentials (probes)
+    inference: bool = True  # calls a provider: needs the inference entitlement and gets the GenAI metrics
+
+
+def model_route(path: str, operation: str, parse: inference.Parser, *, stream_usage: bool = False) -> ApiRoute:
+    """A POST whose JSON body names a model, relayed to the provider's endpoint of the same operation name."""
+    return ApiRoute(path, ("POST",), inference.model_call(operation, parse, stream_usage=stream_usage), operation)
+
+
+ROUTES: tuple[ApiRoute, ...] = (
+    ApiRoute("/health", ("GET",), health.health, "other", public=True, inference=False),
+    ApiRoute("/ready", ("GET",), health.ready, "other", public=True, inference=False),
+    ApiRoute("/v1/models", ("GET",), models.list_models, "models", inference=False),
+    model_route("/v1/chat/completions", "chat", openai_dialect.parse_chat, stream_usage=True),
+    ApiRoute("/proxy/{provider}/{path:[\\s\\S]*}", PROXY_METHODS, proxy.proxy, "proxy"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Mounted:
+    """What the rest of the app reads of the table once it is mounted, keyed by the routes' canonical patterns
+    (`/proxy/{provider}/{path}`), the form `request.match_info.route.resource.canonical` gives back."""
+
+    operations: Mapping[str, str]
+    dialects: Mapping[str, Dialect]
+    public: frozenset[str]
+    not_inference: frozenset[str]
+    genai_operations: frozenset[str]
+
+
+def mount(router: web.UrlDispatcher, routes: Sequence[ApiRoute]) -> Mounted:
+    """Add every route to the router; ValueError for a dialect no module provides."""
+    operations: dict[str, str] = {}
+    dialects: dict[str, Dialect] = {}
+    public: set[str] = set()
+    not_inference: set[str] = set()
+    for route in routes:
+        dialect = DIALECTS.get(route.dialect)
+        if dialect is None:
+            raise ValueError(f"route {route.path}: unknown dialect {route.dialect!r} (known: {', '.join(DIALECTS)})")
+        resource = router.add_resource(route.path)
+        for method in route.methods:
+            resource.add_route(method, route.handler)
+        canonical = resource.canonical
+        operations[canonical] = route.operation
+        dialects[canonical] = dialect
+        if route.public:
+            public.add(canonical)
+        if not route.inference:
+            not_inference.add(canonical)
+    return Mounted(
+        operations,
+        dialects,
+        frozenset(public),
+        frozenset(not_inference - public),
+        frozenset(r.operation for r in routes if r.inference),
+    )
