@@ -28,9 +28,11 @@ run: install
 
 test: lint typecheck helm-lint pytest bench-smoke
 
+# The layering of gateway/ (pyproject.toml, [tool.importlinter]) is part of lint: an import against it fails.
 lint: install
 	$(BIN)/ruff check gateway tests bench
 	$(BIN)/ruff format --check gateway tests bench
+	$(BIN)/lint-imports --no-cache
 
 fmt: install
 	$(BIN)/ruff format gateway tests bench

@@ -34,7 +34,7 @@ async def list_models(request: web.Request) -> web.Response:
         except (GatewayError, UpstreamReply) as exc:
             found.failures.append((provider.id, listing.failure_kind(exc)))
             raise
-        data = listing.prefixed(provider, models, model_filter)
+        data = listing.prefixed(provider, models, model_filter.allows)
         body = listing.listing(auth.visible_models(request, data), {"provider": provider.id})
     else:
         # Each provider's list gets its own head limit (the table's timeouts.response_header, if any).
@@ -42,7 +42,7 @@ async def list_models(request: web.Request) -> web.Response:
         data = await listing.list_all(
             transport,
             table.providers.values(),
-            model_filter,
+            model_filter.allows,
             timeout,
             exchange.request_id,
             limits,

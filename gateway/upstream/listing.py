@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +12,6 @@ import structlog
 
 from gateway.config.providers import Provider
 from gateway.errors import UpstreamError, UpstreamReply, UpstreamTimeout
-from gateway.routing.filters import ModelFilter
 from gateway.upstream.call import fetch as fetch_whole
 from gateway.upstream.transport import Transport, TransportError, UpstreamRequest, gateway_error
 
@@ -21,6 +20,8 @@ log = structlog.get_logger("gateway.models")
 # The code of a model list that arrived but cannot be read (too big, not JSON, not the declared shape).
 INVALID = "upstream_invalid_answer"
 MAX_LIST_BYTES = 16 * 1024 * 1024
+# (provider id, bare model name) -> whether the gateway lets it be listed (the model filter).
+Allowed = Callable[[str, str], bool]
 
 
 async def fetch(transport: Transport, provider: Provider, timeout: float, request_id: str = "") -> list[dict[str, Any]]:
@@ -95,17 +96,17 @@ def _epoch(value: Any) -> int:
     return 0
 
 
-def prefixed(provider: Provider, models: Iterable[dict[str, Any]], allowed: ModelFilter) -> list[dict[str, Any]]:
+def prefixed(provider: Provider, models: Iterable[dict[str, Any]], allowed: Allowed) -> list[dict[str, Any]]:
     """Ids become `provider/model`; what the filter refuses is left out."""
     return [
-        {**model, "id": f"{provider.id}/{model['id']}"} for model in models if allowed.allows(provider.id, model["id"])
+        {**model, "id": f"{provider.id}/{model['id']}"} for model in models if allowed(provider.id, model["id"])
     ]
 
 
 async def list_all(
     transport: Transport,
     providers: Iterable[Provider],
-    allowed: ModelFilter,
+    allowed: Allowed,
     timeout: float,
     request_id: str = "",
     limits: Mapping[str, float] | None = None,
