@@ -98,9 +98,7 @@ def _epoch(value: Any) -> int:
 
 def prefixed(provider: Provider, models: Iterable[dict[str, Any]], allowed: Allowed) -> list[dict[str, Any]]:
     """Ids become `provider/model`; what the filter refuses is left out."""
-    return [
-        {**model, "id": f"{provider.id}/{model['id']}"} for model in models if allowed(provider.id, model["id"])
-    ]
+    return [{**model, "id": f"{provider.id}/{model['id']}"} for model in models if allowed(provider.id, model["id"])]
 
 
 async def list_all(
