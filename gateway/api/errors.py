@@ -44,16 +44,25 @@ def error_response(
 def error_renderer(dialects: Mapping[str, Dialect]) -> Middleware:
     """The middleware; `dialects` maps each route's canonical pattern to its dialect (unmatched paths: OpenAI's)."""
 
-    def dialect_of(request: web.Request) -> Dialect:
+    async def dialect_of(request: web.Request) -> Dialect:
         resource = request.match_info.route.resource
-        return dialects.get(resource.canonical, DEFAULT) if resource is not None else DEFAULT
+        if resource is not None:
+            return dialects.get(resource.canonical, DEFAULT)
+        # A path the table has with a method it does not (405): the path's dialect still speaks to this client.
+        for candidate in request.app.router.resources():
+            _, allowed = await candidate.resolve(request)
+            if allowed:
+                return dialects.get(candidate.canonical, DEFAULT)
+        return DEFAULT
 
     @web.middleware
     async def render_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
         except GatewayError as exc:
-            response = error_response(dialect_of(request), exc.status, exc.message, exc.type, exc.code, exc.headers)
+            response = error_response(
+                await dialect_of(request), exc.status, exc.message, exc.type, exc.code, exc.headers
+            )
             if exc.close_connection:
                 response.force_close()
             return response
@@ -65,11 +74,15 @@ def error_renderer(dialects: Mapping[str, Dialect]) -> Middleware:
             message = _http_message(request, exc)
             headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
             code = _HTTP_CODES.get(exc.status)
-            return error_response(dialect_of(request), exc.status, message, "invalid_request_error", code, headers)
+            return error_response(
+                await dialect_of(request), exc.status, message, "invalid_request_error", code, headers
+            )
         except Exception:
             # Never a stack trace to the client; the log keeps it for the operator.
             log.exception("unhandled error", path=request.path, method=request.method)
-            return error_response(dialect_of(request), 500, "internal gateway error", "server_error", "internal_error")
+            return error_response(
+                await dialect_of(request), 500, "internal gateway error", "server_error", "internal_error"
+            )
 
     return render_errors
 
