@@ -74,7 +74,8 @@ def test_policy_fields() -> None:
     assert policy.allows("openai", "gpt-4o") and not policy.allows("openai", "gpt-5-preview")
     assert not policy.allows("groq", "llama")
     assert policy.proxy and (policy.requests_per_minute, policy.tokens_per_minute) == (None, 5)
-    assert UNRESTRICTED.allows("any", "thing") and UNRESTRICTED.proxy and not UNRESTRICTED.limited
+    assert UNRESTRICTED.allows("any", "thing") and UNRESTRICTED.proxy
+    assert UNRESTRICTED.requests_per_minute is None and UNRESTRICTED.tokens_per_minute is None
 
 
 def test_every_problem_is_reported_without_echoing_values() -> None:

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from gateway.config.settings import Settings
 from gateway.errors import ConfigError
-from gateway.upstream.timeouts import Limits, call_policies
+from gateway.upstream.timeouts import call_policies
 from tests.helpers import entry, table_of
 from tests.resilience_helpers import CHAT, chat, event, one_provider, start_gateway, start_provider
 
@@ -214,8 +214,8 @@ def test_limits_are_precomputed_per_provider_from_settings_and_overrides() -> No
     assert (b.stream.headers, b.stream.idle, b.chat.connect) == (10.0, 120.0, 7.0)
     assert (b.retry.max_retries, b.retry.retry_after_max, a.retry.max_retries) == (0, 3.0, 2)
     defaults = call_policies(settings, table_of(entry("c", "http://127.0.0.1:3")))["c"]
-    assert Limits.for_call(settings, stream=True) == defaults.stream
-    assert Limits.for_proxy(settings) == defaults.proxy
+    assert (defaults.stream.headers, defaults.stream.idle, defaults.stream.budget) == (10.0, 120.0, 40.0)
+    assert (defaults.proxy.headers, defaults.proxy.whole, defaults.proxy.idle) == (40.0, None, 120.0)
 
 
 @pytest.mark.parametrize(

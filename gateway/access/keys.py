@@ -43,7 +43,6 @@ class ClientPolicy:
     name: str = "unrestricted"
     providers: tuple[str, ...] = ()  # lower-cased globs; empty means every provider
     models: ModelFilter = field(default_factory=ModelFilter.of)
-    restricts_models: bool = False
     inference: bool = True
     proxy: bool = True
     requests_per_minute: int | None = None
@@ -56,10 +55,6 @@ class ClientPolicy:
     def allows(self, provider_id: str, model: str) -> bool:
         return self.allows_provider(provider_id) and self.models.allows(provider_id, model)
 
-    @property
-    def limited(self) -> bool:
-        return self.requests_per_minute is not None or self.tokens_per_minute is not None
-
     @classmethod
     def parse(cls, name: str, entry: Mapping[str, Any]) -> ClientPolicy:
         allowed, denied = entry.get("models", []), entry.get("denied_models", [])
@@ -68,7 +63,6 @@ class ClientPolicy:
             name=name,
             providers=tuple(p.lower() for p in entry.get("providers", [])),
             models=ModelFilter.of(allowed, denied),
-            restricts_models=restricts,
             inference=entry.get("inference", True),
             # A raw /proxy call can name any model, so a model-restricted policy has no proxy unless it says so.
             proxy=entry.get("proxy", not restricts),

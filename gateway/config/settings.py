@@ -77,10 +77,10 @@ class Settings:
     disable_compression: bool = True
     expect_continue_timeout: float = 1.0
     providers_file: str = "providers.yaml"
-    # observability (issue 3)
+    # Observability
     telemetry_enable: bool = False
     telemetry_metrics_port: int = 9464
-    # access control (issue 5): client keys, OIDC, per-key limits shared through Redis
+    # Client keys, OIDC, per-key limits shared through Redis
     auth_enable: bool = False
     auth_keys_file: str | None = None
     auth_keys_reload_interval: float = 10.0
@@ -94,7 +94,7 @@ class Settings:
     ratelimit_fail_open: bool = True
     redis_timeout: float = 0.25
     redis_retry_interval: float = 5.0
-    # resilience (issue 6): retries before the first byte, and hot reload of the provider table
+    # Retries before the first byte, and hot reload of the provider table
     max_retries: int = 2
     retry_backoff: float = 0.25
     retry_backoff_max: float = 4.0
@@ -136,10 +136,10 @@ class Settings:
             disable_compression=reader.boolean("CLIENT_DISABLE_COMPRESSION", True),
             expect_continue_timeout=reader.duration("CLIENT_EXPECT_CONTINUE_TIMEOUT", 1.0),
             providers_file=env.get("PROVIDERS_FILE", "providers.yaml") or "providers.yaml",
-            # observability (issue 3): the spec says TELEMETRY_ENABLE, the Go gateway TELEMETRY_ENABLED.
+            # The spec says TELEMETRY_ENABLE, the Go gateway TELEMETRY_ENABLED.
             telemetry_enable=reader.boolean("TELEMETRY_ENABLE", reader.boolean("TELEMETRY_ENABLED", False)),
             telemetry_metrics_port=reader.port("TELEMETRY_METRICS_PORT", 9464),
-            # access control (issue 5)
+            # Access control
             auth_enable=_auth_enable(reader),
             auth_keys_file=reader.text("AUTH_KEYS_FILE"),
             auth_keys_reload_interval=reader.duration("AUTH_KEYS_RELOAD_INTERVAL", 10.0),
@@ -153,7 +153,7 @@ class Settings:
             ratelimit_fail_open=reader.choice("RATELIMIT_REDIS_FAILURE", ("open", "closed"), "open") == "open",
             redis_timeout=reader.duration("REDIS_TIMEOUT", 0.25),
             redis_retry_interval=reader.duration("REDIS_RETRY_INTERVAL", 5.0),
-            # resilience (issue 6)
+            # Resilience
             max_retries=reader.integer("CLIENT_MAX_RETRIES", 2),
             retry_backoff=reader.duration("CLIENT_RETRY_BACKOFF", 0.25),
             retry_backoff_max=reader.duration("CLIENT_RETRY_BACKOFF_MAX", 4.0),
@@ -182,7 +182,7 @@ class Settings:
         return self.tls_cert_path is not None
 
 
-# access control (issue 5)
+# Access control
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 
 

@@ -31,15 +31,6 @@ class Limits:
     budget: float
     connect: float
 
-    @classmethod
-    def for_call(cls, settings: Settings, *, stream: bool) -> Limits:
-        """The limits of a chat call from the settings alone (no table overrides)."""
-        return _resolve(settings, TimeoutOverrides()).limits(stream)
-
-    @classmethod
-    def for_proxy(cls, settings: Settings) -> Limits:
-        return _resolve(settings, TimeoutOverrides()).proxy
-
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:

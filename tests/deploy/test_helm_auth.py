@@ -1,4 +1,4 @@
-"""The chart's access-control values (issue 5): the client keys Secret mounted so rotations reach a running gateway,
+"""The chart's access-control values: the client keys Secret mounted so rotations reach a running gateway,
 OIDC settings, Redis for shared rate limits (a password only ever through a Secret) and the egress they need."""
 
 from __future__ import annotations
