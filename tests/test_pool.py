@@ -27,7 +27,14 @@ from gateway.upstream.call import fetch
 from gateway.upstream.http1.client import Http1Transport, request_head
 from gateway.upstream.http1.connection import Connection
 from gateway.upstream.http1.pool import Pool, proxy_problems
-from gateway.upstream.transport import ConnectFailed, Disconnected, TLSFailed, UpstreamRequest
+from gateway.upstream.transport import (
+    ConnectFailed,
+    ConnectTimedOut,
+    Disconnected,
+    TLSFailed,
+    UpstreamRequest,
+    gateway_error,
+)
 from tests.helpers import RawServer, free_port
 from tests.resilience_helpers import CHAT, chat, one_provider, start_gateway, wait_for
 
@@ -402,6 +409,25 @@ async def test_max_open_a_second_acquire_gets_a_connection_once_the_first_is_rel
     else:
         assert (second, reused) == (first, True)
     assert pool.open_connections == 1
+    pool.discard(second)
+
+
+async def test_max_open_a_wait_for_a_free_connection_is_bounded_by_the_connect_limit(servers, pools) -> None:
+    provider = await servers(Provider())
+    pool = pools(max_open=1)
+    first, _, _ = await get(pool, url_of(provider))
+    with pytest.raises(ConnectTimedOut) as caught:
+        await asyncio.wait_for(pool.acquire(pool.origin(url_of(provider)), 0.2), 5)
+    assert str(caught.value) == "no free connection within 0.2s (1 open, the CLIENT_MAX_CONNS cap)"
+    error = gateway_error(caught.value)
+    assert (error.status, error.code, error.message) == (
+        504,
+        "upstream_timeout",
+        "the provider could not connect in time",
+    )
+    # The waiter gave up its place: the next release still reaches the next one in line.
+    second, reused = await acquire_while_releasing(pool, url_of(provider), first, 2)
+    assert (second, reused) == (first, True)
     pool.discard(second)
 
 

@@ -1,0 +1,58 @@
+"""The dialects' pure translators: error envelopes as each family of SDKs reads them, and the request shapes the
+OpenAI dialect checks."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from gateway.dialects import DEFAULT, DIALECTS, anthropic, openai
+from gateway.errors import InvalidRequest
+
+
+def test_the_registry_names_each_dialect_once() -> None:
+    assert set(DIALECTS) == {"openai", "anthropic"}
+    assert DEFAULT is DIALECTS["openai"]
+
+
+def test_openai_errors_carry_message_type_and_code() -> None:
+    body = openai.error_body(404, "no such model", "no_provider", "no_provider")
+    assert orjson.loads(body) == {"error": {"message": "no such model", "type": "no_provider", "code": "no_provider"}}
+
+
+@pytest.mark.parametrize(
+    ("status", "type_"),
+    [
+        (400, "invalid_request_error"),
+        (401, "authentication_error"),
+        (402, "billing_error"),
+        (403, "permission_error"),
+        (404, "not_found_error"),
+        (405, "invalid_request_error"),
+        (413, "request_too_large"),
+        (429, "rate_limit_error"),
+        (500, "api_error"),
+        (502, "api_error"),
+        (503, "api_error"),
+        (504, "timeout_error"),
+        (529, "overloaded_error"),
+    ],
+)
+def test_anthropic_errors_take_their_type_from_the_status(status: int, type_: str) -> None:
+    body = anthropic.error_body(status, "what went wrong", "gateway_type", "gateway_code")
+    assert orjson.loads(body) == {"type": "error", "error": {"type": type_, "message": "what went wrong"}}
+
+
+def test_a_model_request_needs_only_a_model_and_a_chat_needs_messages() -> None:
+    request = openai.parse_model_request(b'{"model": "m", "input": "x", "stream": null, "provider": "p"}')
+    assert (request.model, request.stream, request.provider) == ("m", False, "p")
+    with pytest.raises(InvalidRequest) as caught:
+        openai.parse_chat(b'{"model": "m", "input": "x"}')
+    assert caught.value.code == "invalid_messages"
+    # The order of the checks: the model is named first, then the messages, then the options.
+    with pytest.raises(InvalidRequest) as caught:
+        openai.parse_chat(b'{"model": 1, "stream": "yes"}')
+    assert caught.value.code == "invalid_model"
+    with pytest.raises(InvalidRequest) as caught:
+        openai.parse_chat(b'{"model": "m", "messages": [{}], "stream": "yes"}')
+    assert caught.value.code == "invalid_stream"
