@@ -94,12 +94,9 @@ async def serve(app: web.Application, settings: Settings) -> int:
         shutdown_timeout=settings.drain_timeout - settings.shutdown_delay,
     )
     await runner.setup()
-    # What start-up built lives as long as the process: keep it out of every later collection, where it made
-    # each full collection a pause of about 20 ms.
+    # What start-up built lives as long as the process: keep it out of every later collection (docs/performance.md).
     gc.freeze()
-    # A request's objects are freed by reference counting; the few thousand alive at once (requests in
-    # flight) crossed the default 700-allocation trigger constantly, and each young collection only re-walked
-    # them. Collect young objects every 10,000 allocations instead.
+    # A request's objects are freed by reference counting: young collections only re-walk those in flight.
     gc.set_threshold(10_000, 10, 10)
     site = web.TCPSite(runner, settings.host, settings.port, ssl_context=server_ssl_context(settings))
     await site.start()

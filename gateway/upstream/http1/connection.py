@@ -37,7 +37,7 @@ TICK = 0.05
 
 class Deadlines:
     """Coarse timers for the waits of many connections: one event-loop timer every TICK while any bounded wait is
-    pending, instead of one timer per wait (about 9 us each on uvloop, and a stream waits once per chunk)."""
+    pending, instead of one timer per wait (a stream waits once per chunk; see docs/performance.md)."""
 
     __slots__ = ("_handle", "_waiting")
 
@@ -105,8 +105,7 @@ class Connection(asyncio.Protocol):
     ) -> None:
         self.key = key
         self.pool = pool
-        # Kept: on Python 3.11 every asyncio.get_running_loop() is a getpid() system call, and a request waits on
-        # its connection several times.
+        # Kept: a request waits on its connection several times, and asking the loop is a system call on 3.11.
         self._loop = asyncio.get_running_loop()
         self._deadlines = Deadlines() if deadlines is None else deadlines
         self.expires = 0.0

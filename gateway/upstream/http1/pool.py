@@ -84,8 +84,7 @@ class Pool:
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
-        """The event loop the pool serves, asked once: on Python 3.11 each asyncio.get_running_loop() is a getpid()
-        system call, and a request needs the loop's clock several times."""
+        """The event loop the pool serves, asked once (a system call on 3.11; see docs/performance.md)."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         return self._loop
