@@ -30,7 +30,7 @@ from tests.auth_helpers import (
     write_keys,
 )
 from tests.helpers import free_port, wait_listening
-from tests.test_process import ROOT, gateway_args, running
+from tests.process.test_gateway_process import ROOT, gateway_args, running
 
 Client = TestClient[web.Request, web.Application]
 

@@ -3,7 +3,7 @@ random. Afterwards every request has ended cleanly, no handler, task or upstream
 memory Python holds is back near where it started.
 
 Short by default (as `make test` runs it). SOAK_STREAMS (per round, default 300) and SOAK_ROUNDS (default 1)
-make it longer; `pytest -m soak -s tests/test_soak.py` prints the figures.
+make it longer; `pytest -m soak -s tests/process/test_soak.py` prints the figures.
 """
 
 from __future__ import annotations

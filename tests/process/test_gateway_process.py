@@ -16,7 +16,7 @@ import pytest
 
 from tests.helpers import free_port, wait_listening
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextlib.contextmanager
