@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from gateway.app import create_app
 from gateway.config.providers import ProviderTable
 from gateway.config.settings import Settings
-from tests.helpers import FakeProvider, Handler, Seen, default_answer, table_of
+from tests.fakes.providers import FakeProvider, Handler, Seen, default_answer, table_of
 
 
 @pytest.fixture

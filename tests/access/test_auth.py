@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.access.auth import ACCESS, reload_keys
 from gateway.exchange import EXCHANGE
-from tests.auth_helpers import (
+from tests.fakes.access import (
     PROVIDER_KEY,
     FakeClock,
     KeysFile,
@@ -29,7 +29,7 @@ from tests.auth_helpers import (
     gateway_app,
     write_keys,
 )
-from tests.helpers import free_port, wait_listening
+from tests.fakes.providers import free_port, wait_listening
 from tests.process.test_gateway_process import ROOT, gateway_args, running
 
 Client = TestClient[web.Request, web.Application]

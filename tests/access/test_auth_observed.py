@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 import structlog
 
-from tests.auth_helpers import Upstream, auth_settings, chat, gateway_app, write_keys
-from tests.observability_helpers import Samples, scrape
+from tests.fakes.access import Upstream, auth_settings, chat, gateway_app, write_keys
+from tests.fakes.telemetry import Samples, scrape
 
 ROUTE = "/v1/chat/completions"
 

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from gateway.access.auth import ACCESS
 from gateway.access.oidc import IssuerUnavailable, OidcVerifier, TokenRejected, looks_like_jwt
 from gateway.exchange import EXCHANGE
-from tests.auth_helpers import Issuer, Upstream, auth_settings, chat, gateway_app, rsa_key, write_keys
-from tests.helpers import free_port
+from tests.fakes.access import Issuer, Upstream, auth_settings, chat, gateway_app, rsa_key, write_keys
+from tests.fakes.providers import free_port
 
 Client = TestClient[web.Request, web.Application]
 NAMES = web.AppKey("test_client_names", list)

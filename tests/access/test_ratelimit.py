@@ -25,7 +25,7 @@ from gateway.access.ratelimit import (
     Window,
     format_reset,
 )
-from tests.auth_helpers import FakeClock, RedisServer, Upstream, auth_settings, chat, gateway_app, write_keys
+from tests.fakes.access import FakeClock, RedisServer, Upstream, auth_settings, chat, gateway_app, write_keys
 
 Client = TestClient[web.Request, web.Application]
 
@@ -268,7 +268,7 @@ async def test_redis_down_fails_closed_when_told_to(
 async def test_redis_unreachable_from_the_start_does_not_stop_the_gateway(
     aiohttp_client: Any, upstream_url: str, keys: Any
 ) -> None:
-    from tests.helpers import free_port
+    from tests.fakes.providers import free_port
 
     (gw, _) = await _pair(aiohttp_client, upstream_url, keys, FakeClock(), redis_url=f"redis://127.0.0.1:{free_port()}")
     assert (await gw.get("/health")).status == 200

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from gateway.upstream.call import POOL
-from tests.resilience_helpers import (
+from tests.fakes.gateways import (
     CHAT,
     captured_logs,
     chat,

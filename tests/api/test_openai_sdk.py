@@ -9,7 +9,7 @@ import openai
 import pytest
 from aiohttp import web
 
-from tests.helpers import chat_answer, entry
+from tests.fakes.providers import chat_answer, entry
 
 CHUNKS = [
     {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",

@@ -7,7 +7,7 @@ import json
 import pytest
 from aiohttp import web
 
-from tests.helpers import entry, raw_http
+from tests.fakes.providers import entry, raw_http
 
 
 @pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH", "DELETE"])

@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from tests.helpers import entry
+from tests.fakes.providers import entry
 
 CHAT = "/v1/chat/completions"
 STREAM_BODY = {"model": "p/m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}

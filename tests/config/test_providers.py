@@ -7,7 +7,7 @@ import yaml
 
 from gateway.config.providers import load_table, parse_table
 from gateway.errors import ConfigError
-from tests.helpers import entry, table_of
+from tests.fakes.providers import entry, table_of
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT.parent / "shared" / "spec" / "openapi.yaml"

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestServer
 
 from gateway.access.auth import ACCESS, reload_keys
 from gateway.config.settings import Settings
-from tests.auth_helpers import Upstream, gateway_app, write_keys
+from tests.fakes.access import Upstream, gateway_app, write_keys
 
 from .chart import RELEASE, render
 

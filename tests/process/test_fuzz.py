@@ -22,8 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import free_port, wait_listening
-from tests.resilience_helpers import ROOT
+from tests.fakes.gateways import ROOT
+from tests.fakes.providers import free_port, wait_listening
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
 # Framing is fixed by the test so every example is one complete request; everything else is fuzzed.

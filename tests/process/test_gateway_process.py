@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.helpers import free_port, wait_listening
+from tests.fakes.providers import free_port, wait_listening
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestServer
 
 from gateway.config.settings import Settings
 from gateway.errors import ConfigError
-from tests.helpers import free_port
+from tests.fakes.providers import free_port
 
 FIRST = b'data: {"choices":[{"delta":{"content":"Hello"}}]}\n\n'
 SECOND = b'data: {"choices":[{"delta":{"content":" world"}}]}\n\n'

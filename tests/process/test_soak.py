@@ -26,8 +26,8 @@ import pytest
 from aiohttp import web
 
 from gateway.upstream.call import POOL
-from tests.helpers import entry, free_port, table_of
-from tests.resilience_helpers import CHAT, ROOT, TINY, chat, event, start_gateway, start_provider, url_of
+from tests.fakes.gateways import CHAT, ROOT, TINY, chat, event, start_gateway, start_provider, url_of
+from tests.fakes.providers import entry, free_port, table_of
 
 pytestmark = pytest.mark.soak
 

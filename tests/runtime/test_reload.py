@@ -22,9 +22,7 @@ from aiohttp import web
 from gateway.config.filestamp import stamp
 from gateway.config.providers import load_table
 from gateway.runtime.state import STATE
-from tests.helpers import entry, free_port, wait_listening
-from tests.observability_helpers import samples
-from tests.resilience_helpers import (
+from tests.fakes.gateways import (
     CHAT,
     ROOT,
     captured_logs,
@@ -36,6 +34,8 @@ from tests.resilience_helpers import (
     url_of,
     wait_for,
 )
+from tests.fakes.providers import entry, free_port, wait_listening
+from tests.fakes.telemetry import samples
 
 
 def write_table(path: Path, *entries: dict[str, Any]) -> None:
@@ -183,7 +183,7 @@ async def test_requests_in_flight_finish_on_the_table_they_started_with(
 
 
 async def test_a_table_built_in_code_starts_no_watcher(aiohttp_client, aiohttp_server) -> None:
-    from tests.helpers import table_of
+    from tests.fakes.providers import table_of
 
     gw = await start_gateway(aiohttp_client, table_of(entry("a", "http://127.0.0.1:1")), reload_interval=0.01)
     names = {task.get_name() for task in asyncio.all_tasks()}

@@ -14,7 +14,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.exchange import EXCHANGE
-from tests.observability_helpers import ScriptedProvider, chat, closed_port, gateway_app, make_table, scrape
+from tests.fakes.telemetry import ScriptedProvider, chat, closed_port, gateway_app, make_table, scrape
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "gateway-dashboard.json"
 

@@ -21,8 +21,8 @@ from gateway.exchange import Exchange
 from gateway.telemetry import access_log
 from gateway.telemetry.logs import configure_logging, json_lines
 from gateway.telemetry.redact import REDACTED, Redactor, secret_values
-from tests.helpers import entry
-from tests.observability_helpers import (
+from tests.fakes.providers import entry
+from tests.fakes.telemetry import (
     ENV,
     OTHER_KEY,
     PROVIDER_KEY,

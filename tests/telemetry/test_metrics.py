@@ -15,7 +15,7 @@ from gateway.routing.resolve import Route
 from gateway.telemetry.metrics import DURATION_BUCKETS, METRICS, TOKEN_BUCKETS, ModelLabels
 from gateway.telemetry.scanners import SseUsage
 from gateway.upstream.outbound import chat_body
-from tests.observability_helpers import (
+from tests.fakes.telemetry import (
     PLAIN_USAGE,
     STREAM_USAGE,
     ScriptedProvider,

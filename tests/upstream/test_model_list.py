@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.helpers import entry
+from tests.fakes.providers import entry
 
 
 def answering(payload: Any, status: int = 200):
@@ -156,7 +156,7 @@ async def test_the_filters_apply_to_the_list(gateway, fake_provider) -> None:
 
 
 async def test_failed_lists_are_counted_by_provider_and_kind(gateway, fake_provider, unused_tcp_port) -> None:
-    from tests.observability_helpers import Samples, scrape
+    from tests.fakes.telemetry import Samples, scrape
 
     good = await fake_provider({"/models": answering(OPENAI_LIST)})
     broken = await fake_provider({"/models": answering({"error": "boom"}, status=500)})

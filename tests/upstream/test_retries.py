@@ -12,9 +12,7 @@ import pytest
 from aiohttp import web
 
 from gateway.upstream.timeouts import RetryPolicy, retry_after
-from tests.helpers import Handler, entry, table_of
-from tests.observability_helpers import samples
-from tests.resilience_helpers import (
+from tests.fakes.gateways import (
     CHAT,
     captured_logs,
     chat,
@@ -24,6 +22,8 @@ from tests.resilience_helpers import (
     start_gateway,
     start_provider,
 )
+from tests.fakes.providers import Handler, entry, table_of
+from tests.fakes.telemetry import samples
 
 RETRYING = {"max_retries": 3}
 

@@ -15,8 +15,8 @@ from aiohttp import web
 from gateway.config.settings import Settings
 from gateway.errors import ConfigError
 from gateway.upstream.timeouts import Limits, call_policies
-from tests.helpers import entry, table_of
-from tests.resilience_helpers import CHAT, chat, event, one_provider, start_gateway, start_provider
+from tests.fakes.gateways import CHAT, chat, event, one_provider, start_gateway, start_provider
+from tests.fakes.providers import entry, table_of
 
 
 async def silent(request: web.Request) -> web.StreamResponse:

@@ -21,8 +21,8 @@ from gateway.upstream.http1.connection import (
     InvalidAnswer,
     ReadTimedOut,
 )
-from tests.helpers import RawServer
-from tests.resilience_helpers import wait_for
+from tests.fakes.gateways import wait_for
+from tests.fakes.providers import RawServer
 
 Script = Callable[["RawProvider", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

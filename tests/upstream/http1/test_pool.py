@@ -26,8 +26,8 @@ from yarl import URL
 from gateway.upstream.call import fetch, request_head
 from gateway.upstream.http1.connection import ConnectFailed, Connection, Disconnected, TLSFailed
 from gateway.upstream.http1.pool import Pool, proxy_problems
-from tests.helpers import RawServer, free_port
-from tests.resilience_helpers import CHAT, chat, one_provider, start_gateway, wait_for
+from tests.fakes.gateways import CHAT, chat, one_provider, start_gateway, wait_for
+from tests.fakes.providers import RawServer, free_port
 
 LIMIT = 5.0  # the bound on every wait; nothing here should come near it
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"

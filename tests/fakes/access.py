@@ -24,7 +24,7 @@ from gateway.access.keys import NewKey, new_key
 from gateway.app import create_app
 from gateway.config.providers import parse_table
 from gateway.config.settings import Settings
-from tests.helpers import free_port
+from tests.fakes.providers import free_port
 
 PROVIDER_KEY = "provider-secret-key"
 USAGE = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}

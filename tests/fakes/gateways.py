@@ -19,10 +19,10 @@ from gateway.app import create_app
 from gateway.config.providers import ProviderTable
 from gateway.config.settings import Settings
 from gateway.exchange import EXCHANGE, Exchange
-from tests.helpers import Handler, entry, table_of
+from tests.fakes.providers import Handler, entry, table_of
 
 CHAT = "/v1/chat/completions"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # Every limit small, so a test that relies on one firing ends quickly; retries off unless a test turns them on.
 TINY = Settings(

@@ -17,7 +17,7 @@ from gateway.app import create_app
 from gateway.config.providers import ProviderTable, parse_table
 from gateway.config.settings import Settings
 from gateway.telemetry.metrics import METRICS
-from tests.helpers import free_port
+from tests.fakes.providers import free_port
 
 PROVIDER_KEY = "sk-fake-provider-key-0123456789"
 OTHER_KEY = "xk-second-provider-key-987654"

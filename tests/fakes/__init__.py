@@ -1,0 +1,1 @@
+"""What the tests build on: fake providers, request bodies, tables, gateways and the shared helpers."""
