@@ -19,17 +19,12 @@ from tests.fakes.gateways import (
     one_provider,
     raw_connection,
     start_gateway,
-    start_provider,
     status_of,
     wait_for,
 )
+from tests.fakes.providers import answering, start_provider
 
 LIMIT = 64 * 1024
-
-
-async def ok_provider(request: web.Request) -> web.StreamResponse:
-    await request.read()
-    return web.json_response({"ok": True})
 
 
 def post_head(length: int | None = None, extra: bytes = b"") -> bytes:
@@ -44,7 +39,7 @@ def post_head(length: int | None = None, extra: bytes = b"") -> bytes:
 
 @pytest.fixture
 async def gw(aiohttp_client, aiohttp_server):
-    provider = await start_provider(aiohttp_server, ok_provider)
+    provider = await start_provider(aiohttp_server, answering({"ok": True}))
     return await start_gateway(aiohttp_client, one_provider(provider), max_request_body_size=LIMIT, read_timeout=0.3)
 
 
@@ -138,7 +133,7 @@ async def test_a_slow_sender_gets_408(gw) -> None:
 async def test_a_client_that_never_finishes_its_headers_is_closed(aiohttp_client, aiohttp_server) -> None:
     """Slowloris: server.py hands SERVER_IDLE_TIMEOUT to aiohttp as keepalive_timeout, which also closes a
     connection whose request head never completes, however slowly it trickles in."""
-    provider = await start_provider(aiohttp_server, ok_provider)
+    provider = await start_provider(aiohttp_server, answering({"ok": True}))
     gw = await start_gateway(aiohttp_client, one_provider(provider), server_kwargs={"keepalive_timeout": 0.3})
     async with raw_connection(gw.port) as raw:
         await raw.send(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n")

@@ -19,7 +19,7 @@ from gateway.app import create_app
 from gateway.config.providers import ProviderTable
 from gateway.config.settings import Settings
 from gateway.exchange import EXCHANGE, Exchange
-from tests.fakes.providers import Handler, entry, table_of
+from tests.fakes.providers import FakeProvider, Handler, entry, table_of
 
 CHAT = "/v1/chat/completions"
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,21 +96,9 @@ async def start_gateway(
     return Gateway(client, gateway_exchanges)
 
 
-async def start_provider(aiohttp_server: Any, handler: Handler) -> TestServer:
-    """A fake provider answering every path with `handler`."""
-    app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.router.add_route("*", "/{tail:.*}", handler)
-    server: TestServer = await aiohttp_server(app)
-    return server
-
-
-def url_of(server: TestServer) -> str:
-    return str(server.make_url("")).rstrip("/")
-
-
-def one_provider(server_or_url: TestServer | str, **extra: Any) -> ProviderTable:
-    url = server_or_url if isinstance(server_or_url, str) else url_of(server_or_url)
-    return table_of(entry("p", url, **extra))
+def one_provider(provider: FakeProvider | str, **extra: Any) -> ProviderTable:
+    """A table of one provider, `p`, at a fake provider or a URL."""
+    return table_of(entry("p", provider if isinstance(provider, str) else provider.url, **extra))
 
 
 @dataclass

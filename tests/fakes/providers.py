@@ -1,4 +1,5 @@
-"""Plain test helpers: the fake provider record, table entries shaped like the spec's, canned answers."""
+"""The fake providers (aiohttp servers on 127.0.0.1 standing in for the real ones) and what they answer; table
+entries shaped like the spec's; network helpers."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import yaml
 from aiohttp import web
@@ -21,29 +22,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @dataclass
 class Seen:
+    """One request as it reached a fake provider."""
+
     method: str
     path: str
     raw_path: str
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
-
-
-@dataclass
-class FakeProvider:
-    """An upstream that records every request and answers from `routes` (path -> handler), else `default`."""
-
-    server: TestServer
-    routes: dict[str, Handler] = field(default_factory=dict)
-    requests: list[Seen] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return str(self.server.make_url("")).rstrip("/")
-
-    @property
-    def last(self) -> Seen:
-        return self.requests[-1]
 
 
 def chat_answer(model: str = "m", content: str = "hi", usage: bool = True) -> dict[str, Any]:
@@ -63,6 +49,71 @@ async def default_answer(request: web.Request) -> web.StreamResponse:
     if request.path.endswith("/models"):
         return web.json_response({"object": "list", "data": [{"id": "m1", "object": "model", "created": 7}]})
     return web.json_response(chat_answer())
+
+
+def answering(payload: Any, status: int = 200) -> Handler:
+    """A handler answering `payload` as JSON with `status`, whatever was asked."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.json_response(payload, status=status)
+
+    return handler
+
+
+@dataclass
+class FakeProvider:
+    """A provider on 127.0.0.1: each request goes to the handler for its path in `routes`, else to `default`. With
+    `record` (the default), each request is first read whole and kept in `requests`; without, the handler alone
+    decides whether and when the body is read, and nothing is kept (for long runs)."""
+
+    routes: dict[str, Handler] = field(default_factory=dict)
+    default: Handler = default_answer
+    record: bool = True
+    requests: list[Seen] = field(default_factory=list)
+    server: TestServer = field(init=False, repr=False)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self.dispatch)
+        return app
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        if self.record:
+            body = await request.read()
+            self.requests.append(
+                Seen(request.method, request.path, request.raw_path, dict(request.query), dict(request.headers), body)
+            )
+        return await self.routes.get(request.path, self.default)(request)
+
+    async def start(self, aiohttp_server: Any) -> Self:
+        """Serve on a test server from pytest-aiohttp's `aiohttp_server` fixture (closed with the test)."""
+        self.server = await aiohttp_server(self.app())
+        return self
+
+    @property
+    def url(self) -> str:
+        return str(self.server.make_url("")).rstrip("/")
+
+    @property
+    def port(self) -> int:
+        port = self.server.port
+        assert port is not None
+        return port
+
+    @property
+    def last(self) -> Seen:
+        return self.requests[-1]
+
+
+async def start_provider(
+    aiohttp_server: Any,
+    default: Handler = default_answer,
+    routes: Mapping[str, Handler] | None = None,
+    *,
+    record: bool = True,
+) -> FakeProvider:
+    """A FakeProvider answering with `default` (every path not in `routes`), serving until the test ends."""
+    return await FakeProvider(dict(routes or {}), default, record).start(aiohttp_server)
 
 
 def entry(pid: str, url: str, auth_type: str = "none", **extra: Any) -> dict[str, Any]:

@@ -26,8 +26,8 @@ import pytest
 from aiohttp import web
 
 from gateway.upstream.call import POOL
-from tests.fakes.gateways import CHAT, ROOT, TINY, chat, event, start_gateway, start_provider, url_of
-from tests.fakes.providers import entry, free_port, table_of
+from tests.fakes.gateways import CHAT, ROOT, TINY, chat, event, start_gateway
+from tests.fakes.providers import entry, free_port, start_provider, table_of
 
 pytestmark = pytest.mark.soak
 
@@ -125,9 +125,9 @@ def rss_mib() -> float:
 
 async def test_soak_concurrent_streams_with_failures_and_hang_ups(aiohttp_client, aiohttp_server) -> None:
     flaky_a, flaky_b = FlakyProvider(1), FlakyProvider(2)
-    a = await start_provider(aiohttp_server, flaky_a.handle)
-    b = await start_provider(aiohttp_server, flaky_b.handle)
-    table = table_of(entry("a", url_of(a)), entry("b", url_of(b), retries={"max_retries": 1}))
+    a = await start_provider(aiohttp_server, flaky_a.handle, record=False)
+    b = await start_provider(aiohttp_server, flaky_b.handle, record=False)
+    table = table_of(entry("a", a.url), entry("b", b.url, retries={"max_retries": 1}))
     gw = await start_gateway(
         aiohttp_client,
         table,
@@ -221,10 +221,10 @@ async def test_soak_a_gateway_process(aiohttp_server, tmp_path) -> None:
     """The same load against `python -m gateway` (uvloop, as deployed), measured from outside: its open sockets
     return to their count before the load, and its memory stays near where the first full round left it."""
     flaky_a, flaky_b = FlakyProvider(3), FlakyProvider(4)
-    a = await start_provider(aiohttp_server, flaky_a.handle)
-    b = await start_provider(aiohttp_server, flaky_b.handle)
+    a = await start_provider(aiohttp_server, flaky_a.handle, record=False)
+    b = await start_provider(aiohttp_server, flaky_b.handle, record=False)
     path = tmp_path / "providers.yaml"
-    path.write_text(orjson.dumps({"providers": {"a": entry("a", url_of(a)), "b": entry("b", url_of(b))}}).decode())
+    path.write_text(orjson.dumps({"providers": {"a": entry("a", a.url), "b": entry("b", b.url)}}).decode())
     port = free_port()
     env = {
         **os.environ,

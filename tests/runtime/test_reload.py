@@ -30,11 +30,9 @@ from tests.fakes.gateways import (
     event,
     events_named,
     start_gateway,
-    start_provider,
-    url_of,
     wait_for,
 )
-from tests.fakes.providers import entry, free_port, wait_listening
+from tests.fakes.providers import answering, entry, free_port, start_provider, wait_listening
 from tests.fakes.telemetry import samples
 
 
@@ -43,10 +41,7 @@ def write_table(path: Path, *entries: dict[str, Any]) -> None:
 
 
 async def echo_provider(aiohttp_server: Any, name: str) -> str:
-    async def answer(request: web.Request) -> web.StreamResponse:
-        return web.json_response({"served_by": name})
-
-    return url_of(await start_provider(aiohttp_server, answer))
+    return (await start_provider(aiohttp_server, answering({"served_by": name}))).url
 
 
 async def test_an_edited_file_is_reloaded(aiohttp_client, aiohttp_server, tmp_path) -> None:
@@ -161,7 +156,7 @@ async def test_requests_in_flight_finish_on_the_table_they_started_with(
         await response.write_eof()
         return response
 
-    old = url_of(await start_provider(aiohttp_server, held_stream))
+    old = (await start_provider(aiohttp_server, held_stream)).url
     new = await echo_provider(aiohttp_server, "new")
     path = tmp_path / "providers.yaml"
     write_table(path, entry("a", old))

@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 from aiohttp import web
 
-from tests.fakes.providers import entry
-
-
-def answering(payload: Any, status: int = 200):
-    async def handler(request: web.Request) -> web.Response:
-        return web.json_response(payload, status=status)
-
-    return handler
-
+from tests.fakes.providers import answering, entry
 
 OPENAI_LIST = {"object": "list", "data": [{"id": "gpt-4o", "object": "model", "created": 1700, "owned_by": "system"}]}
 ANTHROPIC_LIST = {

@@ -20,9 +20,8 @@ from tests.fakes.gateways import (
     events_named,
     one_provider,
     start_gateway,
-    start_provider,
 )
-from tests.fakes.providers import Handler, entry, table_of
+from tests.fakes.providers import Handler, entry, start_provider, table_of
 from tests.fakes.telemetry import samples
 
 RETRYING = {"max_retries": 3}
@@ -122,7 +121,7 @@ async def test_a_retry_after_beyond_the_remaining_budget_is_passed_through(aioht
 async def test_retries_off_for_one_provider(aiohttp_client, aiohttp_server) -> None:
     bodies, handler = scripted((503, {}), (503, {}))
     provider = await start_provider(aiohttp_server, handler)
-    url = str(provider.make_url("")).rstrip("/")
+    url = provider.url
     table = table_of(entry("p", url, retries={"max_retries": 0}), entry("q", url))
     gw = await start_gateway(aiohttp_client, table, max_retries=1, client_timeout=5)
     assert (await gw.client.post(CHAT, json=chat("p/m"))).status == 503

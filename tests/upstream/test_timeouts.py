@@ -15,8 +15,8 @@ from aiohttp import web
 from gateway.config.settings import Settings
 from gateway.errors import ConfigError
 from gateway.upstream.timeouts import Limits, call_policies
-from tests.fakes.gateways import CHAT, chat, event, one_provider, start_gateway, start_provider
-from tests.fakes.providers import entry, table_of
+from tests.fakes.gateways import CHAT, chat, event, one_provider, start_gateway
+from tests.fakes.providers import entry, start_provider, table_of
 
 
 async def silent(request: web.Request) -> web.StreamResponse:
@@ -185,7 +185,7 @@ async def test_per_provider_overrides_replace_the_settings(aiohttp_client, aioht
         return web.json_response({"ok": True})
 
     provider = await start_provider(aiohttp_server, slow_answer)
-    url = str(provider.make_url("")).rstrip("/")
+    url = provider.url
     table = table_of(
         entry("local", url, timeouts={"total": "5s"}),
         entry("hosted", url),
@@ -258,7 +258,7 @@ async def test_model_lists_use_each_providers_head_limit(aiohttp_client, aiohttp
         return web.json_response({"object": "list", "data": [{"id": "m1", "object": "model", "created": 1}]})
 
     provider = await start_provider(aiohttp_server, slow_list)
-    url = str(provider.make_url("")).rstrip("/")
+    url = provider.url
     table = table_of(entry("local", url, timeouts={"response_header": 5}), entry("hosted", url))
     gw = await start_gateway(aiohttp_client, table)
     listing = await (await gw.client.get("/v1/models")).json()
