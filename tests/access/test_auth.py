@@ -15,7 +15,7 @@ import orjson
 import pytest
 import structlog
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from gateway.access.auth import ACCESS, reload_keys
 from gateway.exchange import EXCHANGE
@@ -23,13 +23,12 @@ from tests.fakes.access import (
     PROVIDER_KEY,
     FakeClock,
     KeysFile,
-    Upstream,
     auth_settings,
     chat,
     gateway_app,
     write_keys,
 )
-from tests.fakes.providers import free_port, wait_listening
+from tests.fakes.providers import ChatProvider, free_port, wait_listening
 from tests.process.test_gateway_process import ROOT, gateway_args, running
 
 Client = TestClient[web.Request, web.Application]
@@ -51,19 +50,8 @@ CLIENTS: dict[str, dict[str, Any]] = {
 
 
 @pytest.fixture
-async def upstream(aiohttp_server: Any) -> tuple[Upstream, TestServer]:
-    fake = Upstream()
-    return fake, await aiohttp_server(fake.app())
-
-
-@pytest.fixture
 def keys(tmp_path: Path) -> KeysFile:
     return write_keys(tmp_path, CLIENTS, POLICIES)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture
@@ -72,10 +60,8 @@ def names() -> list[str | None]:
 
 
 @pytest.fixture
-async def gw(
-    aiohttp_client: Any, upstream: tuple[Upstream, TestServer], keys: KeysFile, clock: FakeClock, names: list[Any]
-) -> Client:
-    app = gateway_app(auth_settings(auth_keys_file=str(keys.path)), str(upstream[1].make_url("")), clock)
+async def gw(aiohttp_client: Any, upstream: ChatProvider, keys: KeysFile, clock: FakeClock, names: list[Any]) -> Client:
+    app = gateway_app(auth_settings(auth_keys_file=str(keys.path)), upstream.url, clock)
 
     @web.middleware
     async def spy(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
@@ -104,7 +90,7 @@ async def test_probes_need_no_credentials(gw: Client) -> None:
         assert "WWW-Authenticate" not in response.headers
 
 
-async def test_missing_credentials_get_401_with_a_challenge(gw: Client, upstream: tuple[Upstream, Any]) -> None:
+async def test_missing_credentials_get_401_with_a_challenge(gw: Client, upstream: ChatProvider) -> None:
     for method, path in (("POST", "/v1/chat/completions"), ("GET", "/v1/models"), ("GET", "/proxy/fake/files")):
         response = await gw.request(method, path, json=chat() if method == "POST" else None)
         assert response.status == 401
@@ -116,12 +102,12 @@ async def test_missing_credentials_get_401_with_a_challenge(gw: Client, upstream
                 "code": "invalid_api_key",
             }
         }
-    assert upstream[0].seen == []
+    assert upstream.requests == []
 
 
 @pytest.mark.parametrize("form", ["bearer", "x-api-key", "both"])
 async def test_both_header_forms_are_accepted_and_never_forwarded(
-    gw: Client, upstream: tuple[Upstream, Any], keys: KeysFile, names: list[Any], form: str
+    gw: Client, upstream: ChatProvider, keys: KeysFile, names: list[Any], form: str
 ) -> None:
     key = keys.key("full")
     headers = {"bearer": bearer(key), "x-api-key": {"X-API-Key": key}, "both": {**bearer(key), "X-API-Key": key}}
@@ -134,18 +120,18 @@ async def test_both_header_forms_are_accepted_and_never_forwarded(
         response = await call
         assert response.status == 200, await response.read()
         await response.read()
-    fake = upstream[0]
-    assert len(fake.seen) == 4
-    for raw in fake.raw_headers:
+    fake = upstream
+    assert len(fake.requests) == 4
+    for raw in [seen.raw_headers for seen in fake.requests]:
         values = b"\n".join(name + b": " + value for name, value in raw)
         # The client's key went nowhere; the provider's own key replaced it.
         assert key.encode() not in values
         assert b"x-api-key" not in values.lower()
-    assert {seen["Authorization"] for seen in fake.seen} == {f"Bearer {PROVIDER_KEY}"}
+    assert {seen.headers["Authorization"] for seen in fake.requests} == {f"Bearer {PROVIDER_KEY}"}
     assert names == ["full"] * 4
 
 
-async def test_wrong_and_revoked_keys_get_401(gw: Client, upstream: tuple[Upstream, Any], keys: KeysFile) -> None:
+async def test_wrong_and_revoked_keys_get_401(gw: Client, upstream: ChatProvider, keys: KeysFile) -> None:
     wrong = keys.key("full")[:-2] + ("AA" if not keys.key("full").endswith("AA") else "BB")
     cases = [
         (bearer(wrong), "invalid API key"),
@@ -171,12 +157,10 @@ async def test_wrong_and_revoked_keys_get_401(gw: Client, upstream: tuple[Upstre
         for value in headers.values():
             if len(value) > 10:
                 assert value.split()[-1].encode() not in body  # a credential is never echoed
-    assert upstream[0].seen == []
+    assert upstream.requests == []
 
 
-async def test_policy_limits_models_the_list_and_the_proxy(
-    gw: Client, upstream: tuple[Upstream, Any], keys: KeysFile
-) -> None:
+async def test_policy_limits_models_the_list_and_the_proxy(gw: Client, upstream: ChatProvider, keys: KeysFile) -> None:
     headers = bearer(keys.key("narrow"))
     allowed = await gw.post("/v1/chat/completions", json=chat("fake/alpha-1"), headers=headers)
     assert allowed.status == 200
@@ -199,11 +183,11 @@ async def test_policy_limits_models_the_list_and_the_proxy(
     assert proxied.status == 403
     assert (await envelope(proxied))["error"]["code"] == "proxy_not_allowed"
     # One chat and three lists reached the provider; the refused calls did not.
-    assert len(upstream[0].seen) == 4
+    assert len(upstream.requests) == 4
 
 
 async def test_a_client_not_entitled_to_inference_gets_402_before_routing(
-    gw: Client, upstream: tuple[Upstream, Any], keys: KeysFile
+    gw: Client, upstream: ChatProvider, keys: KeysFile
 ) -> None:
     headers = {"X-API-Key": keys.key("free")}
     for call in (
@@ -220,13 +204,13 @@ async def test_a_client_not_entitled_to_inference_gets_402_before_routing(
                 "code": "paid_account_required",
             }
         }
-    assert upstream[0].seen == []
+    assert upstream.requests == []
     listing = await gw.get("/v1/models", headers=headers)
     assert listing.status == 200
 
 
 async def test_request_limit_429_with_headers_then_recovery(
-    gw: Client, keys: KeysFile, clock: FakeClock, upstream: tuple[Upstream, Any]
+    gw: Client, keys: KeysFile, clock: FakeClock, upstream: ChatProvider
 ) -> None:
     headers = bearer(keys.key("rpm"))
     first = await gw.post("/v1/chat/completions", json=chat(), headers=headers)
@@ -254,7 +238,7 @@ async def test_request_limit_429_with_headers_then_recovery(
             "code": "rate_limit_exceeded",
         }
     }
-    assert len(upstream[0].seen) == 2
+    assert len(upstream.requests) == 2
     clock.advance(29)
     assert (await gw.post("/v1/chat/completions", json=chat(), headers=headers)).status == 429
     clock.advance(1)
@@ -305,11 +289,9 @@ async def test_keys_file_changes_are_taken_without_restart(gw: Client, keys: Key
     assert not await reload_keys(access)
 
 
-async def test_credentials_are_never_logged(
-    aiohttp_client: Any, upstream: tuple[Upstream, TestServer], keys: KeysFile
-) -> None:
+async def test_credentials_are_never_logged(aiohttp_client: Any, upstream: ChatProvider, keys: KeysFile) -> None:
     with structlog.testing.capture_logs() as logs:
-        app = gateway_app(auth_settings(auth_keys_file=str(keys.path)), str(upstream[1].make_url("")))
+        app = gateway_app(auth_settings(auth_keys_file=str(keys.path)), upstream.url)
         gw: Client = await aiohttp_client(app)
         for key in keys.keys.values():
             await (await gw.get("/v1/models", headers=bearer(key.key))).read()
@@ -324,13 +306,13 @@ async def test_unknown_paths_also_need_credentials(gw: Client) -> None:
     assert (await gw.get("/v1/nothing")).status == 401
 
 
-async def test_a_bad_keys_file_stops_start_up(tmp_path: Path, upstream: tuple[Upstream, TestServer]) -> None:
+async def test_a_bad_keys_file_stops_start_up(tmp_path: Path, upstream: ChatProvider) -> None:
     from gateway.errors import ConfigError
 
     path = tmp_path / "keys.yaml"
     path.write_text("keys: [{name: a}]\n")
     with pytest.raises(ConfigError, match=r"\$.keys\[0\]: 'sha256' is a required property"):
-        gateway_app(auth_settings(auth_keys_file=str(path)), str(upstream[1].make_url("")))
+        gateway_app(auth_settings(auth_keys_file=str(path)), upstream.url)
 
 
 @pytest.fixture

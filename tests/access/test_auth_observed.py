@@ -9,7 +9,8 @@ from typing import Any
 import orjson
 import structlog
 
-from tests.fakes.access import Upstream, auth_settings, chat, gateway_app, write_keys
+from tests.fakes.access import auth_settings, chat, gateway_app, write_keys
+from tests.fakes.providers import access_provider
 from tests.fakes.telemetry import Samples, scrape
 
 ROUTE = "/v1/chat/completions"
@@ -18,13 +19,12 @@ ROUTE = "/v1/chat/completions"
 async def test_client_names_and_401s_are_measured_and_logged(
     tmp_path: Path, aiohttp_server: Any, aiohttp_client: Any
 ) -> None:
-    upstream = Upstream()
-    server = await aiohttp_server(upstream.app())
+    upstream = await access_provider().start(aiohttp_server)
     keys = write_keys(tmp_path, {"team-a": {}})
     settings = auth_settings(
         auth_keys_file=str(keys.path), telemetry_enable=True, telemetry_metrics_port=0, host="127.0.0.1"
     )
-    app = gateway_app(settings, str(server.make_url("")).rstrip("/"))
+    app = gateway_app(settings, upstream.url)
     client = await aiohttp_client(app)
     key = keys.key("team-a")
     with structlog.testing.capture_logs() as logs:

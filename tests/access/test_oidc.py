@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from gateway.access.auth import ACCESS
 from gateway.access.oidc import IssuerUnavailable, OidcVerifier, TokenRejected, looks_like_jwt
 from gateway.exchange import EXCHANGE
-from tests.fakes.access import Issuer, Upstream, auth_settings, chat, gateway_app, rsa_key, write_keys
+from tests.fakes.access import Issuer, auth_settings, chat, gateway_app, rsa_key, write_keys
 from tests.fakes.providers import free_port
 
 Client = TestClient[web.Request, web.Application]
@@ -144,11 +144,6 @@ async def test_a_discovery_document_naming_another_issuer_is_refused(aiohttp_ser
 
 
 # --- through the gateway ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def upstream_url(aiohttp_server: Any) -> str:
-    return str((await aiohttp_server(Upstream().app())).make_url(""))
 
 
 async def _gateway(aiohttp_client: Any, issuer_url: str, upstream_url: str, **extra: Any) -> Client:

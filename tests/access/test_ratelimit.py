@@ -25,7 +25,7 @@ from gateway.access.ratelimit import (
     Window,
     format_reset,
 )
-from tests.fakes.access import FakeClock, RedisServer, Upstream, auth_settings, chat, gateway_app, write_keys
+from tests.fakes.access import FakeClock, RedisServer, auth_settings, chat, gateway_app, write_keys
 
 Client = TestClient[web.Request, web.Application]
 
@@ -74,11 +74,6 @@ async def limiter(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIter
     yield made
     assert made.health.errors == 0
     await made.close()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 async def test_request_budget_refills_over_the_window(limiter: Any, clock: FakeClock) -> None:
@@ -133,11 +128,6 @@ async def test_redis_and_memory_make_the_same_decisions(redis_server: RedisServe
 
 
 # --- through the gateway ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def upstream_url(aiohttp_server: Any) -> str:
-    return str((await aiohttp_server(Upstream().app())).make_url(""))
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from aiohttp.test_utils import TestServer
 
 from gateway.access.auth import ACCESS, reload_keys
 from gateway.config.settings import Settings
-from tests.fakes.access import Upstream, gateway_app, write_keys
+from tests.fakes.access import gateway_app, write_keys
+from tests.fakes.providers import access_provider
 
 from .chart import RELEASE, render
 
@@ -132,9 +133,9 @@ async def test_a_gateway_on_the_charts_settings_takes_a_rotated_keys_secret(
     versions.mkdir()
     old = write_keys(versions, {"ci-bot": {}, "laptop": {}}, name="v1.yaml")
     kubelet_secret_volume(volume, {item["path"]: old.path.read_text("utf-8")}, 1)
-    upstream = await aiohttp_server(Upstream().app())
-    assert isinstance(upstream, TestServer)
-    gateway = await aiohttp_client(gateway_app(replace(settings, telemetry_enable=False), str(upstream.make_url(""))))
+    upstream = await access_provider().start(aiohttp_server)
+    assert isinstance(upstream.server, TestServer)
+    gateway = await aiohttp_client(gateway_app(replace(settings, telemetry_enable=False), upstream.url))
 
     def bearer(key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}

@@ -1,5 +1,5 @@
-"""Shared pieces of the access-control tests: a fake provider that records what reaches it, keys files, a gateway
-built with client auth on, a local OIDC issuer and a real Redis-protocol server on a loopback port."""
+"""Shared pieces of the access-control tests: keys files, a gateway built with client auth on, a local OIDC issuer
+and a real Redis-protocol server on a loopback port."""
 
 from __future__ import annotations
 
@@ -27,60 +27,6 @@ from gateway.config.settings import Settings
 from tests.fakes.providers import free_port
 
 PROVIDER_KEY = "provider-secret-key"
-USAGE = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
-MODELS = ("alpha-1", "alpha-2", "beta-1")
-
-
-@dataclass
-class Upstream:
-    """A fake OpenAI-compatible provider; `seen` keeps the headers of every request that reached it."""
-
-    seen: list[dict[str, str]] = field(default_factory=list)
-    raw_headers: list[list[tuple[bytes, bytes]]] = field(default_factory=list)
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/v1/models", self.models)
-        app.router.add_post("/v1/chat/completions", self.chat)
-        app.router.add_route("*", "/v1/{tail:.*}", self.other)
-        return app
-
-    def _record(self, request: web.Request) -> None:
-        self.seen.append(dict(request.headers))
-        self.raw_headers.append(list(request.raw_headers))
-
-    async def models(self, request: web.Request) -> web.Response:
-        self._record(request)
-        data = [{"id": m, "object": "model", "created": 1, "owned_by": "fake"} for m in MODELS]
-        return web.json_response({"object": "list", "data": data})
-
-    async def chat(self, request: web.Request) -> web.StreamResponse:
-        self._record(request)
-        body = await request.json()
-        # A provider's own rate-limit figures, which must never reach a limited client.
-        headers = {"x-ratelimit-limit-requests": "10000", "x-ratelimit-remaining-requests": "9999"}
-        if not body.get("stream"):
-            answer = {
-                "id": "c1",
-                "object": "chat.completion",
-                "model": body["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
-                "usage": USAGE,
-            }
-            return web.json_response(answer, headers=headers)
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", **headers})
-        await response.prepare(request)
-        chunk = {"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "hi"}}]}
-        await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
-        tail = {"id": "c1", "object": "chat.completion.chunk", "choices": [], "usage": USAGE}
-        await response.write(b"data: " + orjson.dumps(tail) + b"\n\n")
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
-        return response
-
-    async def other(self, request: web.Request) -> web.Response:
-        self._record(request)
-        return web.json_response({"path": request.path})
 
 
 def table_for(url: str) -> Any:

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+import orjson
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -29,7 +30,11 @@ class Seen:
     raw_path: str
     query: dict[str, str]
     headers: dict[str, str]
+    raw_headers: list[tuple[bytes, bytes]]
     body: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
 
 
 def chat_answer(model: str = "m", content: str = "hi", usage: bool = True) -> dict[str, Any]:
@@ -81,7 +86,15 @@ class FakeProvider:
         if self.record:
             body = await request.read()
             self.requests.append(
-                Seen(request.method, request.path, request.raw_path, dict(request.query), dict(request.headers), body)
+                Seen(
+                    request.method,
+                    request.path,
+                    request.raw_path,
+                    dict(request.query),
+                    dict(request.headers),
+                    list(request.raw_headers),
+                    body,
+                )
             )
         return await self.routes.get(request.path, self.default)(request)
 
@@ -114,6 +127,112 @@ async def start_provider(
 ) -> FakeProvider:
     """A FakeProvider answering with `default` (every path not in `routes`), serving until the test ends."""
     return await FakeProvider(dict(routes or {}), default, record).start(aiohttp_server)
+
+
+PLAIN_USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+STREAM_USAGE = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+ACCESS_USAGE = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
+STREAM_WORDS = ("Hello", " there", " friend")
+# On every chat answer: the provider's own request id, and its own rate-limit figures (which must never reach a
+# client the gateway limits).
+PROVIDER_HEADERS = {
+    "x-request-id": "req_upstream_1",
+    "x-ratelimit-limit-requests": "10000",
+    "x-ratelimit-remaining-requests": "9999",
+}
+
+
+def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    """One chat.completion.chunk event."""
+    event = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "model": "m",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return b"data: " + orjson.dumps(event) + b"\n\n"
+
+
+# A stream as ChatProvider sends it: a role-only first chunk without content (time to first token must not stop
+# on it), the words, the stop chunk; then the usage when there is any, and [DONE].
+FIRST_CHUNK = chunk({"role": "assistant", "content": ""})
+WORD_CHUNKS = b"".join(chunk({"content": word}) for word in STREAM_WORDS)
+STOP_CHUNK = chunk({}, "stop")
+
+
+@dataclass(kw_only=True)
+class ChatProvider(FakeProvider):
+    """An OpenAI-compatible provider under /v1 that records what reached it. GET /v1/models lists `models`. A chat
+    answers by its model's name: `fail` 500, `unauth` 401, `slow` only after 5 s; otherwise 200 with `usage`, or
+    streamed (FIRST_CHUNK, WORD_CHUNKS, STOP_CHUNK, then `stream_usage` when the request asked for it with
+    stream_options.include_usage, or always with `usage_unasked`, then [DONE]). Streamed, `held` sets `holding` after
+    its first chunk and waits for `release`; `truncated` breaks off before its stop chunk. Other paths answer
+    {"path": ...}."""
+
+    models: tuple[str, ...] = ("plain", "streamer")
+    usage: dict[str, int] = field(default_factory=lambda: dict(PLAIN_USAGE))
+    stream_usage: dict[str, int] = field(default_factory=lambda: dict(STREAM_USAGE))
+    usage_unasked: bool = False
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    holding: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.routes = {"/v1/models": self.list_models, "/v1/chat/completions": self.chat}
+        self.default = self.other
+
+    async def list_models(self, request: web.Request) -> web.StreamResponse:
+        data = [{"id": m, "object": "model", "created": 1, "owned_by": "fake"} for m in self.models]
+        return web.json_response({"object": "list", "data": data})
+
+    async def other(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"path": request.path})
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        model = body["model"]
+        if model == "fail":
+            return web.json_response({"error": {"message": "boom", "type": "server_error"}}, status=500)
+        if model == "unauth":
+            return web.json_response({"error": {"message": "bad key", "type": "invalid_api_key"}}, status=401)
+        if model == "slow":
+            await asyncio.sleep(5)
+        if not body.get("stream"):
+            answer = {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "one two three four five"}}],
+                "usage": self.usage,
+            }
+            return web.json_response(answer, headers=PROVIDER_HEADERS)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", **PROVIDER_HEADERS})
+        await response.prepare(request)
+        await response.write(FIRST_CHUNK)
+        if model == "held":
+            self.holding.set()
+            await self.release.wait()
+        for word in STREAM_WORDS:
+            await response.write(chunk({"content": word}))
+        if model == "truncated":
+            # Break off mid-answer without the terminating chunk.
+            assert request.transport is not None
+            request.transport.close()
+            return response
+        await response.write(STOP_CHUNK)
+        if self.usage_unasked or (body.get("stream_options") or {}).get("include_usage"):
+            tail = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "choices": [], "usage": self.stream_usage}
+            await response.write(b"data: " + orjson.dumps(tail) + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+
+def access_provider() -> ChatProvider:
+    """The access-control tests' provider: three models, and 12 tokens (7 in, 5 out) in every answer, streamed or
+    not, asked for or not."""
+    return ChatProvider(
+        models=("alpha-1", "alpha-2", "beta-1"), usage=ACCESS_USAGE, stream_usage=ACCESS_USAGE, usage_unasked=True
+    )
 
 
 def entry(pid: str, url: str, auth_type: str = "none", **extra: Any) -> dict[str, Any]:

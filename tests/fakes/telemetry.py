@@ -1,15 +1,13 @@
-"""Test helpers for the observability suites: a scriptable fake provider, a gateway wired to it with metrics on,
-and a /metrics scraper that returns exact sample values."""
+"""Test helpers for the observability suites: the table and a gateway with metrics on for ChatProvider, and a
+/metrics scraper that returns exact sample values."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
-import orjson
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -21,82 +19,6 @@ from tests.fakes.providers import free_port
 
 PROVIDER_KEY = "sk-fake-provider-key-0123456789"
 OTHER_KEY = "xk-second-provider-key-987654"
-
-# What the fake provider answers for each model name.
-PLAIN_USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
-STREAM_USAGE = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
-STREAM_WORDS = ("Hello", " there", " friend")
-
-
-def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-    event = {
-        "id": "chatcmpl-1",
-        "object": "chat.completion.chunk",
-        "model": "m",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
-    return b"data: " + orjson.dumps(event) + b"\n\n"
-
-
-@dataclass
-class ScriptedProvider:
-    """Records what reached it; `release` holds the `held` model's stream open until the test sets it."""
-
-    seen: list[dict[str, Any]] = field(default_factory=list)
-    release: asyncio.Event = field(default_factory=asyncio.Event)
-    holding: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self.chat)
-        app.router.add_get("/v1/models", self.models)
-        return app
-
-    async def models(self, request: web.Request) -> web.Response:
-        self.seen.append({"path": request.path, "headers": dict(request.headers), "body": None})
-        data = [{"id": m, "object": "model", "created": 1, "owned_by": "fake"} for m in ("plain", "streamer")]
-        return web.json_response({"object": "list", "data": data})
-
-    async def chat(self, request: web.Request) -> web.StreamResponse:
-        raw = await request.read()
-        body = orjson.loads(raw)
-        self.seen.append({"path": request.path, "headers": dict(request.headers), "body": body, "raw": raw})
-        model = body["model"]
-        if model == "fail":
-            return web.json_response({"error": {"message": "boom", "type": "server_error"}}, status=500)
-        if model == "unauth":
-            return web.json_response({"error": {"message": "bad key", "type": "invalid_api_key"}}, status=401)
-        if model == "slow":
-            await asyncio.sleep(5)
-        if not body.get("stream"):
-            answer = {
-                "id": "chatcmpl-1",
-                "object": "chat.completion",
-                "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "one two three four five"}}],
-                "usage": PLAIN_USAGE,
-            }
-            return web.json_response(answer, headers={"x-request-id": "req_upstream_1"})
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        # The role-only first chunk carries no content: time to first token must not stop on it.
-        await response.write(_chunk({"role": "assistant", "content": ""}))
-        if model == "held":
-            self.holding.set()
-            await self.release.wait()
-        for word in STREAM_WORDS:
-            await response.write(_chunk({"content": word}))
-        if model == "truncated":
-            # Break off mid-answer without the terminating chunk.
-            request.transport.close()  # type: ignore[union-attr]
-            return response
-        await response.write(_chunk({}, "stop"))
-        if (body.get("stream_options") or {}).get("include_usage"):
-            tail = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "choices": [], "usage": STREAM_USAGE}
-            await response.write(b"data: " + orjson.dumps(tail) + b"\n\n")
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
-        return response
 
 
 def table_yaml(port: int, dead_port: int) -> str:

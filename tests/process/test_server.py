@@ -14,38 +14,18 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.config.settings import Settings
 from gateway.errors import ConfigError
-from tests.fakes.providers import free_port
+from tests.fakes.providers import FIRST_CHUNK, STOP_CHUNK, WORD_CHUNKS, ChatProvider, free_port
 
-FIRST = b'data: {"choices":[{"delta":{"content":"Hello"}}]}\n\n'
-SECOND = b'data: {"choices":[{"delta":{"content":" world"}}]}\n\n'
+# The `held` stream of ChatProvider: FIRST at once, then nothing until `release` is set, then SECOND and DONE.
+FIRST = FIRST_CHUNK
+SECOND = WORD_CHUNKS + STOP_CHUNK
 DONE = b"data: [DONE]\n\n"
 POLL = 0.05
 POLL_LIMIT = 400  # 20 s of polling at most, for any one state change
-
-
-@dataclass
-class FakeProvider:
-    """Sends FIRST at once, then holds the stream open until `release` is set, then SECOND and DONE."""
-
-    release: asyncio.Event
-    started: asyncio.Event
-
-    async def chat(self, request: web.Request) -> web.StreamResponse:
-        await request.read()
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        await response.write(FIRST)
-        self.started.set()
-        await self.release.wait()
-        await response.write(SECOND)
-        await response.write(DONE)
-        await response.write_eof()
-        return response
 
 
 @dataclass
@@ -62,12 +42,9 @@ class Gateway:
 
 
 @pytest.fixture
-async def provider(aiohttp_server) -> AsyncIterator[tuple[FakeProvider, TestServer]]:
-    fake = FakeProvider(asyncio.Event(), asyncio.Event())
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", fake.chat)
-    server = await aiohttp_server(app)
-    yield fake, server
+async def provider(aiohttp_server) -> AsyncIterator[tuple[ChatProvider, TestServer]]:
+    fake = await ChatProvider().start(aiohttp_server)
+    yield fake, fake.server
     fake.release.set()
 
 
@@ -137,7 +114,7 @@ async def wait_for_status(url: str, wanted: int | None) -> str | None:
 
 
 async def open_stream(session: aiohttp.ClientSession, gateway: Gateway) -> aiohttp.ClientResponse:
-    body = {"model": "fake/m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    body = {"model": "fake/held", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     response = await session.post(gateway.url + "/v1/chat/completions", json=body)
     assert response.status == 200
     assert await response.content.readexactly(len(FIRST)) == FIRST

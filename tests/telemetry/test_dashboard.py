@@ -14,7 +14,8 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.exchange import EXCHANGE
-from tests.fakes.telemetry import ScriptedProvider, chat, closed_port, gateway_app, make_table, scrape
+from tests.fakes.providers import ChatProvider
+from tests.fakes.telemetry import chat, closed_port, gateway_app, make_table, scrape
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "gateway-dashboard.json"
 
@@ -81,9 +82,8 @@ async def as_client(request: web.Request, handler: Any) -> web.StreamResponse:
 
 
 async def test_every_dashboard_query_names_an_exported_metric(aiohttp_server: Any, aiohttp_client: Any) -> None:
-    fake = ScriptedProvider()
-    server = await aiohttp_server(fake.app())
-    app = gateway_app(make_table(server.port, closed_port()))
+    fake = await ChatProvider().start(aiohttp_server)
+    app = gateway_app(make_table(fake.port, closed_port()))
     app.middlewares.append(as_client)
     client = await aiohttp_client(app)
     for model, stream in (("fake/plain", False), ("fake/streamer", True), ("fake/fail", False), ("down/x", False)):

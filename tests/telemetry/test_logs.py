@@ -21,12 +21,11 @@ from gateway.exchange import Exchange
 from gateway.telemetry import access_log
 from gateway.telemetry.logs import configure_logging, json_lines
 from gateway.telemetry.redact import REDACTED, Redactor, secret_values
-from tests.fakes.providers import entry
+from tests.fakes.providers import ChatProvider, entry
 from tests.fakes.telemetry import (
     ENV,
     OTHER_KEY,
     PROVIDER_KEY,
-    ScriptedProvider,
     chat,
     closed_port,
     gateway_app,
@@ -59,9 +58,8 @@ def access_lines(buffer: io.StringIO) -> list[dict[str, Any]]:
 
 @pytest.fixture
 async def setup(aiohttp_server: Any, aiohttp_client: Any, capture: io.StringIO) -> Any:
-    fake = ScriptedProvider()
-    server = await aiohttp_server(fake.app())
-    client = await aiohttp_client(gateway_app(make_table(server.port, closed_port())))
+    fake = await ChatProvider().start(aiohttp_server)
+    client = await aiohttp_client(gateway_app(make_table(fake.port, closed_port())))
     return fake, client, capture
 
 
@@ -123,7 +121,7 @@ async def test_request_id_generated_when_absent_or_insane_and_sent_upstream(setu
         async with client.post("/v1/chat/completions", data=orjson.dumps(chat("fake/plain")), headers=headers) as r:
             assert r.status == 200
             ids.append(r.headers["X-Request-ID"])
-            assert fake.seen[-1]["headers"]["X-Request-ID"] == r.headers["X-Request-ID"]
+            assert fake.last.headers["X-Request-ID"] == r.headers["X-Request-ID"]
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids[:3])
     assert len(set(ids[:3])) == 3
     assert ids[3] == "ok.id-1:2/3+4=5@6"
@@ -174,8 +172,8 @@ async def test_no_key_in_any_log_line_or_error_body(setup: Any) -> None:
         async with client.request(method, path, data=data, headers=creds) as response:
             bodies.append(await response.read())
     # The client's credentials never reach the provider.
-    for seen in fake.seen:
-        assert CLIENT_KEY not in str(seen["headers"])
+    for seen in fake.requests:
+        assert CLIENT_KEY not in str(seen.headers)
     # Anything that logs a secret by mistake is scrubbed: structlog lines and the standard library's alike.
     structlog.get_logger("test").error("careless", detail=f"key was {PROVIDER_KEY}", authorization="Bearer abc")
     logging.getLogger("aiohttp.server").error("careless url http://h/v1?key=%s", OTHER_KEY)
@@ -242,10 +240,9 @@ async def test_development_logs_are_readable_and_bodies_truncated(aiohttp_server
     buffer = io.StringIO()
     configure_logging("development", stream=buffer, cache=False)
     try:
-        fake = ScriptedProvider()
-        server = await aiohttp_server(fake.app())
+        fake = await ChatProvider().start(aiohttp_server)
         app = gateway_app(
-            make_table(server.port, closed_port()),
+            make_table(fake.port, closed_port()),
             environment="development",
             debug_content_truncate_words=3,
             debug_max_messages=2,

@@ -15,10 +15,8 @@ from gateway.routing.resolve import Route
 from gateway.telemetry.metrics import DURATION_BUCKETS, METRICS, TOKEN_BUCKETS, ModelLabels
 from gateway.telemetry.scanners import SseUsage
 from gateway.upstream.outbound import chat_body
+from tests.fakes.providers import PLAIN_USAGE, STREAM_USAGE, ChatProvider
 from tests.fakes.telemetry import (
-    PLAIN_USAGE,
-    STREAM_USAGE,
-    ScriptedProvider,
     chat,
     closed_port,
     gateway_app,
@@ -46,9 +44,8 @@ async def deny_marked(request: web.Request, handler: Handler) -> web.StreamRespo
 
 @pytest.fixture
 async def setup(aiohttp_server: Any, aiohttp_client: Any) -> Any:
-    fake = ScriptedProvider()
-    server = await aiohttp_server(fake.app())
-    app = gateway_app(make_table(server.port, closed_port()))
+    fake = await ChatProvider().start(aiohttp_server)
+    app = gateway_app(make_table(fake.port, closed_port()))
     app.middlewares.append(deny_marked)  # innermost: inside render_errors, as an auth middleware would be
     client = await aiohttp_client(app)
     return fake, app, client
@@ -228,21 +225,20 @@ async def test_truncated_stream_counts_as_an_upstream_error(setup: Any) -> None:
 async def test_gateway_asks_for_stream_usage_only_when_flagged_and_not_set(setup: Any) -> None:
     fake, _, client = setup
     await post(client, chat("fake/streamer", stream=True))
-    assert fake.seen[-1]["body"]["stream_options"] == {"include_usage": True}
+    assert fake.last.json()["stream_options"] == {"include_usage": True}
     # The body was spliced, not re-encoded: the client's bytes come first, unchanged.
-    assert fake.seen[-1]["raw"].startswith(orjson.dumps(chat("streamer", stream=True))[:-1])
+    assert fake.last.body.startswith(orjson.dumps(chat("streamer", stream=True))[:-1])
     await post(client, chat("fake/streamer", stream=True, stream_options={"include_usage": False}))
-    assert fake.seen[-1]["body"]["stream_options"] == {"include_usage": False}
+    assert fake.last.json()["stream_options"] == {"include_usage": False}
     await post(client, chat("quiet/streamer", stream=True))
-    assert "stream_options" not in fake.seen[-1]["body"]
+    assert "stream_options" not in fake.last.json()
     await post(client, chat("fake/plain"))
-    assert "stream_options" not in fake.seen[-1]["body"]
+    assert "stream_options" not in fake.last.json()
 
 
 async def test_metrics_listener_is_separate_and_off_by_default(aiohttp_server: Any, aiohttp_client: Any) -> None:
-    fake = ScriptedProvider()
-    server = await aiohttp_server(fake.app())
-    app = gateway_app(make_table(server.port, closed_port()), telemetry_enable=False)
+    fake = await ChatProvider().start(aiohttp_server)
+    app = gateway_app(make_table(fake.port, closed_port()), telemetry_enable=False)
     client = await aiohttp_client(app)
     async with client.get("/metrics") as response:
         assert response.status == 404  # never on the API port
