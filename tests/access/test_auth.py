@@ -19,15 +19,8 @@ from aiohttp.test_utils import TestClient
 
 from gateway.access.auth import ACCESS, reload_keys
 from gateway.exchange import EXCHANGE
-from tests.fakes.access import (
-    PROVIDER_KEY,
-    FakeClock,
-    KeysFile,
-    auth_settings,
-    chat,
-    gateway_app,
-    write_keys,
-)
+from tests.fakes.access import PROVIDER_KEY, FakeClock, KeysFile, auth_settings, gateway_app, write_keys
+from tests.fakes.bodies import chat
 from tests.fakes.providers import ChatProvider, free_port, wait_listening
 from tests.process.test_gateway_process import ROOT, gateway_args, running
 
@@ -92,7 +85,7 @@ async def test_probes_need_no_credentials(gw: Client) -> None:
 
 async def test_missing_credentials_get_401_with_a_challenge(gw: Client, upstream: ChatProvider) -> None:
     for method, path in (("POST", "/v1/chat/completions"), ("GET", "/v1/models"), ("GET", "/proxy/fake/files")):
-        response = await gw.request(method, path, json=chat() if method == "POST" else None)
+        response = await gw.request(method, path, json=chat("fake/alpha-1") if method == "POST" else None)
         assert response.status == 401
         assert response.headers["WWW-Authenticate"] == 'Bearer realm="llm-gateway"'
         assert await envelope(response) == {
@@ -112,8 +105,8 @@ async def test_both_header_forms_are_accepted_and_never_forwarded(
     key = keys.key("full")
     headers = {"bearer": bearer(key), "x-api-key": {"X-API-Key": key}, "both": {**bearer(key), "X-API-Key": key}}
     for call in (
-        gw.post("/v1/chat/completions", json=chat(), headers=headers[form]),
-        gw.post("/v1/chat/completions", json=chat(stream=True), headers=headers[form]),
+        gw.post("/v1/chat/completions", json=chat("fake/alpha-1"), headers=headers[form]),
+        gw.post("/v1/chat/completions", json=chat("fake/alpha-1", stream=True), headers=headers[form]),
         gw.get("/v1/models", headers=headers[form]),
         gw.post("/proxy/fake/embeddings", json={"input": "x"}, headers=headers[form]),
     ):
@@ -145,7 +138,7 @@ async def test_wrong_and_revoked_keys_get_401(gw: Client, upstream: ChatProvider
         ),
     ]
     for headers, message in cases:
-        response = await gw.post("/v1/chat/completions", json=chat(), headers=headers)
+        response = await gw.post("/v1/chat/completions", json=chat("fake/alpha-1"), headers=headers)
         assert response.status == 401
         assert response.headers["WWW-Authenticate"] == 'Bearer realm="llm-gateway", error="invalid_token"'
         body = await response.read()
@@ -213,7 +206,7 @@ async def test_request_limit_429_with_headers_then_recovery(
     gw: Client, keys: KeysFile, clock: FakeClock, upstream: ChatProvider
 ) -> None:
     headers = bearer(keys.key("rpm"))
-    first = await gw.post("/v1/chat/completions", json=chat(), headers=headers)
+    first = await gw.post("/v1/chat/completions", json=chat("fake/alpha-1"), headers=headers)
     assert first.status == 200
     # The client's own figures, not the provider's (which said 10000).
     assert {k: v for k, v in first.headers.items() if k.lower().startswith("x-ratelimit")} == {
@@ -221,12 +214,12 @@ async def test_request_limit_429_with_headers_then_recovery(
         "x-ratelimit-remaining-requests": "1",
         "x-ratelimit-reset-requests": "30s",
     }
-    second = await gw.post("/v1/chat/completions", json=chat(stream=True), headers=headers)
+    second = await gw.post("/v1/chat/completions", json=chat("fake/alpha-1", stream=True), headers=headers)
     assert second.status == 200 and second.headers["Content-Type"] == "text/event-stream"
     assert second.headers["x-ratelimit-remaining-requests"] == "0"
     assert second.headers["x-ratelimit-reset-requests"] == "1m0s"
     await second.read()
-    third = await gw.post("/v1/chat/completions", json=chat(), headers=headers)
+    third = await gw.post("/v1/chat/completions", json=chat("fake/alpha-1"), headers=headers)
     assert third.status == 429
     assert third.headers["Retry-After"] == "30"
     assert third.headers["x-ratelimit-remaining-requests"] == "0"
@@ -240,34 +233,36 @@ async def test_request_limit_429_with_headers_then_recovery(
     }
     assert len(upstream.requests) == 2
     clock.advance(29)
-    assert (await gw.post("/v1/chat/completions", json=chat(), headers=headers)).status == 429
+    assert (await gw.post("/v1/chat/completions", json=chat("fake/alpha-1"), headers=headers)).status == 429
     clock.advance(1)
-    recovered = await gw.post("/v1/chat/completions", json=chat(), headers=headers)
+    recovered = await gw.post("/v1/chat/completions", json=chat("fake/alpha-1"), headers=headers)
     assert recovered.status == 200
     assert recovered.headers["x-ratelimit-remaining-requests"] == "0"
     # Another client's budget is its own.
-    assert (await gw.post("/v1/chat/completions", json=chat(), headers=bearer(keys.key("full")))).status == 200
+    assert (
+        await gw.post("/v1/chat/completions", json=chat("fake/alpha-1"), headers=bearer(keys.key("full")))
+    ).status == 200
 
 
 async def test_token_limit_counts_usage_of_json_and_streamed_answers(
     gw: Client, keys: KeysFile, clock: FakeClock
 ) -> None:
     headers = bearer(keys.key("tpm"))
-    first = await gw.post("/v1/chat/completions", json=chat(stream=True), headers=headers)
+    first = await gw.post("/v1/chat/completions", json=chat("fake/alpha-1", stream=True), headers=headers)
     await first.read()
     assert first.headers["x-ratelimit-remaining-tokens"] == "20"
     assert "x-ratelimit-limit-requests" not in first.headers
     # The stream reported 12 tokens: 8 are left.
-    second = await gw.post("/v1/chat/completions", json=chat(), headers=headers)
+    second = await gw.post("/v1/chat/completions", json=chat("fake/alpha-1"), headers=headers)
     assert second.status == 200 and second.headers["x-ratelimit-remaining-tokens"] == "8"
     assert second.headers["x-ratelimit-reset-tokens"] == "36s"
     # 8 - 12 = -4: refused until the budget is above zero again (4 tokens at 1 per 3s, then one more).
-    third = await gw.post("/v1/chat/completions", json=chat(), headers=headers)
+    third = await gw.post("/v1/chat/completions", json=chat("fake/alpha-1"), headers=headers)
     assert third.status == 429
     assert third.headers["Retry-After"] == "15"
     assert (await envelope(third))["error"]["type"] == "tokens"
     clock.advance(15)
-    assert (await gw.post("/v1/chat/completions", json=chat(), headers=headers)).status == 200
+    assert (await gw.post("/v1/chat/completions", json=chat("fake/alpha-1"), headers=headers)).status == 200
 
 
 async def test_keys_file_changes_are_taken_without_restart(gw: Client, keys: KeysFile, tmp_path: Path) -> None:

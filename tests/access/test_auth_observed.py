@@ -9,7 +9,8 @@ from typing import Any
 import orjson
 import structlog
 
-from tests.fakes.access import auth_settings, chat, gateway_app, write_keys
+from tests.fakes.access import auth_settings, gateway_app, write_keys
+from tests.fakes.bodies import chat
 from tests.fakes.providers import access_provider
 from tests.fakes.telemetry import Samples, scrape
 
@@ -28,14 +29,16 @@ async def test_client_names_and_401s_are_measured_and_logged(
     client = await aiohttp_client(app)
     key = keys.key("team-a")
     with structlog.testing.capture_logs() as logs:
-        async with client.post(ROUTE, data=orjson.dumps(chat())) as response:
+        async with client.post(ROUTE, data=orjson.dumps(chat("fake/alpha-1"))) as response:
             assert response.status == 401
-        async with client.post(ROUTE, data=orjson.dumps(chat()), headers={"X-API-Key": "gwk_wrong"}) as response:
+        async with client.post(
+            ROUTE, data=orjson.dumps(chat("fake/alpha-1")), headers={"X-API-Key": "gwk_wrong"}
+        ) as response:
             assert response.status == 401
-        async with client.post(ROUTE, data=orjson.dumps(chat()), headers={"X-API-Key": key}) as response:
+        async with client.post(ROUTE, data=orjson.dumps(chat("fake/alpha-1")), headers={"X-API-Key": key}) as response:
             assert response.status == 200
             await response.read()
-        stream = orjson.dumps(chat(stream=True))
+        stream = orjson.dumps(chat("fake/alpha-1", stream=True))
         async with client.post(ROUTE, data=stream, headers={"Authorization": f"Bearer {key}"}) as response:
             assert response.status == 200
             await response.read()

@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from gateway.access.auth import ACCESS
 from gateway.access.oidc import IssuerUnavailable, OidcVerifier, TokenRejected, looks_like_jwt
 from gateway.exchange import EXCHANGE
-from tests.fakes.access import Issuer, auth_settings, chat, gateway_app, rsa_key, write_keys
+from tests.fakes.access import Issuer, auth_settings, gateway_app, rsa_key, write_keys
+from tests.fakes.bodies import chat
 from tests.fakes.providers import free_port
 
 Client = TestClient[web.Request, web.Application]
@@ -166,7 +167,9 @@ async def test_gateway_accepts_a_token_and_names_the_client(
     aiohttp_client: Any, issuer: Issuer, upstream_url: str
 ) -> None:
     gw = await _gateway(aiohttp_client, issuer.url, upstream_url)
-    response = await gw.post("/v1/chat/completions", json=chat(), headers={"Authorization": f"Bearer {issuer.token()}"})
+    response = await gw.post(
+        "/v1/chat/completions", json=chat("fake/alpha-1"), headers={"Authorization": f"Bearer {issuer.token()}"}
+    )
     assert response.status == 200
     assert gw.app[NAMES] == ["oidc:alice"]
     refused = await gw.get("/v1/models", headers={"Authorization": f"Bearer {issuer.token(lifetime=-300)}"})

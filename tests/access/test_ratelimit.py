@@ -25,7 +25,8 @@ from gateway.access.ratelimit import (
     Window,
     format_reset,
 )
-from tests.fakes.access import FakeClock, RedisServer, auth_settings, chat, gateway_app, write_keys
+from tests.fakes.access import FakeClock, RedisServer, auth_settings, gateway_app, write_keys
+from tests.fakes.bodies import chat
 
 Client = TestClient[web.Request, web.Application]
 
@@ -151,12 +152,12 @@ async def test_two_gateways_share_one_budget(
     headers = {"X-API-Key": keys.key("limited")}
     statuses = []
     for gw in (a, b, a, b):
-        response = await gw.post("/v1/chat/completions", json=chat(), headers=headers)
+        response = await gw.post("/v1/chat/completions", json=chat("fake/alpha-1"), headers=headers)
         statuses.append((response.status, response.headers.get("x-ratelimit-remaining-requests")))
     assert statuses == [(200, "2"), (200, "1"), (200, "0"), (429, "0")]
     clock.advance(20)
-    assert (await a.post("/v1/chat/completions", json=chat(), headers=headers)).status == 200
-    assert (await b.post("/v1/chat/completions", json=chat(), headers=headers)).status == 429
+    assert (await a.post("/v1/chat/completions", json=chat("fake/alpha-1"), headers=headers)).status == 200
+    assert (await b.post("/v1/chat/completions", json=chat("fake/alpha-1"), headers=headers)).status == 429
 
 
 async def test_without_redis_each_gateway_has_its_own_budget(aiohttp_client: Any, upstream_url: str, keys: Any) -> None:
@@ -240,7 +241,9 @@ async def test_redis_down_fails_closed_when_told_to(
         redis_retry_interval=7,
     )
     redis_server.stop()
-    response = await gw.post("/v1/chat/completions", json=chat(), headers={"X-API-Key": keys.key("limited")})
+    response = await gw.post(
+        "/v1/chat/completions", json=chat("fake/alpha-1"), headers={"X-API-Key": keys.key("limited")}
+    )
     assert response.status == 503
     assert response.headers["Retry-After"] == "7"
     assert orjson.loads(await response.read()) == {
@@ -251,7 +254,9 @@ async def test_redis_down_fails_closed_when_told_to(
         }
     }
     # A client without limits never needs Redis.
-    unlimited = await gw.post("/v1/chat/completions", json=chat(), headers={"X-API-Key": keys.key("free-for-all")})
+    unlimited = await gw.post(
+        "/v1/chat/completions", json=chat("fake/alpha-1"), headers={"X-API-Key": keys.key("free-for-all")}
+    )
     assert unlimited.status == 200
 
 

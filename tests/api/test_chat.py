@@ -9,14 +9,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.fakes.providers import chat_answer, entry
-
-CHAT = "/v1/chat/completions"
-MESSAGES = [{"role": "user", "content": "hello"}]
-
-
-def body(model: str, **extra: Any) -> dict[str, Any]:
-    return {"model": model, "messages": MESSAGES, **extra}
+from tests.fakes.bodies import CHAT, chat, chat_answer
+from tests.fakes.providers import entry
 
 
 # --- outbound auth: each style's exact header or parameter -------------------------------------------------
@@ -40,7 +34,7 @@ async def test_each_auth_style_sends_exactly_its_credential(
     client = await gateway(entry("p", fake.url, auth, **extra), env={"P_API_KEY": "sk-up"})
     response = await client.post(
         CHAT,
-        json=body("p/m"),
+        json=chat("p/m"),
         headers={"Authorization": "Bearer client-secret", "X-API-Key": "client-key", "Cookie": "s=1"},
     )
     assert response.status == 200
@@ -59,7 +53,7 @@ async def test_static_headers_from_the_table_are_sent(fake_provider, gateway) ->
         entry("anthropic", fake.url, "xheader", headers={"anthropic-version": "2023-06-01"}),
         env={"ANTHROPIC_API_KEY": "k"},
     )
-    assert (await client.post(CHAT, json=body("anthropic/claude-x"))).status == 200
+    assert (await client.post(CHAT, json=chat("anthropic/claude-x"))).status == 200
     assert fake.last.headers["anthropic-version"] == "2023-06-01"
 
 
@@ -74,7 +68,7 @@ async def test_hop_by_hop_and_forwarding_headers_stay_behind(fake_provider, gate
         "X-Forwarded-For": "10.0.0.1",
         "X-Custom": "kept",
     }
-    assert (await client.post(CHAT, json=body("p/m"), headers=headers)).status == 200
+    assert (await client.post(CHAT, json=chat("p/m"), headers=headers)).status == 200
     sent = {k.lower() for k in fake.last.headers}
     assert not sent & {"x-secret-hop", "keep-alive", "proxy-authorization", "x-forwarded-for"}
     assert fake.last.headers["X-Custom"] == "kept"
@@ -101,18 +95,18 @@ async def routed(fake_provider, gateway, request_body: dict[str, Any], query: st
 @pytest.mark.parametrize(
     ("request_body", "query", "provider", "model"),
     [
-        (body("openai/gpt-4o"), "", "openai", "gpt-4o"),
-        (body("gpt-4o"), "", "openai", "gpt-4o"),
-        (body("GPT-4o-mini"), "", "openai", "GPT-4o-mini"),
-        (body("gemini-2.0-flash"), "", "google", "gemini-2.0-flash"),
-        (body("o1-preview"), "", "openai", "o1-preview"),
-        (body("gemini-pro", provider="google-gemini"), "", "google", "gemini-pro"),
-        (body("llama-3", provider="groq"), "", "groq", "llama-3"),
-        (body("llama-3"), "?provider=groq", "groq", "llama-3"),
-        (body("gpt-4o", provider="google"), "?provider=groq", "groq", "gpt-4o"),
-        (body("groq/openai/gpt-oss-120b"), "", "groq", "openai/gpt-oss-120b"),
-        (body("openai/gpt-oss-120b"), "?provider=groq", "groq", "openai/gpt-oss-120b"),
-        (body("groq/llama-3"), "?provider=groq", "groq", "llama-3"),
+        (chat("openai/gpt-4o"), "", "openai", "gpt-4o"),
+        (chat("gpt-4o"), "", "openai", "gpt-4o"),
+        (chat("GPT-4o-mini"), "", "openai", "GPT-4o-mini"),
+        (chat("gemini-2.0-flash"), "", "google", "gemini-2.0-flash"),
+        (chat("o1-preview"), "", "openai", "o1-preview"),
+        (chat("gemini-pro", provider="google-gemini"), "", "google", "gemini-pro"),
+        (chat("llama-3", provider="groq"), "", "groq", "llama-3"),
+        (chat("llama-3"), "?provider=groq", "groq", "llama-3"),
+        (chat("gpt-4o", provider="google"), "?provider=groq", "groq", "gpt-4o"),
+        (chat("groq/openai/gpt-oss-120b"), "", "groq", "openai/gpt-oss-120b"),
+        (chat("openai/gpt-oss-120b"), "?provider=groq", "groq", "openai/gpt-oss-120b"),
+        (chat("groq/llama-3"), "?provider=groq", "groq", "llama-3"),
     ],
 )
 async def test_the_provider_is_chosen_in_order_and_the_prefix_stripped(
@@ -136,7 +130,7 @@ async def test_an_unchanged_body_is_forwarded_byte_for_byte(fake_provider, gatew
 async def test_a_rewritten_body_keeps_every_other_field(fake_provider, gateway) -> None:
     fake = await fake_provider()
     client = await gateway(entry("openai", fake.url))
-    sent = body("openai/gpt-4o", temperature=0.25, tools=[{"type": "function"}], metadata={"a": 1}, provider="openai")
+    sent = chat("openai/gpt-4o", temperature=0.25, tools=[{"type": "function"}], metadata={"a": 1}, provider="openai")
     assert (await client.post(CHAT, json=sent)).status == 200
     forwarded = json.loads(fake.last.body)
     expected = {k: v for k, v in sent.items() if k != "provider"} | {"model": "gpt-4o"}
@@ -147,12 +141,12 @@ async def test_a_rewritten_body_keeps_every_other_field(fake_provider, gateway) 
 async def test_no_match_is_404_no_provider_naming_the_model(gateway, fake_provider) -> None:
     fake = await fake_provider()
     client = await gateway(entry("openai", fake.url, model_prefixes=["gpt-"]))
-    response = await client.post(CHAT, json=body("mystery-7b"))
+    response = await client.post(CHAT, json=chat("mystery-7b"))
     assert response.status == 404
     error = (await response.json())["error"]
     assert error["type"] == "no_provider" and error["code"] == "no_provider"
     assert "'mystery-7b'" in error["message"]
-    response = await client.post(CHAT + "?provider=nope", json=body("gpt-4o"))
+    response = await client.post(CHAT + "?provider=nope", json=chat("gpt-4o"))
     assert response.status == 404
     assert "'nope'" in (await response.json())["error"]["message"]
     assert fake.requests == []
@@ -161,7 +155,7 @@ async def test_no_match_is_404_no_provider_naming_the_model(gateway, fake_provid
 async def test_a_provider_without_its_key_gets_a_clear_error(gateway, fake_provider) -> None:
     fake = await fake_provider()
     client = await gateway(entry("openai", fake.url, "bearer"), env={})
-    response = await client.post(CHAT, json=body("openai/gpt-4o"))
+    response = await client.post(CHAT, json=chat("openai/gpt-4o"))
     assert response.status == 503
     error = (await response.json())["error"]
     assert error["code"] == "provider_not_configured"
@@ -188,7 +182,7 @@ async def test_a_provider_without_its_key_gets_a_clear_error(gateway, fake_provi
 async def test_allow_and_deny_lists(gateway, fake_provider, env, model, status) -> None:
     fake = await fake_provider()
     client = await gateway(entry("openai", fake.url), env=env)
-    response = await client.post(CHAT, json=body(model))
+    response = await client.post(CHAT, json=chat(model))
     assert response.status == status
     if status == 403:
         error = (await response.json())["error"]
@@ -300,7 +294,7 @@ async def test_upstream_errors_pass_through_unchanged(gateway, fake_provider) ->
 
     fake = await fake_provider({"/chat/completions": denied})
     client = await gateway(entry("p", fake.url))
-    response = await client.post(CHAT, json=body("p/m"))
+    response = await client.post(CHAT, json=chat("p/m"))
     assert response.status == 401
     assert await response.read() == raw
     assert response.headers["x-upstream"] == "1"
@@ -315,7 +309,7 @@ async def test_a_non_streamed_answer_comes_back_as_sent(gateway, fake_provider) 
 
     fake = await fake_provider({"/chat/completions": answer})
     client = await gateway(entry("p", fake.url))
-    response = await client.post(CHAT, json=body("p/m"))
+    response = await client.post(CHAT, json=chat("p/m"))
     assert response.status == 200
     assert await response.read() == raw
     assert response.headers["Content-Length"] == str(len(raw))
@@ -324,7 +318,7 @@ async def test_a_non_streamed_answer_comes_back_as_sent(gateway, fake_provider) 
 
 async def test_an_unreachable_provider_is_502(gateway, unused_tcp_port) -> None:
     client = await gateway(entry("p", f"http://127.0.0.1:{unused_tcp_port}"))
-    response = await client.post(CHAT, json=body("p/m"))
+    response = await client.post(CHAT, json=chat("p/m"))
     assert response.status == 502
     error = (await response.json())["error"]
     assert (error["type"], error["code"]) == ("upstream_error", "upstream_unreachable")
@@ -338,7 +332,7 @@ async def test_a_provider_that_never_answers_is_504(gateway, fake_provider) -> N
 
     fake = await fake_provider({"/chat/completions": stall})
     client = await gateway(entry("p", fake.url), env={"CLIENT_TIMEOUT": "200ms"})
-    response = await client.post(CHAT, json=body("p/m"))
+    response = await client.post(CHAT, json=chat("p/m"))
     assert response.status == 504
     assert (await response.json())["error"]["code"] == "upstream_timeout"
 
@@ -359,8 +353,8 @@ async def test_a_providers_cookie_is_never_sent_on_later_calls(gateway, fake_pro
     fake = await fake_provider({"/chat/completions": set_cookie})
     # A host name, not an address: cookie jars refuse cookies from bare IP addresses.
     client = await gateway(entry("p", fake.url.replace("127.0.0.1", "localhost")))
-    first = await client.post(CHAT, json=body("p/m"))
+    first = await client.post(CHAT, json=chat("p/m"))
     assert first.status == 200 and "belongs-to-client-a" in first.headers["Set-Cookie"]
     client.session.cookie_jar.clear()  # the second caller is someone else
-    assert (await client.post(CHAT, json=body("p/m"))).status == 200
+    assert (await client.post(CHAT, json=chat("p/m"))).status == 200
     assert "Cookie" not in fake.last.headers

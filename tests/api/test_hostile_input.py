@@ -11,17 +11,8 @@ import pytest
 from aiohttp import web
 
 from gateway.upstream.call import POOL
-from tests.fakes.gateways import (
-    CHAT,
-    captured_logs,
-    chat,
-    event,
-    one_provider,
-    raw_connection,
-    start_gateway,
-    status_of,
-    wait_for,
-)
+from tests.fakes.bodies import CHAT, chat, event
+from tests.fakes.gateways import captured_logs, one_provider, raw_connection, start_gateway, status_of, wait_for
 from tests.fakes.providers import answering, start_provider
 
 LIMIT = 64 * 1024

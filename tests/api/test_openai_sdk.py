@@ -9,7 +9,8 @@ import openai
 import pytest
 from aiohttp import web
 
-from tests.fakes.providers import chat_answer, entry
+from tests.fakes.bodies import chat_answer
+from tests.fakes.providers import entry
 
 CHUNKS = [
     {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",

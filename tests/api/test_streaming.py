@@ -6,10 +6,8 @@ import asyncio
 
 from aiohttp import web
 
+from tests.fakes.bodies import CHAT, chat
 from tests.fakes.providers import entry
-
-CHAT = "/v1/chat/completions"
-STREAM_BODY = {"model": "p/m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
 
 EVENTS = [
     b'data: {"id":"c1","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n',
@@ -35,7 +33,7 @@ async def sse_upstream(request: web.Request) -> web.StreamResponse:
 async def test_the_stream_arrives_byte_for_byte(gateway, fake_provider) -> None:
     fake = await fake_provider({"/chat/completions": sse_upstream})
     client = await gateway(entry("p", fake.url))
-    response = await client.post(CHAT, json=STREAM_BODY)
+    response = await client.post(CHAT, json=chat(stream=True))
     assert response.status == 200
     assert await response.read() == b"".join(EVENTS)
     assert response.headers["Content-Type"] == "text/event-stream"
@@ -62,7 +60,7 @@ async def test_the_first_chunk_reaches_the_client_while_the_upstream_still_holds
 
     fake = await fake_provider({"/chat/completions": held})
     client = await gateway(entry("p", fake.url))
-    response = await client.post(CHAT, json=STREAM_BODY)
+    response = await client.post(CHAT, json=chat(stream=True))
     first = await asyncio.wait_for(response.content.readuntil(b"\n\n"), timeout=5)
     assert first == EVENTS[0]
     assert not finished.is_set()
@@ -87,7 +85,7 @@ async def test_a_client_that_disconnects_closes_the_upstream_request(gateway, fa
 
     fake = await fake_provider({"/chat/completions": endless})
     client = await gateway(entry("p", fake.url))
-    response = await client.post(CHAT, json=STREAM_BODY)
+    response = await client.post(CHAT, json=chat(stream=True))
     assert await asyncio.wait_for(response.content.readuntil(b"\n\n"), timeout=5) == EVENTS[0]
     response.close()  # the client goes away mid-stream
     await asyncio.wait_for(upstream_closed.wait(), timeout=5)
@@ -104,7 +102,7 @@ async def test_a_stream_cut_by_the_provider_ends_cleanly_with_what_arrived(gatew
 
     fake = await fake_provider({"/chat/completions": cut})
     client = await gateway(entry("p", fake.url))
-    response = await client.post(CHAT, json=STREAM_BODY)
+    response = await client.post(CHAT, json=chat(stream=True))
     assert response.status == 200
     assert await asyncio.wait_for(response.read(), timeout=5) == EVENTS[0] + EVENTS[1][:20]
 
@@ -112,6 +110,6 @@ async def test_a_stream_cut_by_the_provider_ends_cleanly_with_what_arrived(gatew
 async def test_compressed_bytes_are_never_requested_for_a_stream(gateway, fake_provider) -> None:
     fake = await fake_provider({"/chat/completions": sse_upstream})
     client = await gateway(entry("p", fake.url))
-    response = await client.post(CHAT, json=STREAM_BODY, headers={"Accept-Encoding": "gzip, br"})
+    response = await client.post(CHAT, json=chat(stream=True), headers={"Accept-Encoding": "gzip, br"})
     await response.read()
     assert fake.last.headers["Accept-Encoding"] == "identity"

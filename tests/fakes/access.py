@@ -89,13 +89,6 @@ def gateway_app(settings: Settings, upstream_url: str, clock: Any = None) -> web
     return app
 
 
-def chat(model: str = "fake/alpha-1", stream: bool = False) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": "hello"}]}
-    if stream:
-        body["stream"] = True
-    return body
-
-
 class FakeClock:
     """Wall-clock seconds that move only when a test says so."""
 

@@ -21,7 +21,6 @@ from gateway.config.settings import Settings
 from gateway.exchange import EXCHANGE, Exchange
 from tests.fakes.providers import FakeProvider, Handler, entry, table_of
 
-CHAT = "/v1/chat/completions"
 ROOT = Path(__file__).resolve().parents[2]
 
 # Every limit small, so a test that relies on one firing ends quickly; retries off unless a test turns them on.
@@ -36,14 +35,6 @@ TINY = Settings(
     retry_backoff=0.01,
     retry_backoff_max=0.05,
 )
-
-
-def chat(model: str = "p/m", stream: bool = False, **extra: Any) -> dict[str, Any]:
-    return {"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}], **extra}
-
-
-def event(n: int) -> bytes:
-    return b'data: {"choices":[{"index":0,"delta":{"content":"' + str(n).encode() + b'"}}]}\n\n'
 
 
 @dataclass

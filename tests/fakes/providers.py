@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.config.providers import ProviderTable, parse_table
+from tests.fakes.bodies import DONE, chat_answer, chunk
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -35,19 +36,6 @@ class Seen:
 
     def json(self) -> Any:
         return orjson.loads(self.body)
-
-
-def chat_answer(model: str = "m", content: str = "hi", usage: bool = True) -> dict[str, Any]:
-    answer: dict[str, Any] = {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 1,
-        "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-    }
-    if usage:
-        answer["usage"] = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
-    return answer
 
 
 async def default_answer(request: web.Request) -> web.StreamResponse:
@@ -142,17 +130,6 @@ PROVIDER_HEADERS = {
 }
 
 
-def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-    """One chat.completion.chunk event."""
-    event = {
-        "id": "chatcmpl-1",
-        "object": "chat.completion.chunk",
-        "model": "m",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
-    return b"data: " + orjson.dumps(event) + b"\n\n"
-
-
 # A stream as ChatProvider sends it: a role-only first chunk without content (time to first token must not stop
 # on it), the words, the stop chunk; then the usage when there is any, and [DONE].
 FIRST_CHUNK = chunk({"role": "assistant", "content": ""})
@@ -222,7 +199,7 @@ class ChatProvider(FakeProvider):
         if self.usage_unasked or (body.get("stream_options") or {}).get("include_usage"):
             tail = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "choices": [], "usage": self.stream_usage}
             await response.write(b"data: " + orjson.dumps(tail) + b"\n\n")
-        await response.write(b"data: [DONE]\n\n")
+        await response.write(DONE)
         await response.write_eof()
         return response
 

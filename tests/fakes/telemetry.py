@@ -119,7 +119,3 @@ class Samples:
 
 async def samples(app: web.Application) -> Samples:
     return Samples.parse(await scrape(app))
-
-
-def chat(model: str, *, stream: bool = False, **extra: Any) -> dict[str, Any]:
-    return {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream, **extra}

@@ -18,12 +18,12 @@ from aiohttp.test_utils import TestServer
 
 from gateway.config.settings import Settings
 from gateway.errors import ConfigError
+from tests.fakes.bodies import CHAT, DONE, chat
 from tests.fakes.providers import FIRST_CHUNK, STOP_CHUNK, WORD_CHUNKS, ChatProvider, free_port
 
 # The `held` stream of ChatProvider: FIRST at once, then nothing until `release` is set, then SECOND and DONE.
 FIRST = FIRST_CHUNK
 SECOND = WORD_CHUNKS + STOP_CHUNK
-DONE = b"data: [DONE]\n\n"
 POLL = 0.05
 POLL_LIMIT = 400  # 20 s of polling at most, for any one state change
 
@@ -114,8 +114,7 @@ async def wait_for_status(url: str, wanted: int | None) -> str | None:
 
 
 async def open_stream(session: aiohttp.ClientSession, gateway: Gateway) -> aiohttp.ClientResponse:
-    body = {"model": "fake/held", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-    response = await session.post(gateway.url + "/v1/chat/completions", json=body)
+    response = await session.post(gateway.url + CHAT, json=chat("fake/held", stream=True))
     assert response.status == 200
     assert await response.content.readexactly(len(FIRST)) == FIRST
     return response

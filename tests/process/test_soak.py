@@ -26,7 +26,8 @@ import pytest
 from aiohttp import web
 
 from gateway.upstream.call import POOL
-from tests.fakes.gateways import CHAT, ROOT, TINY, chat, event, start_gateway
+from tests.fakes.bodies import CHAT, DONE, chat, event
+from tests.fakes.gateways import ROOT, TINY, start_gateway
 from tests.fakes.providers import entry, free_port, start_provider, table_of
 
 pytestmark = pytest.mark.soak
@@ -34,7 +35,6 @@ pytestmark = pytest.mark.soak
 STREAMS = int(os.environ.get("SOAK_STREAMS", "300"))
 ROUNDS = int(os.environ.get("SOAK_ROUNDS", "1"))
 EVENTS = 20
-DONE = b"data: [DONE]\n\n"
 # What a provider does with one request, and how often.
 BEHAVIOURS = [("ok", 70), ("busy", 8), ("reset", 7), ("silent", 5), ("no_head", 5), ("garbage", 5)]
 

@@ -22,16 +22,8 @@ from aiohttp import web
 from gateway.config.filestamp import stamp
 from gateway.config.providers import load_table
 from gateway.runtime.state import STATE
-from tests.fakes.gateways import (
-    CHAT,
-    ROOT,
-    captured_logs,
-    chat,
-    event,
-    events_named,
-    start_gateway,
-    wait_for,
-)
+from tests.fakes.bodies import CHAT, chat, event
+from tests.fakes.gateways import ROOT, captured_logs, events_named, start_gateway, wait_for
 from tests.fakes.providers import answering, entry, free_port, start_provider, wait_listening
 from tests.fakes.telemetry import samples
 

@@ -14,8 +14,9 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.exchange import EXCHANGE
+from tests.fakes.bodies import chat
 from tests.fakes.providers import ChatProvider
-from tests.fakes.telemetry import chat, closed_port, gateway_app, make_table, scrape
+from tests.fakes.telemetry import closed_port, gateway_app, make_table, scrape
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "gateway-dashboard.json"
 

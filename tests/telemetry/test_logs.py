@@ -21,16 +21,9 @@ from gateway.exchange import Exchange
 from gateway.telemetry import access_log
 from gateway.telemetry.logs import configure_logging, json_lines
 from gateway.telemetry.redact import REDACTED, Redactor, secret_values
+from tests.fakes.bodies import chat
 from tests.fakes.providers import ChatProvider, entry
-from tests.fakes.telemetry import (
-    ENV,
-    OTHER_KEY,
-    PROVIDER_KEY,
-    chat,
-    closed_port,
-    gateway_app,
-    make_table,
-)
+from tests.fakes.telemetry import ENV, OTHER_KEY, PROVIDER_KEY, closed_port, gateway_app, make_table
 
 CLIENT_KEY = "client-key-abcdefgh-12345"
 

@@ -15,15 +15,9 @@ from gateway.routing.resolve import Route
 from gateway.telemetry.metrics import DURATION_BUCKETS, METRICS, TOKEN_BUCKETS, ModelLabels
 from gateway.telemetry.scanners import SseUsage
 from gateway.upstream.outbound import chat_body
+from tests.fakes.bodies import chat
 from tests.fakes.providers import PLAIN_USAGE, STREAM_USAGE, ChatProvider
-from tests.fakes.telemetry import (
-    chat,
-    closed_port,
-    gateway_app,
-    make_table,
-    samples,
-    table_yaml,
-)
+from tests.fakes.telemetry import closed_port, gateway_app, make_table, samples, table_yaml
 
 DURATION = "gen_ai_server_request_duration_seconds"
 TOKENS = "gen_ai_client_token_usage"

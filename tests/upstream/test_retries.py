@@ -12,15 +12,8 @@ import pytest
 from aiohttp import web
 
 from gateway.upstream.timeouts import RetryPolicy, retry_after
-from tests.fakes.gateways import (
-    CHAT,
-    captured_logs,
-    chat,
-    event,
-    events_named,
-    one_provider,
-    start_gateway,
-)
+from tests.fakes.bodies import CHAT, chat, event
+from tests.fakes.gateways import captured_logs, events_named, one_provider, start_gateway
 from tests.fakes.providers import Handler, entry, start_provider, table_of
 from tests.fakes.telemetry import samples
 

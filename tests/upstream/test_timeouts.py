@@ -15,7 +15,8 @@ from aiohttp import web
 from gateway.config.settings import Settings
 from gateway.errors import ConfigError
 from gateway.upstream.timeouts import Limits, call_policies
-from tests.fakes.gateways import CHAT, chat, event, one_provider, start_gateway
+from tests.fakes.bodies import CHAT, chat, event
+from tests.fakes.gateways import one_provider, start_gateway
 from tests.fakes.providers import entry, start_provider, table_of
 
 

@@ -26,7 +26,8 @@ from yarl import URL
 from gateway.upstream.call import fetch, request_head
 from gateway.upstream.http1.connection import ConnectFailed, Connection, Disconnected, TLSFailed
 from gateway.upstream.http1.pool import Pool, proxy_problems
-from tests.fakes.gateways import CHAT, chat, one_provider, start_gateway, wait_for
+from tests.fakes.bodies import CHAT, chat
+from tests.fakes.gateways import one_provider, start_gateway, wait_for
 from tests.fakes.providers import RawServer, free_port
 
 LIMIT = 5.0  # the bound on every wait; nothing here should come near it
