@@ -12,7 +12,6 @@ from aiohttp import web
 from tests.fakes.bodies import CHAT, chat, chat_answer
 from tests.fakes.providers import entry
 
-
 # --- outbound auth: each style's exact header or parameter -------------------------------------------------
 
 

@@ -13,7 +13,7 @@ from aiohttp import web
 from gateway.upstream.call import POOL
 from tests.fakes.bodies import CHAT, chat, event
 from tests.fakes.gateways import captured_logs, one_provider, raw_connection, start_gateway, status_of, wait_for
-from tests.fakes.providers import answering, start_provider
+from tests.fakes.providers import answering, sending, start_provider
 
 LIMIT = 64 * 1024
 
@@ -240,15 +240,7 @@ async def test_a_client_that_stops_reading_is_cut_after_the_write_limit(aiohttp_
 async def test_a_slow_reader_that_keeps_reading_is_not_cut(aiohttp_client, aiohttp_server) -> None:
     chunks = [b"data: " + bytes([65 + n % 26]) * 65536 + b"\n\n" for n in range(12)]
 
-    async def big_stream(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        for item in chunks:
-            await response.write(item)
-        await response.write_eof()
-        return response
-
-    provider = await start_provider(aiohttp_server, big_stream)
+    provider = await start_provider(aiohttp_server, sending(*chunks))
     gw = await start_gateway(aiohttp_client, one_provider(provider), write_timeout=0.3)
     response = await gw.client.post(CHAT, json=chat(stream=True))
     received = b""
@@ -260,24 +252,6 @@ async def test_a_slow_reader_that_keeps_reading_is_not_cut(aiohttp_client, aioht
 
 
 # ---- providers -------------------------------------------------------------------------------------------------
-
-
-def provider_sending(*parts: bytes, content_type: str = "text/event-stream", then: str = "end"):
-    """A provider writing `parts`, then ending normally ("end"), or resetting the connection ("reset")."""
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": content_type})
-        await response.prepare(request)
-        for part in parts:
-            await response.write(part)
-        if then == "reset":
-            assert request.transport is not None
-            request.transport.abort()
-            return response
-        await response.write_eof()
-        return response
-
-    return handler
 
 
 @pytest.mark.parametrize(
@@ -292,7 +266,7 @@ def provider_sending(*parts: bytes, content_type: str = "text/event-stream", the
 async def test_broken_streams_give_the_client_what_arrived_and_a_clean_end(
     aiohttp_client, aiohttp_server, caplog, parts, then, error_type
 ) -> None:
-    provider = await start_provider(aiohttp_server, provider_sending(*parts, then=then))
+    provider = await start_provider(aiohttp_server, sending(*parts, then=then))
     gw = await start_gateway(aiohttp_client, one_provider(provider))
     with captured_logs() as logs:
         response = await gw.client.post(CHAT, json=chat(stream=True))

@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import web
 
 from tests.fakes.bodies import CHAT, chat
-from tests.fakes.providers import entry
+from tests.fakes.providers import entry, sending
 
 EVENTS = [
     b'data: {"id":"c1","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n',
@@ -92,15 +92,8 @@ async def test_a_client_that_disconnects_closes_the_upstream_request(gateway, fa
 
 
 async def test_a_stream_cut_by_the_provider_ends_cleanly_with_what_arrived(gateway, fake_provider) -> None:
-    async def cut(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        await response.write(EVENTS[0] + EVENTS[1][:20])
-        assert request.transport is not None
-        request.transport.abort()  # reset mid-line, no [DONE]
-        return response
-
-    fake = await fake_provider({"/chat/completions": cut})
+    # Reset mid-line, no [DONE].
+    fake = await fake_provider({"/chat/completions": sending(EVENTS[0] + EVENTS[1][:20], then="reset")})
     client = await gateway(entry("p", fake.url))
     response = await client.post(CHAT, json=chat(stream=True))
     assert response.status == 200

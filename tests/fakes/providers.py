@@ -4,12 +4,14 @@ entries shaped like the spec's; network helpers."""
 from __future__ import annotations
 
 import asyncio
+import collections
+import random
 import socket
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import orjson
 import yaml
@@ -17,7 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.config.providers import ProviderTable, parse_table
-from tests.fakes.bodies import DONE, chat_answer, chunk
+from tests.fakes.bodies import DONE, chat_answer, chunk, event
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -49,6 +51,24 @@ def answering(payload: Any, status: int = 200) -> Handler:
 
     async def handler(request: web.Request) -> web.StreamResponse:
         return web.json_response(payload, status=status)
+
+    return handler
+
+
+def sending(*parts: bytes, content_type: str = "text/event-stream", then: str = "end") -> Handler:
+    """A handler writing `parts`, then ending normally ("end"), or resetting the connection ("reset")."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        await response.prepare(request)
+        for part in parts:
+            await response.write(part)
+        if then == "reset":
+            assert request.transport is not None
+            request.transport.abort()
+            return response
+        await response.write_eof()
+        return response
 
     return handler
 
@@ -199,6 +219,70 @@ class ChatProvider(FakeProvider):
         if self.usage_unasked or (body.get("stream_options") or {}).get("include_usage"):
             tail = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "choices": [], "usage": self.stream_usage}
             await response.write(b"data: " + orjson.dumps(tail) + b"\n\n")
+        await response.write(DONE)
+        await response.write_eof()
+        return response
+
+
+@dataclass(kw_only=True)
+class FlakyProvider(FakeProvider):
+    """A provider that fails at random (seeded): each request streams `events` events, or gets a 503, a reset or
+    silence mid-stream, no head at all, or garbage, as often as BEHAVIOURS says. `in_flight` counts requests still
+    being answered, `seen` what each got. It keeps no record of requests (it serves long runs)."""
+
+    # What it does with one request, and how often.
+    BEHAVIOURS: ClassVar[list[tuple[str, int]]] = [
+        ("ok", 70),
+        ("busy", 8),
+        ("reset", 7),
+        ("silent", 5),
+        ("no_head", 5),
+        ("garbage", 5),
+    ]
+
+    seed: int
+    events: int = 20
+    in_flight: int = 0
+    seen: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self.default = self.handle
+        self.record = False
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        try:
+            return await self._answer(request)
+        except ConnectionResetError:
+            # The gateway hung up on this answer (its client left, or a limit ended it).
+            return web.Response()
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        names, weights = zip(*self.BEHAVIOURS, strict=True)
+        behaviour = self.rng.choices(names, weights)[0]
+        self.seen[behaviour] += 1
+        if behaviour == "busy":
+            return web.json_response({"error": {"message": "busy"}}, status=503)
+        if behaviour == "no_head":
+            await asyncio.sleep(3600)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        cut = self.rng.randrange(1, self.events)
+        for n in range(self.events):
+            if n == cut and behaviour in ("reset", "silent", "garbage"):
+                if behaviour == "reset":
+                    assert request.transport is not None
+                    request.transport.abort()
+                    return response
+                if behaviour == "silent":
+                    await asyncio.sleep(3600)
+                await response.write(b"data: {\x00\xff not json\n\n")
+            await response.write(event(n))
+            await asyncio.sleep(self.rng.uniform(0.001, 0.01))
         await response.write(DONE)
         await response.write_eof()
         return response

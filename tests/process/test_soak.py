@@ -23,64 +23,17 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
 
 from gateway.upstream.call import POOL
-from tests.fakes.bodies import CHAT, DONE, chat, event
+from tests.fakes.bodies import CHAT, DONE, chat
 from tests.fakes.gateways import ROOT, TINY, start_gateway
-from tests.fakes.providers import entry, free_port, start_provider, table_of
+from tests.fakes.providers import FlakyProvider, entry, free_port, table_of
 
 pytestmark = pytest.mark.soak
 
 STREAMS = int(os.environ.get("SOAK_STREAMS", "300"))
 ROUNDS = int(os.environ.get("SOAK_ROUNDS", "1"))
 EVENTS = 20
-# What a provider does with one request, and how often.
-BEHAVIOURS = [("ok", 70), ("busy", 8), ("reset", 7), ("silent", 5), ("no_head", 5), ("garbage", 5)]
-
-
-class FlakyProvider:
-    def __init__(self, seed: int) -> None:
-        self.rng = random.Random(seed)
-        self.in_flight = 0
-        self.seen: collections.Counter[str] = collections.Counter()
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.in_flight += 1
-        try:
-            return await self._answer(request)
-        except ConnectionResetError:
-            # The gateway hung up on this answer (its client left, or a limit ended it).
-            return web.Response()
-        finally:
-            self.in_flight -= 1
-
-    async def _answer(self, request: web.Request) -> web.StreamResponse:
-        await request.read()
-        names, weights = zip(*BEHAVIOURS, strict=True)
-        behaviour = self.rng.choices(names, weights)[0]
-        self.seen[behaviour] += 1
-        if behaviour == "busy":
-            return web.json_response({"error": {"message": "busy"}}, status=503)
-        if behaviour == "no_head":
-            await asyncio.sleep(3600)
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        cut = self.rng.randrange(1, EVENTS)
-        for n in range(EVENTS):
-            if n == cut and behaviour in ("reset", "silent", "garbage"):
-                if behaviour == "reset":
-                    assert request.transport is not None
-                    request.transport.abort()
-                    return response
-                if behaviour == "silent":
-                    await asyncio.sleep(3600)
-                await response.write(b"data: {\x00\xff not json\n\n")
-            await response.write(event(n))
-            await asyncio.sleep(self.rng.uniform(0.001, 0.01))
-        await response.write(DONE)
-        await response.write_eof()
-        return response
 
 
 async def one_client(http: aiohttp.ClientSession, url: str, rng: random.Random, model: str) -> str:
@@ -124,9 +77,9 @@ def rss_mib() -> float:
 
 
 async def test_soak_concurrent_streams_with_failures_and_hang_ups(aiohttp_client, aiohttp_server) -> None:
-    flaky_a, flaky_b = FlakyProvider(1), FlakyProvider(2)
-    a = await start_provider(aiohttp_server, flaky_a.handle, record=False)
-    b = await start_provider(aiohttp_server, flaky_b.handle, record=False)
+    flaky_a, flaky_b = FlakyProvider(seed=1, events=EVENTS), FlakyProvider(seed=2, events=EVENTS)
+    a = await flaky_a.start(aiohttp_server)
+    b = await flaky_b.start(aiohttp_server)
     table = table_of(entry("a", a.url), entry("b", b.url, retries={"max_retries": 1}))
     gw = await start_gateway(
         aiohttp_client,
@@ -220,9 +173,9 @@ def process_figures(pid: int) -> tuple[float, int]:
 async def test_soak_a_gateway_process(aiohttp_server, tmp_path) -> None:
     """The same load against `python -m gateway` (uvloop, as deployed), measured from outside: its open sockets
     return to their count before the load, and its memory stays near where the first full round left it."""
-    flaky_a, flaky_b = FlakyProvider(3), FlakyProvider(4)
-    a = await start_provider(aiohttp_server, flaky_a.handle, record=False)
-    b = await start_provider(aiohttp_server, flaky_b.handle, record=False)
+    flaky_a, flaky_b = FlakyProvider(seed=3, events=EVENTS), FlakyProvider(seed=4, events=EVENTS)
+    a = await flaky_a.start(aiohttp_server)
+    b = await flaky_b.start(aiohttp_server)
     path = tmp_path / "providers.yaml"
     path.write_text(orjson.dumps({"providers": {"a": entry("a", a.url), "b": entry("b", b.url)}}).decode())
     port = free_port()
