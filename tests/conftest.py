@@ -12,7 +12,8 @@ from aiohttp.test_utils import TestClient
 from gateway.app import create_app
 from gateway.config.providers import ProviderTable
 from gateway.config.settings import Settings
-from tests.fakes.providers import FakeProvider, Handler, default_answer, start_provider, table_of
+from tests.fakes.providers import FakeProvider, Handler, default_answer, start_provider
+from tests.fakes.tables import table_of
 
 
 @pytest.fixture

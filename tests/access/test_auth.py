@@ -19,10 +19,12 @@ from aiohttp.test_utils import TestClient
 
 from gateway.access.auth import ACCESS, reload_keys
 from gateway.exchange import EXCHANGE
-from tests.fakes.access import PROVIDER_KEY, FakeClock, KeysFile, auth_settings, gateway_app, write_keys
+from tests.fakes.access import FakeClock, KeysFile, write_keys
 from tests.fakes.bodies import chat
-from tests.fakes.providers import ChatProvider, free_port, wait_listening
-from tests.process.test_gateway_process import ROOT, gateway_args, running
+from tests.fakes.gateways import ROOT, auth_settings, gateway_app, gateway_args, running
+from tests.fakes.net import free_port, wait_listening
+from tests.fakes.providers import ChatProvider
+from tests.fakes.tables import PROVIDER_KEY, access_table
 
 Client = TestClient[web.Request, web.Application]
 
@@ -54,7 +56,7 @@ def names() -> list[str | None]:
 
 @pytest.fixture
 async def gw(aiohttp_client: Any, upstream: ChatProvider, keys: KeysFile, clock: FakeClock, names: list[Any]) -> Client:
-    app = gateway_app(auth_settings(auth_keys_file=str(keys.path)), upstream.url, clock)
+    app = gateway_app(auth_settings(auth_keys_file=str(keys.path)), access_table(upstream.url), clock)
 
     @web.middleware
     async def spy(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
@@ -286,7 +288,7 @@ async def test_keys_file_changes_are_taken_without_restart(gw: Client, keys: Key
 
 async def test_credentials_are_never_logged(aiohttp_client: Any, upstream: ChatProvider, keys: KeysFile) -> None:
     with structlog.testing.capture_logs() as logs:
-        app = gateway_app(auth_settings(auth_keys_file=str(keys.path)), upstream.url)
+        app = gateway_app(auth_settings(auth_keys_file=str(keys.path)), access_table(upstream.url))
         gw: Client = await aiohttp_client(app)
         for key in keys.keys.values():
             await (await gw.get("/v1/models", headers=bearer(key.key))).read()
@@ -307,7 +309,7 @@ async def test_a_bad_keys_file_stops_start_up(tmp_path: Path, upstream: ChatProv
     path = tmp_path / "keys.yaml"
     path.write_text("keys: [{name: a}]\n")
     with pytest.raises(ConfigError, match=r"\$.keys\[0\]: 'sha256' is a required property"):
-        gateway_app(auth_settings(auth_keys_file=str(path)), upstream.url)
+        gateway_app(auth_settings(auth_keys_file=str(path)), access_table(upstream.url))
 
 
 @pytest.fixture

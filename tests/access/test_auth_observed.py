@@ -9,9 +9,11 @@ from typing import Any
 import orjson
 import structlog
 
-from tests.fakes.access import auth_settings, gateway_app, write_keys
+from tests.fakes.access import write_keys
 from tests.fakes.bodies import chat
+from tests.fakes.gateways import auth_settings, gateway_app
 from tests.fakes.providers import access_provider
+from tests.fakes.tables import access_table
 from tests.fakes.telemetry import Samples, scrape
 
 ROUTE = "/v1/chat/completions"
@@ -25,7 +27,7 @@ async def test_client_names_and_401s_are_measured_and_logged(
     settings = auth_settings(
         auth_keys_file=str(keys.path), telemetry_enable=True, telemetry_metrics_port=0, host="127.0.0.1"
     )
-    app = gateway_app(settings, upstream.url)
+    app = gateway_app(settings, access_table(upstream.url))
     client = await aiohttp_client(app)
     key = keys.key("team-a")
     with structlog.testing.capture_logs() as logs:

@@ -18,9 +18,11 @@ from cryptography.hazmat.primitives import serialization
 from gateway.access.auth import ACCESS
 from gateway.access.oidc import IssuerUnavailable, OidcVerifier, TokenRejected, looks_like_jwt
 from gateway.exchange import EXCHANGE
-from tests.fakes.access import Issuer, auth_settings, gateway_app, rsa_key, write_keys
+from tests.fakes.access import Issuer, rsa_key, write_keys
 from tests.fakes.bodies import chat
-from tests.fakes.providers import free_port
+from tests.fakes.gateways import auth_settings, gateway_app
+from tests.fakes.net import free_port
+from tests.fakes.tables import access_table
 
 Client = TestClient[web.Request, web.Application]
 NAMES = web.AppKey("test_client_names", list)
@@ -149,7 +151,7 @@ async def test_a_discovery_document_naming_another_issuer_is_refused(aiohttp_ser
 
 async def _gateway(aiohttp_client: Any, issuer_url: str, upstream_url: str, **extra: Any) -> Client:
     settings = auth_settings(auth_oidc_issuer=issuer_url, auth_oidc_client_id="gateway", **extra)
-    app = gateway_app(settings, upstream_url)
+    app = gateway_app(settings, access_table(upstream_url))
     names: list[Any] = []
 
     @web.middleware

@@ -25,8 +25,11 @@ from gateway.access.ratelimit import (
     Window,
     format_reset,
 )
-from tests.fakes.access import FakeClock, RedisServer, auth_settings, gateway_app, write_keys
+from tests.fakes.access import FakeClock, RedisServer, write_keys
 from tests.fakes.bodies import chat
+from tests.fakes.gateways import auth_settings, gateway_app
+from tests.fakes.net import free_port
+from tests.fakes.tables import access_table
 
 Client = TestClient[web.Request, web.Application]
 
@@ -141,7 +144,7 @@ def keys(tmp_path: Path) -> Any:
 async def _pair(aiohttp_client: Any, upstream_url: str, keys: Any, clock: FakeClock, **extra: Any) -> list[Client]:
     """Two replicas behind one imaginary load balancer, on one Redis and one clock."""
     settings = auth_settings(auth_keys_file=str(keys.path), **extra)
-    return [await aiohttp_client(gateway_app(settings, upstream_url, clock)) for _ in range(2)]
+    return [await aiohttp_client(gateway_app(settings, access_table(upstream_url), clock)) for _ in range(2)]
 
 
 async def test_two_gateways_share_one_budget(
@@ -263,8 +266,6 @@ async def test_redis_down_fails_closed_when_told_to(
 async def test_redis_unreachable_from_the_start_does_not_stop_the_gateway(
     aiohttp_client: Any, upstream_url: str, keys: Any
 ) -> None:
-    from tests.fakes.providers import free_port
-
     (gw, _) = await _pair(aiohttp_client, upstream_url, keys, FakeClock(), redis_url=f"redis://127.0.0.1:{free_port()}")
     assert (await gw.get("/health")).status == 200
     assert (await gw.get("/v1/models", headers={"X-API-Key": keys.key("limited")})).status == 200

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from tests.fakes.bodies import CHAT, chat, chat_answer
-from tests.fakes.providers import entry
+from tests.fakes.tables import entry
 
 # --- outbound auth: each style's exact header or parameter -------------------------------------------------
 

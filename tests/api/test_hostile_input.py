@@ -12,8 +12,11 @@ from aiohttp import web
 
 from gateway.upstream.call import POOL
 from tests.fakes.bodies import CHAT, chat, event
-from tests.fakes.gateways import captured_logs, one_provider, raw_connection, start_gateway, status_of, wait_for
+from tests.fakes.gateways import start_gateway
+from tests.fakes.net import raw_connection, status_of, wait_for
 from tests.fakes.providers import answering, sending, start_provider
+from tests.fakes.tables import one_provider
+from tests.fakes.telemetry import captured_logs
 
 LIMIT = 64 * 1024
 

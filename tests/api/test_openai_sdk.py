@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from tests.fakes.bodies import chat_answer
-from tests.fakes.providers import entry
+from tests.fakes.tables import entry
 
 CHUNKS = [
     {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",

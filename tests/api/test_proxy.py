@@ -7,7 +7,8 @@ import json
 import pytest
 from aiohttp import web
 
-from tests.fakes.providers import entry, raw_http
+from tests.fakes.net import raw_http
+from tests.fakes.tables import entry
 
 
 @pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH", "DELETE"])

@@ -7,7 +7,8 @@ import asyncio
 from aiohttp import web
 
 from tests.fakes.bodies import CHAT, chat
-from tests.fakes.providers import entry, sending
+from tests.fakes.providers import sending
+from tests.fakes.tables import entry
 
 EVENTS = [
     b'data: {"id":"c1","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n',

@@ -7,9 +7,9 @@ import yaml
 
 from gateway.config.providers import load_table, parse_table
 from gateway.errors import ConfigError
-from tests.fakes.providers import entry, table_of
+from tests.fakes.gateways import ROOT
+from tests.fakes.tables import entry, table_of
 
-ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT.parent / "shared" / "spec" / "openapi.yaml"
 SPEC_IDS = {
     "ollama", "ollama_cloud", "anthropic", "cohere", "groq", "openai",

@@ -15,8 +15,10 @@ from aiohttp.test_utils import TestServer
 
 from gateway.access.auth import ACCESS, reload_keys
 from gateway.config.settings import Settings
-from tests.fakes.access import gateway_app, write_keys
+from tests.fakes.access import write_keys
+from tests.fakes.gateways import gateway_app
 from tests.fakes.providers import access_provider
+from tests.fakes.tables import access_table
 
 from .chart import RELEASE, render
 
@@ -135,7 +137,7 @@ async def test_a_gateway_on_the_charts_settings_takes_a_rotated_keys_secret(
     kubelet_secret_volume(volume, {item["path"]: old.path.read_text("utf-8")}, 1)
     upstream = await access_provider().start(aiohttp_server)
     assert isinstance(upstream.server, TestServer)
-    gateway = await aiohttp_client(gateway_app(replace(settings, telemetry_enable=False), upstream.url))
+    gateway = await aiohttp_client(gateway_app(replace(settings, telemetry_enable=False), access_table(upstream.url)))
 
     def bearer(key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}

@@ -1,5 +1,5 @@
-"""Shared pieces of the access-control tests: keys files, a gateway built with client auth on, a local OIDC issuer
-and a real Redis-protocol server on a loopback port."""
+"""Shared pieces of the access-control tests: keys files, a clock that moves on demand, a local OIDC issuer and a
+real Redis-protocol server on a loopback port."""
 
 from __future__ import annotations
 
@@ -21,28 +21,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.access.keys import NewKey, new_key
-from gateway.app import create_app
-from gateway.config.providers import parse_table
-from gateway.config.settings import Settings
-from tests.fakes.providers import free_port
-
-PROVIDER_KEY = "provider-secret-key"
-
-
-def table_for(url: str) -> Any:
-    text = f"""
-providers:
-  fake:
-    id: fake
-    url: {url}/v1
-    auth_type: bearer
-    supports_vision: false
-    model_prefixes: [alpha-, beta-]
-    endpoints:
-      models: {{name: list_models, method: GET, endpoint: /models}}
-      chat: {{name: chat_completions, method: POST, endpoint: /chat/completions}}
-"""
-    return parse_table(text, {"FAKE_API_KEY": PROVIDER_KEY})
+from tests.fakes.net import free_port
 
 
 @dataclass
@@ -72,21 +51,6 @@ def write_keys(
     path = directory / name
     path.write_text(yaml.safe_dump(document), "utf-8")
     return KeysFile(path, made)
-
-
-def auth_settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {"auth_enable": True, "disable_compression": True}
-    values.update(overrides)
-    return Settings(**values)
-
-
-def gateway_app(settings: Settings, upstream_url: str, clock: Any = None) -> web.Application:
-    from gateway.access.auth import CLOCK
-
-    app = create_app(settings, table_for(upstream_url))
-    if clock is not None:
-        app[CLOCK] = clock
-    return app
 
 
 class FakeClock:

@@ -1,27 +1,29 @@
-"""Helpers of the resilience tests: a gateway that keeps every request's Exchange, fake providers built from one
-handler, SSE events, raw-socket clients and log capture."""
+"""Gateways built on the fakes: in this process (the app on a test server, keeping each request's Exchange) with
+settings for each suite, or as real `python -m gateway` processes."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-from collections.abc import AsyncIterator, Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from gateway.access.auth import CLOCK
 from gateway.app import create_app
 from gateway.config.providers import ProviderTable
 from gateway.config.settings import Settings
 from gateway.exchange import EXCHANGE, Exchange
-from tests.fakes.providers import FakeProvider, Handler, entry, table_of
+from tests.fakes.net import wait_listening
+from tests.fakes.providers import Handler
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[2]  # the repository, where `python -m gateway` runs
 
 # Every limit small, so a test that relies on one firing ends quickly; retries off unless a test turns them on.
 TINY = Settings(
@@ -87,73 +89,56 @@ async def start_gateway(
     return Gateway(client, gateway_exchanges)
 
 
-def one_provider(provider: FakeProvider | str, **extra: Any) -> ProviderTable:
-    """A table of one provider, `p`, at a fake provider or a URL."""
-    return table_of(entry("p", provider if isinstance(provider, str) else provider.url, **extra))
+def auth_settings(**overrides: Any) -> Settings:
+    """Client auth on (compression off), with `overrides`."""
+    values: dict[str, Any] = {"auth_enable": True, "disable_compression": True}
+    values.update(overrides)
+    return Settings(**values)
 
 
-@dataclass
-class Raw:
-    """A raw TCP client: bytes exactly as given, read with a time limit."""
-
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def response(self, limit: float = 10) -> bytes:
-        """Everything until the server closes the connection."""
-        return await asyncio.wait_for(self.reader.read(), timeout=limit)
-
-    async def head(self, limit: float = 10) -> bytes:
-        return await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout=limit)
-
-    async def answer(self, limit: float = 10) -> bytes:
-        """One response with a Content-Length: its head and body, without waiting for the connection to close."""
-        head = await self.head(limit)
-        length = next(
-            int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
-        )
-        return head + await asyncio.wait_for(self.reader.readexactly(length), timeout=limit)
+def telemetry_settings(**overrides: Any) -> Settings:
+    """Metrics on (on a listener of their own), `fake/blocked` denied, short limits and a 4 KiB body cap; with
+    `overrides`."""
+    base = Settings(
+        host="127.0.0.1",
+        telemetry_enable=True,
+        telemetry_metrics_port=0,
+        disallowed_models=("fake/blocked",),
+        response_header_timeout=0.5,
+        client_timeout=0.5,
+        max_request_body_size=4096,
+    )
+    return replace(base, **overrides)
 
 
-@contextlib.asynccontextmanager
-async def raw_connection(port: int, receive_buffer: int | None = None) -> AsyncIterator[Raw]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if receive_buffer is not None:
-        # A small window, so a client that stops reading stalls the server's writes quickly.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-    reader, writer = await asyncio.open_connection(sock=sock)
-    try:
-        yield Raw(reader, writer)
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
+def gateway_app(settings: Settings, table: ProviderTable, clock: Callable[[], float] | None = None) -> web.Application:
+    """The gateway app, not yet served; `clock` stands in for the wall clock of the rate limits."""
+    app = create_app(settings, table)
+    if clock is not None:
+        app[CLOCK] = clock
+    return app
 
 
-def status_of(response: bytes) -> int:
-    return int(response.split(b" ", 2)[1])
+# --- gateway processes ---------------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def captured_logs() -> Iterator[list[dict[str, Any]]]:
-    with structlog.testing.capture_logs() as logs:
-        yield logs
+def running(args: list[str], env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A `python -m ...` process from the repo root, listening on `port`, stopped (then killed) afterwards."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_listening(port, process)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
 
 
-def events_named(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
-    return [entry for entry in logs if entry.get("event") == name]
-
-
-async def wait_for(condition: Any, limit: float = 5.0) -> None:
-    """Poll `condition()` until true (bounded); fail the test when it never becomes true."""
-    for _ in range(int(limit / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition never became true")
+def gateway_args(port: int) -> list[str]:
+    return ["gateway", "--host", "127.0.0.1", "--port", str(port), "--providers", "config/demo.providers.yaml"]

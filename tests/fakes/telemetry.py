@@ -1,84 +1,18 @@
-"""Test helpers for the observability suites: the table and a gateway with metrics on for ChatProvider, and a
-/metrics scraper that returns exact sample values."""
+"""Reading what the gateway reports: /metrics scraped into exact sample values, and captured log events."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+import contextlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import structlog
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.app import create_app
-from gateway.config.providers import ProviderTable, parse_table
-from gateway.config.settings import Settings
 from gateway.telemetry.metrics import METRICS
-from tests.fakes.providers import free_port
-
-PROVIDER_KEY = "sk-fake-provider-key-0123456789"
-OTHER_KEY = "xk-second-provider-key-987654"
-
-
-def table_yaml(port: int, dead_port: int) -> str:
-    """`fake` asks for stream usage, `quiet` does not, `down` points at a closed port; all on the fake server."""
-    return f"""
-providers:
-  fake:
-    id: fake
-    url: http://127.0.0.1:{port}/v1
-    auth_type: bearer
-    stream_usage: true
-    models: [listed-in-table]
-    endpoints:
-      models: {{name: list_models, method: GET, endpoint: /models}}
-      chat: {{name: chat_completions, method: POST, endpoint: /chat/completions}}
-  quiet:
-    id: quiet
-    url: http://127.0.0.1:{port}/v1
-    auth_type: xheader
-    api_key_env: QUIET_SECRET_KEY
-    endpoints:
-      models: {{name: list_models, method: GET, endpoint: /models}}
-      chat: {{name: chat_completions, method: POST, endpoint: /chat/completions}}
-  down:
-    id: down
-    url: http://127.0.0.1:{dead_port}/v1
-    auth_type: none
-    endpoints:
-      models: {{name: list_models, method: GET, endpoint: /models}}
-      chat: {{name: chat_completions, method: POST, endpoint: /chat/completions}}
-"""
-
-
-ENV = {"FAKE_API_KEY": PROVIDER_KEY, "QUIET_SECRET_KEY": OTHER_KEY}
-
-
-def make_table(port: int, dead_port: int) -> ProviderTable:
-    return parse_table(table_yaml(port, dead_port), ENV)
-
-
-def settings(**overrides: Any) -> Settings:
-    base = Settings(
-        host="127.0.0.1",
-        telemetry_enable=True,
-        telemetry_metrics_port=0,
-        disallowed_models=("fake/blocked",),
-        response_header_timeout=0.5,
-        client_timeout=0.5,
-        max_request_body_size=4096,
-    )
-    return replace(base, **overrides)
-
-
-def gateway_app(table: ProviderTable, **overrides: Any) -> web.Application:
-    return create_app(settings(**overrides), table)
-
-
-def closed_port() -> int:
-    """A port nothing listens on: bound, then released."""
-    return free_port()
 
 
 async def scrape(app: web.Application) -> str:
@@ -119,3 +53,13 @@ class Samples:
 
 async def samples(app: web.Application) -> Samples:
     return Samples.parse(await scrape(app))
+
+
+@contextlib.contextmanager
+def captured_logs() -> Iterator[list[dict[str, Any]]]:
+    with structlog.testing.capture_logs() as logs:
+        yield logs
+
+
+def events_named(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [entry for entry in logs if entry.get("event") == name]

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.fakes.gateways import ROOT
-from tests.fakes.providers import free_port, wait_listening
+from tests.fakes.net import free_port, wait_listening
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
 # Framing is fixed by the test so every example is one complete request; everything else is fuzzed.

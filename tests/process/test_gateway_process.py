@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import ssl
@@ -14,31 +13,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.fakes.providers import free_port, wait_listening
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@contextlib.contextmanager
-def running(args: list[str], env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """A `python -m ...` process from the repo root, listening on `port`, stopped (then killed) afterwards."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_listening(port, process)
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
-def gateway_args(port: int) -> list[str]:
-    return ["gateway", "--host", "127.0.0.1", "--port", str(port), "--providers", "config/demo.providers.yaml"]
+from tests.fakes.gateways import gateway_args, running
+from tests.fakes.net import free_port
 
 
 @pytest.fixture

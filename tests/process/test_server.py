@@ -19,7 +19,8 @@ from aiohttp.test_utils import TestServer
 from gateway.config.settings import Settings
 from gateway.errors import ConfigError
 from tests.fakes.bodies import CHAT, DONE, chat
-from tests.fakes.providers import FIRST_CHUNK, STOP_CHUNK, WORD_CHUNKS, ChatProvider, free_port
+from tests.fakes.net import free_port
+from tests.fakes.providers import FIRST_CHUNK, STOP_CHUNK, WORD_CHUNKS, ChatProvider
 
 # The `held` stream of ChatProvider: FIRST at once, then nothing until `release` is set, then SECOND and DONE.
 FIRST = FIRST_CHUNK

@@ -27,7 +27,9 @@ import pytest
 from gateway.upstream.call import POOL
 from tests.fakes.bodies import CHAT, DONE, chat
 from tests.fakes.gateways import ROOT, TINY, start_gateway
-from tests.fakes.providers import FlakyProvider, entry, free_port, table_of
+from tests.fakes.net import free_port
+from tests.fakes.providers import FlakyProvider
+from tests.fakes.tables import entry, table_of
 
 pytestmark = pytest.mark.soak
 

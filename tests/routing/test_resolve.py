@@ -2,7 +2,7 @@ import pytest
 
 from gateway.errors import InvalidRequest, NoProvider, ProviderNotConfigured
 from gateway.routing.resolve import resolve
-from tests.fakes.providers import entry, table_of
+from tests.fakes.tables import entry, table_of
 
 TABLE = table_of(
     entry("openai", "https://o", "bearer", model_prefixes=["gpt-", "o1", "text-embedding-3"]),

@@ -23,9 +23,11 @@ from gateway.config.filestamp import stamp
 from gateway.config.providers import load_table
 from gateway.runtime.state import STATE
 from tests.fakes.bodies import CHAT, chat, event
-from tests.fakes.gateways import ROOT, captured_logs, events_named, start_gateway, wait_for
-from tests.fakes.providers import answering, entry, free_port, start_provider, wait_listening
-from tests.fakes.telemetry import samples
+from tests.fakes.gateways import ROOT, start_gateway
+from tests.fakes.net import free_port, wait_for, wait_listening
+from tests.fakes.providers import answering, start_provider
+from tests.fakes.tables import entry, table_of
+from tests.fakes.telemetry import captured_logs, events_named, samples
 
 
 def write_table(path: Path, *entries: dict[str, Any]) -> None:
@@ -170,8 +172,6 @@ async def test_requests_in_flight_finish_on_the_table_they_started_with(
 
 
 async def test_a_table_built_in_code_starts_no_watcher(aiohttp_client, aiohttp_server) -> None:
-    from tests.fakes.providers import table_of
-
     gw = await start_gateway(aiohttp_client, table_of(entry("a", "http://127.0.0.1:1")), reload_interval=0.01)
     names = {task.get_name() for task in asyncio.all_tasks()}
     assert "provider-table-watcher" not in names

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -15,10 +14,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.exchange import EXCHANGE
 from tests.fakes.bodies import chat
+from tests.fakes.gateways import ROOT, gateway_app, telemetry_settings
+from tests.fakes.net import free_port
 from tests.fakes.providers import ChatProvider
-from tests.fakes.telemetry import closed_port, gateway_app, make_table, scrape
+from tests.fakes.tables import telemetry_table
+from tests.fakes.telemetry import scrape
 
-DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "gateway-dashboard.json"
+DASHBOARD = ROOT / "deploy" / "grafana" / "gateway-dashboard.json"
 
 _IDENT = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
@@ -84,7 +86,7 @@ async def as_client(request: web.Request, handler: Any) -> web.StreamResponse:
 
 async def test_every_dashboard_query_names_an_exported_metric(aiohttp_server: Any, aiohttp_client: Any) -> None:
     fake = await ChatProvider().start(aiohttp_server)
-    app = gateway_app(make_table(fake.port, closed_port()))
+    app = gateway_app(telemetry_settings(), telemetry_table(fake.port, free_port()))
     app.middlewares.append(as_client)
     client = await aiohttp_client(app)
     for model, stream in (("fake/plain", False), ("fake/streamer", True), ("fake/fail", False), ("down/x", False)):

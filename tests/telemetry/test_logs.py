@@ -22,8 +22,10 @@ from gateway.telemetry import access_log
 from gateway.telemetry.logs import configure_logging, json_lines
 from gateway.telemetry.redact import REDACTED, Redactor, secret_values
 from tests.fakes.bodies import chat
-from tests.fakes.providers import ChatProvider, entry
-from tests.fakes.telemetry import ENV, OTHER_KEY, PROVIDER_KEY, closed_port, gateway_app, make_table
+from tests.fakes.gateways import gateway_app, telemetry_settings
+from tests.fakes.net import free_port
+from tests.fakes.providers import ChatProvider
+from tests.fakes.tables import OTHER_KEY, PROVIDER_KEY, TELEMETRY_ENV, entry, telemetry_table
 
 CLIENT_KEY = "client-key-abcdefgh-12345"
 
@@ -34,7 +36,7 @@ def capture() -> Iterator[io.StringIO]:
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     buffer = io.StringIO()
-    configure_logging("production", secrets=secret_values(ENV), stream=buffer, cache=False)
+    configure_logging("production", secrets=secret_values(TELEMETRY_ENV), stream=buffer, cache=False)
     yield buffer
     structlog.reset_defaults()
     root.handlers, _ = saved
@@ -52,7 +54,7 @@ def access_lines(buffer: io.StringIO) -> list[dict[str, Any]]:
 @pytest.fixture
 async def setup(aiohttp_server: Any, aiohttp_client: Any, capture: io.StringIO) -> Any:
     fake = await ChatProvider().start(aiohttp_server)
-    client = await aiohttp_client(gateway_app(make_table(fake.port, closed_port())))
+    client = await aiohttp_client(gateway_app(telemetry_settings(), telemetry_table(fake.port, free_port())))
     return fake, client, capture
 
 
@@ -221,7 +223,7 @@ def test_secret_values_come_from_the_table_and_credential_named_variables() -> N
         "SERVER_PORT": "8080",
         "HOME": "/root",
     }
-    table = make_table(1, 2)
+    table = telemetry_table(1, 2)
     found = secret_values(env, table)
     assert {PROVIDER_KEY, OTHER_KEY, "first-client-key-1", "second-client-key-2", "oidc-secret-value"} <= found
     assert "custom-creds-value" not in found and "8080" not in found and "/root" not in found
@@ -235,10 +237,8 @@ async def test_development_logs_are_readable_and_bodies_truncated(aiohttp_server
     try:
         fake = await ChatProvider().start(aiohttp_server)
         app = gateway_app(
-            make_table(fake.port, closed_port()),
-            environment="development",
-            debug_content_truncate_words=3,
-            debug_max_messages=2,
+            telemetry_settings(environment="development", debug_content_truncate_words=3, debug_max_messages=2),
+            telemetry_table(fake.port, free_port()),
         )
         client = await aiohttp_client(app)
         messages = [

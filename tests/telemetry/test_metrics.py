@@ -16,8 +16,11 @@ from gateway.telemetry.metrics import DURATION_BUCKETS, METRICS, TOKEN_BUCKETS, 
 from gateway.telemetry.scanners import SseUsage
 from gateway.upstream.outbound import chat_body
 from tests.fakes.bodies import chat
+from tests.fakes.gateways import gateway_app, telemetry_settings
+from tests.fakes.net import free_port
 from tests.fakes.providers import PLAIN_USAGE, STREAM_USAGE, ChatProvider
-from tests.fakes.telemetry import closed_port, gateway_app, make_table, samples, table_yaml
+from tests.fakes.tables import telemetry_table, telemetry_table_yaml
+from tests.fakes.telemetry import samples
 
 DURATION = "gen_ai_server_request_duration_seconds"
 TOKENS = "gen_ai_client_token_usage"
@@ -39,7 +42,7 @@ async def deny_marked(request: web.Request, handler: Handler) -> web.StreamRespo
 @pytest.fixture
 async def setup(aiohttp_server: Any, aiohttp_client: Any) -> Any:
     fake = await ChatProvider().start(aiohttp_server)
-    app = gateway_app(make_table(fake.port, closed_port()))
+    app = gateway_app(telemetry_settings(), telemetry_table(fake.port, free_port()))
     app.middlewares.append(deny_marked)  # innermost: inside render_errors, as an auth middleware would be
     client = await aiohttp_client(app)
     return fake, app, client
@@ -174,7 +177,7 @@ async def test_model_labels_come_only_from_known_models(setup: Any) -> None:
 
 
 def test_model_labels_are_bounded_and_read_the_allow_list() -> None:
-    table = parse_table(table_yaml(1, 2), {"FAKE_API_KEY": "k" * 10, "QUIET_SECRET_KEY": "q" * 10})
+    table = parse_table(telemetry_table_yaml(1, 2), {"FAKE_API_KEY": "k" * 10, "QUIET_SECRET_KEY": "q" * 10})
     labels = ModelLabels.of(("fake/gpt-x", "bare-model", "glob-*"), table)
     assert labels.label("fake", "gpt-x") == "gpt-x"
     assert labels.label("quiet", "gpt-x") == "other"  # known for its provider only
@@ -232,7 +235,7 @@ async def test_gateway_asks_for_stream_usage_only_when_flagged_and_not_set(setup
 
 async def test_metrics_listener_is_separate_and_off_by_default(aiohttp_server: Any, aiohttp_client: Any) -> None:
     fake = await ChatProvider().start(aiohttp_server)
-    app = gateway_app(make_table(fake.port, closed_port()), telemetry_enable=False)
+    app = gateway_app(telemetry_settings(telemetry_enable=False), telemetry_table(fake.port, free_port()))
     client = await aiohttp_client(app)
     async with client.get("/metrics") as response:
         assert response.status == 404  # never on the API port
@@ -299,7 +302,7 @@ def test_first_content_skips_empty_role_and_keep_alive_chunks(chunks: list[bytes
 
 
 def test_chat_body_splices_the_usage_option_or_rewrites_once() -> None:
-    table = make_table(1, 2)
+    table = telemetry_table(1, 2)
     fake = table.providers["fake"]
     raw = b'{"model":"m","stream":true,"messages":[{"role":"user","content":"x"}]}\n '
     body = orjson.loads(raw)

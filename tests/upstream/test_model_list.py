@@ -7,7 +7,8 @@ import asyncio
 import pytest
 from aiohttp import web
 
-from tests.fakes.providers import answering, entry
+from tests.fakes.providers import answering
+from tests.fakes.tables import entry
 
 OPENAI_LIST = {"object": "list", "data": [{"id": "gpt-4o", "object": "model", "created": 1700, "owned_by": "system"}]}
 ANTHROPIC_LIST = {

@@ -13,9 +13,10 @@ from aiohttp import web
 
 from gateway.upstream.timeouts import RetryPolicy, retry_after
 from tests.fakes.bodies import CHAT, chat, event
-from tests.fakes.gateways import captured_logs, events_named, one_provider, start_gateway
-from tests.fakes.providers import Handler, entry, start_provider, table_of
-from tests.fakes.telemetry import samples
+from tests.fakes.gateways import start_gateway
+from tests.fakes.providers import Handler, start_provider
+from tests.fakes.tables import entry, one_provider, table_of
+from tests.fakes.telemetry import captured_logs, events_named, samples
 
 RETRYING = {"max_retries": 3}
 

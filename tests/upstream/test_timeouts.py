@@ -16,8 +16,9 @@ from gateway.config.settings import Settings
 from gateway.errors import ConfigError
 from gateway.upstream.timeouts import Limits, call_policies
 from tests.fakes.bodies import CHAT, chat, event
-from tests.fakes.gateways import one_provider, start_gateway
-from tests.fakes.providers import entry, start_provider, table_of
+from tests.fakes.gateways import start_gateway
+from tests.fakes.providers import start_provider
+from tests.fakes.tables import entry, one_provider, table_of
 
 
 async def silent(request: web.Request) -> web.StreamResponse:

@@ -21,8 +21,7 @@ from gateway.upstream.http1.connection import (
     InvalidAnswer,
     ReadTimedOut,
 )
-from tests.fakes.gateways import wait_for
-from tests.fakes.providers import RawServer
+from tests.fakes.net import RawServer, wait_for
 
 Script = Callable[["RawProvider", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

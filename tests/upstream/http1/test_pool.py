@@ -27,8 +27,9 @@ from gateway.upstream.call import fetch, request_head
 from gateway.upstream.http1.connection import ConnectFailed, Connection, Disconnected, TLSFailed
 from gateway.upstream.http1.pool import Pool, proxy_problems
 from tests.fakes.bodies import CHAT, chat
-from tests.fakes.gateways import one_provider, start_gateway, wait_for
-from tests.fakes.providers import RawServer, free_port
+from tests.fakes.gateways import start_gateway
+from tests.fakes.net import RawServer, free_port, wait_for
+from tests.fakes.tables import one_provider
 
 LIMIT = 5.0  # the bound on every wait; nothing here should come near it
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
