@@ -100,9 +100,10 @@ class FakeProvider:
             )
         return await self.routes.get(request.path, self.default)(request)
 
-    async def start(self, aiohttp_server: Any) -> Self:
-        """Serve on a test server from pytest-aiohttp's `aiohttp_server` fixture (closed with the test)."""
-        self.server = await aiohttp_server(self.app())
+    async def start(self, aiohttp_server: Any, **options: Any) -> Self:
+        """Serve on a test server from pytest-aiohttp's `aiohttp_server` fixture (closed with the test); `options`
+        go to it (`ssl`, say)."""
+        self.server = await aiohttp_server(self.app(), **options)
         return self
 
     @property

@@ -29,6 +29,7 @@ from gateway.upstream.http1.pool import Pool, proxy_problems
 from tests.fakes.bodies import CHAT, chat
 from tests.fakes.gateways import start_gateway
 from tests.fakes.net import RawServer, free_port, wait_for
+from tests.fakes.providers import FakeProvider
 from tests.fakes.tables import one_provider
 
 LIMIT = 5.0  # the bound on every wait; nothing here should come near it
@@ -278,10 +279,8 @@ async def tls_target(aiohttp_server: Any, certificate: tuple[Path, Path]) -> tup
         seen.append((request.path_qs, request.headers["Host"]))
         return web.Response(text="secret answer")
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", handler)
-    server = await aiohttp_server(app, ssl=server_tls(certificate))
-    return server, seen
+    fake = await FakeProvider(default=handler, record=False).start(aiohttp_server, ssl=server_tls(certificate))
+    return fake.server, seen
 
 
 # ---- idle caps and reuse ---------------------------------------------------------------------------------------
