@@ -1,5 +1,5 @@
-"""The lean provider client (gateway/http1.py) against raw providers on 127.0.0.1 that send exact bytes: framing,
-interim answers, broken and hostile answers, silence, back-pressure and keep-alive."""
+"""The lean provider client (gateway/upstream/http1/connection.py) against raw providers on 127.0.0.1 that send
+exact bytes: framing, interim answers, broken and hostile answers, silence, back-pressure and keep-alive."""
 
 from __future__ import annotations
 

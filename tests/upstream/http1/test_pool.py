@@ -1,6 +1,6 @@
-"""The provider connection pool (gateway/pool.py) and its use by upstream.fetch: idle caps, reuse, the open cap,
-the idle timeout, stale connections, outbound proxies (forwarding and CONNECT), TLS, and connect failures. Every
-provider and proxy is a real server on 127.0.0.1."""
+"""The provider connection pool (gateway/upstream/http1/pool.py) and its use by upstream.call.fetch: idle caps,
+reuse, the open cap, the idle timeout, stale connections, outbound proxies (forwarding and CONNECT), TLS, and
+connect failures. Every provider and proxy is a real server on 127.0.0.1."""
 
 from __future__ import annotations
 
