@@ -12,7 +12,7 @@ import structlog
 from tests.fakes.access import write_keys
 from tests.fakes.bodies import chat
 from tests.fakes.gateways import auth_settings, gateway_app
-from tests.fakes.providers import access_provider
+from tests.fakes.providers import ChatProvider
 from tests.fakes.tables import access_table
 from tests.fakes.telemetry import Samples, scrape
 
@@ -20,9 +20,8 @@ ROUTE = "/v1/chat/completions"
 
 
 async def test_client_names_and_401s_are_measured_and_logged(
-    tmp_path: Path, aiohttp_server: Any, aiohttp_client: Any
+    tmp_path: Path, upstream: ChatProvider, aiohttp_client: Any
 ) -> None:
-    upstream = await access_provider().start(aiohttp_server)
     keys = write_keys(tmp_path, {"team-a": {}})
     settings = auth_settings(
         auth_keys_file=str(keys.path), telemetry_enable=True, telemetry_metrics_port=0, host="127.0.0.1"
