@@ -26,7 +26,10 @@ from gateway.telemetry.logs import configure_logging
 from gateway.telemetry.metrics import GatewayMetrics, ModelLabels
 from gateway.telemetry.observe import request_id
 from gateway.telemetry.scanners import JsonUsage, SseUsage
-from tests.observability_helpers import ScriptedProvider, closed_port, make_table, settings
+from tests.fakes.gateways import telemetry_settings as settings
+from tests.fakes.net import free_port as closed_port
+from tests.fakes.providers import ChatProvider as ScriptedProvider
+from tests.fakes.tables import telemetry_table as make_table
 
 
 def per_call(label: str, fn: object, number: int = 20000) -> None:

@@ -12,28 +12,14 @@ from aiohttp.test_utils import TestClient
 from gateway.app import create_app
 from gateway.config.providers import ProviderTable
 from gateway.config.settings import Settings
-from tests.helpers import FakeProvider, Handler, Seen, default_answer, table_of
+from tests.fakes.providers import FakeProvider, Handler, default_answer, start_provider
+from tests.fakes.tables import table_of
 
 
 @pytest.fixture
 async def fake_provider(aiohttp_server: Any) -> Callable[..., Awaitable[FakeProvider]]:
-    async def make(routes: Mapping[str, Handler] | None = None) -> FakeProvider:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        holder: dict[str, FakeProvider] = {}
-
-        async def dispatch(request: web.Request) -> web.StreamResponse:
-            fake = holder["fake"]
-            body = await request.read()
-            fake.requests.append(
-                Seen(request.method, request.path, request.raw_path, dict(request.query), dict(request.headers), body)
-            )
-            handler = fake.routes.get(request.path, default_answer)
-            return await handler(request)
-
-        app.router.add_route("*", "/{tail:.*}", dispatch)
-        server = await aiohttp_server(app)
-        holder["fake"] = fake = FakeProvider(server, dict(routes or {}))
-        return fake
+    async def make(routes: Mapping[str, Handler] | None = None, default: Handler = default_answer) -> FakeProvider:
+        return await start_provider(aiohttp_server, default, routes)
 
     return make
 

@@ -15,7 +15,10 @@ from aiohttp.test_utils import TestServer
 
 from gateway.access.auth import ACCESS, reload_keys
 from gateway.config.settings import Settings
-from tests.auth_helpers import Upstream, gateway_app, write_keys
+from tests.fakes.access import write_keys
+from tests.fakes.gateways import gateway_app
+from tests.fakes.providers import access_provider
+from tests.fakes.tables import access_table
 
 from .chart import RELEASE, render
 
@@ -132,9 +135,9 @@ async def test_a_gateway_on_the_charts_settings_takes_a_rotated_keys_secret(
     versions.mkdir()
     old = write_keys(versions, {"ci-bot": {}, "laptop": {}}, name="v1.yaml")
     kubelet_secret_volume(volume, {item["path"]: old.path.read_text("utf-8")}, 1)
-    upstream = await aiohttp_server(Upstream().app())
-    assert isinstance(upstream, TestServer)
-    gateway = await aiohttp_client(gateway_app(replace(settings, telemetry_enable=False), str(upstream.make_url(""))))
+    upstream = await access_provider().start(aiohttp_server)
+    assert isinstance(upstream.server, TestServer)
+    gateway = await aiohttp_client(gateway_app(replace(settings, telemetry_enable=False), access_table(upstream.url)))
 
     def bearer(key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}

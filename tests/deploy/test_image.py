@@ -154,7 +154,13 @@ def test_build_context_holds_the_sources_the_schema_target_and_nothing_private()
         "config/providers.schema.json",
     ):
         assert context_includes(path), path
-    for path in (".venv/bin/python", ".git/HEAD", "tests/test_server.py", ".env", "gateway/__pycache__/app.pyc"):
+    for path in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        "tests/process/test_server.py",
+        ".env",
+        "gateway/__pycache__/app.pyc",
+    ):
         assert not context_includes(path), path
     assert (ROOT / "gateway" / "config" / "schemas" / "providers.schema.json").resolve() == (
         ROOT / "config" / "providers.schema.json"

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.helpers import free_port
+from tests.fakes.net import free_port
 
 from .chart import KUBERNETES_VERSIONS, RELEASE, ROOT, Rendered, render, validate
 

@@ -1,0 +1,13 @@
+"""What the tests build on, shared by every folder of tests/ (fixtures are in tests/conftest.py):
+
+- providers: the fake providers, aiohttp servers on 127.0.0.1. FakeProvider (routes by path, records what reached
+  it) with start_provider() and the handlers answering() and sending(); ChatProvider, OpenAI-compatible and scripted
+  by model name (access_provider() is the access tests' preset); FlakyProvider, failing at random for the soak.
+- bodies: the chat request builder chat(), and what providers send back (chat_answer, chunk, event, DONE).
+- tables: provider table entries and tables: entry, table_of, one_provider, access_table, telemetry_table.
+- gateways: gateways in this process (start_gateway, gateway_app and the settings of each suite) and as processes
+  (running, gateway_args); ROOT.
+- net: loopback ports, raw-socket clients, a raw asyncio server, wait_listening and wait_for.
+- access: keys files, a fake clock, a local OIDC issuer and a Redis-protocol server.
+- telemetry: /metrics scraped into exact samples, and captured log events.
+"""

@@ -1,0 +1,99 @@
+"""Provider tables: entries shaped like the spec's, a table of one provider, and the tables the access and the
+telemetry tests run on, with the provider keys they hold."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from gateway.config.providers import ProviderTable, parse_table
+from tests.fakes.providers import FakeProvider
+
+PROVIDER_KEY = "sk-fake-provider-key-0123456789"
+OTHER_KEY = "xk-second-provider-key-987654"
+
+
+def entry(pid: str, url: str, auth_type: str = "none", **extra: Any) -> dict[str, Any]:
+    """One provider table entry shaped like the spec's x-provider-configs."""
+    return {
+        "id": pid,
+        "url": url,
+        "auth_type": auth_type,
+        "supports_vision": extra.pop("supports_vision", True),
+        "endpoints": {
+            "models": {"name": "list_models", "method": "GET", "endpoint": extra.pop("models_endpoint", "/models")},
+            "chat": {
+                "name": "chat_completions",
+                "method": "POST",
+                "endpoint": extra.pop("chat_endpoint", "/chat/completions"),
+            },
+        },
+        **extra,
+    }
+
+
+def table_of(*entries: dict[str, Any], env: Mapping[str, str] | None = None) -> ProviderTable:
+    document = {"providers": {e["id"]: e for e in entries}}
+    return parse_table(yaml.safe_dump(document), dict(env or {}), source="test.yaml")
+
+
+def one_provider(provider: FakeProvider | str, **extra: Any) -> ProviderTable:
+    """A table of one provider, `p`, at a fake provider or a URL."""
+    return table_of(entry("p", provider if isinstance(provider, str) else provider.url, **extra))
+
+
+def access_table(url: str) -> ProviderTable:
+    """The access tests' table: one provider, `fake`, at `url` (its /v1), serving alpha-* and beta-* models."""
+    text = f"""
+providers:
+  fake:
+    id: fake
+    url: {url}/v1
+    auth_type: bearer
+    supports_vision: false
+    model_prefixes: [alpha-, beta-]
+    endpoints:
+      models: {{name: list_models, method: GET, endpoint: /models}}
+      chat: {{name: chat_completions, method: POST, endpoint: /chat/completions}}
+"""
+    return parse_table(text, {"FAKE_API_KEY": PROVIDER_KEY})
+
+
+def telemetry_table_yaml(port: int, dead_port: int) -> str:
+    """`fake` asks for stream usage, `quiet` does not, `down` points at a closed port; all on the fake server."""
+    return f"""
+providers:
+  fake:
+    id: fake
+    url: http://127.0.0.1:{port}/v1
+    auth_type: bearer
+    stream_usage: true
+    models: [listed-in-table]
+    endpoints:
+      models: {{name: list_models, method: GET, endpoint: /models}}
+      chat: {{name: chat_completions, method: POST, endpoint: /chat/completions}}
+  quiet:
+    id: quiet
+    url: http://127.0.0.1:{port}/v1
+    auth_type: xheader
+    api_key_env: QUIET_SECRET_KEY
+    endpoints:
+      models: {{name: list_models, method: GET, endpoint: /models}}
+      chat: {{name: chat_completions, method: POST, endpoint: /chat/completions}}
+  down:
+    id: down
+    url: http://127.0.0.1:{dead_port}/v1
+    auth_type: none
+    endpoints:
+      models: {{name: list_models, method: GET, endpoint: /models}}
+      chat: {{name: chat_completions, method: POST, endpoint: /chat/completions}}
+"""
+
+
+TELEMETRY_ENV = {"FAKE_API_KEY": PROVIDER_KEY, "QUIET_SECRET_KEY": OTHER_KEY}
+
+
+def telemetry_table(port: int, dead_port: int) -> ProviderTable:
+    return parse_table(telemetry_table_yaml(port, dead_port), TELEMETRY_ENV)
