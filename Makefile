@@ -8,7 +8,7 @@ PORT ?= 8080
 DEMO_PORT ?= 8081
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: install run test lint fmt typecheck pytest helm-lint image lock clean bench bench-smoke bench-deps
+.PHONY: install run test lint fmt typecheck pytest helm-lint image lock clean bench bench-smoke bench-deps bench-instructions
 
 install: $(STAMP)
 
@@ -57,8 +57,9 @@ image:
 lock: install
 	$(BIN)/python deploy/lock.py
 
-# The benchmark's tools: wrk and nginx (Debian packages), node for the mock upstream; apt-get only what is missing.
-BENCH_TOOLS := wrk nginx node
+# The benchmark's tools: wrk and nginx (Debian packages), node for the mock upstream, valgrind for the instruction
+# counts; apt-get only what is missing.
+BENCH_TOOLS := wrk nginx node valgrind
 bench-deps:
 	@missing=""; for tool in $(BENCH_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
@@ -72,6 +73,11 @@ bench-deps:
 # Minutes: every scenario, three repetitions; the table goes to bench/results/latest.md. Not part of `test`.
 bench: install bench-deps
 	$(BIN)/python -m bench.run --out bench/results/latest.md
+
+# About two minutes: instructions per request of each hot path under callgrind, against bench/baseline.json; fails
+# when one grows by more than the file's tolerance. UPDATE=1 writes the new figures (say why in the commit).
+bench-instructions: install bench-deps
+	$(BIN)/python -m bench.instructions --check bench/baseline.json $(if $(UPDATE),--update)
 
 # Seconds: one short run of each scenario, correctness checked (no figures judged), so the harness never rots.
 bench-smoke: install bench-deps

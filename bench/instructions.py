@@ -1,11 +1,14 @@
-"""Instructions per request of the gateway's plain chat path: one gateway under valgrind's callgrind, counting
-switched on only while a fixed number of keep-alive requests go through it (deterministic, blind to system calls).
+"""Instructions per request of the gateway's hot paths: one gateway under valgrind's callgrind per scenario,
+counting switched on only while a fixed number of keep-alive requests go through it (deterministic, blind to
+system calls and to how busy the machine is).
 
-    python -m bench.instructions --source DIR [--requests 2000] [--warmup 300] [--connections 8]
+    python -m bench.instructions --source DIR [--scenario plain|stream] [--requests 2000] [--warmup 300]
+    python -m bench.instructions --check bench/baseline.json [--update]
 
-The gateway runs from DIR (a source tree, e.g. a `git worktree` of another commit) as deployed (production,
-metrics on), pinned to core 0; a fake upstream runs in its own process and this process is the client, both on
-core 1 when there is one. Prints `instructions per request: N`.
+The gateway runs from DIR (a source tree, e.g. a `git worktree` of another commit; default: this one) as deployed
+(production, metrics on), pinned to core 0; a fake upstream runs in its own process and this process is the
+client, both on core 1 when there is one. Prints `instructions per request: N`. `--check` measures every scenario
+of the baseline file and fails when one grows by more than its tolerance; `--update` writes the figures instead.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -22,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -32,6 +37,13 @@ LOAD_CPU = 1  # the upstream and the client, when the machine has a second core
 
 # The benchmark's plain request (bench/run.py) with wrk's headers (bench/wrk.lua).
 REQUEST_BODY = b'{"model":"bench-small","messages":[{"role":"user","content":"Say hello."}],"max_tokens":16}'
+STREAM_BODY = (
+    b'{"model":"bench-small","stream":true,"messages":[{"role":"user","content":"Say hello."}],"max_tokens":16}'
+)
+# A streamed answer of STREAM_EVENTS chat chunks and [DONE]: the first event with the head, the rest a moment
+# later, so the relay streams (prepare, then copy as bytes arrive) rather than sending a whole answer.
+STREAM_EVENTS = 20
+STREAM_DELAY = 0.02
 # The mock upstream's plain answer (bench/mock_upstream.js), byte for byte; the gateway passes it through.
 ANSWER_BODY = (
     b'{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"bench-model",'
@@ -78,6 +90,27 @@ def _response(status: str, body: bytes) -> bytes:
     return head.encode() + body
 
 
+def _event(index: int) -> bytes:
+    chunk = (
+        b'{"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"bench-model",'
+        b'"choices":[{"index":0,"delta":{"content":"word%d "},"finish_reason":null}]}' % index
+    )
+    return b"data: " + chunk + b"\n\n"
+
+
+STREAM_FIRST = _event(0)
+STREAM_REST = b"".join(_event(i) for i in range(1, STREAM_EVENTS)) + b"data: [DONE]\n\n"
+STREAM_ANSWER = STREAM_FIRST + STREAM_REST
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+STREAM_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n" + _chunk(
+    STREAM_FIRST
+)
+STREAM_TAIL = _chunk(STREAM_REST) + b"0\r\n\r\n"
 CHAT_RESPONSE = _response("200 OK", ANSWER_BODY)
 MODELS_RESPONSE = _response("200 OK", MODELS_BODY)
 NOT_FOUND = _response("404 Not Found", b'{"error":"not found"}')
@@ -112,9 +145,13 @@ class UpstreamProtocol(asyncio.Protocol):
                     return
             if len(self.buffer) < end + 4 + length:
                 return
+            body = bytes(self.buffer[end + 4 : end + 4 + length])
             del self.buffer[: end + 4 + length]
             method, path, _ = lines[0].split(" ", 2)
-            if method == "POST" and path.endswith("/chat/completions"):
+            if method == "POST" and path.endswith("/chat/completions") and b'"stream":true' in body:
+                self.transport.write(STREAM_HEAD)
+                asyncio.get_running_loop().call_later(STREAM_DELAY, self._finish_stream)
+            elif method == "POST" and path.endswith("/chat/completions"):
                 self.transport.write(CHAT_RESPONSE)
             elif method == "GET" and path.endswith("/models"):
                 self.transport.write(MODELS_RESPONSE)
@@ -122,6 +159,10 @@ class UpstreamProtocol(asyncio.Protocol):
                 self.transport.write(NOT_FOUND)
         if len(self.buffer) > MAX_HEAD:
             self.transport.close()
+
+    def _finish_stream(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(STREAM_TAIL)
 
 
 async def serve_upstream() -> None:
@@ -137,12 +178,27 @@ async def serve_upstream() -> None:
 # --- the client (this process) -----------------------------------------------------------------------------------
 
 
-def chat_request(port: int) -> bytes:
-    head = (
-        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer bench-client-key\r\nX-Bench: mode=plain\r\nContent-Length: {len(REQUEST_BODY)}\r\n\r\n"
-    )
-    return head.encode() + REQUEST_BODY
+@dataclass(frozen=True)
+class Scenario:
+    """One kind of request: what the client sends and the exact body it must get back."""
+
+    name: str
+    body: bytes
+    answer: bytes
+
+    def request(self, port: int) -> bytes:
+        head = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer bench-client-key\r\nX-Bench: mode={self.name}\r\n"
+            f"Content-Length: {len(self.body)}\r\n\r\n"
+        )
+        return head.encode() + self.body
+
+
+SCENARIOS = {
+    "plain": Scenario("plain", REQUEST_BODY, ANSWER_BODY),
+    "stream": Scenario("stream", STREAM_BODY, STREAM_ANSWER),
+}
 
 
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
@@ -176,9 +232,10 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 class Client:
     """`connections` keep-alive connections to the gateway, opened once and kept for every phase."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, scenario: Scenario) -> None:
         self.port = port
-        self.request = chat_request(port)
+        self.request = scenario.request(port)
+        self.answer = scenario.answer
         self.streams: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def open(self, connections: int) -> None:
@@ -204,7 +261,7 @@ class Client:
             writer.write(self.request)
             async with asyncio.timeout(RESPONSE_TIMEOUT):
                 status, body = await read_response(reader)
-            if status != 200 or body != ANSWER_BODY:
+            if status != 200 or body != self.answer:
                 raise RuntimeError(f"unexpected answer {status}: {body[:300]!r}")
 
 
@@ -249,7 +306,7 @@ async def instrumentation(pid: int, state: str) -> None:
 async def drive(port: int, gateway: subprocess.Popen[bytes], args: argparse.Namespace) -> float:
     """Warm up, count `args.requests` requests; return the seconds the counted phase took."""
     await wait_healthy(port, gateway)
-    client = Client(port)
+    client = Client(port, SCENARIOS[args.scenario])
     try:
         await client.open(args.connections)
         await client.send(args.warmup)
@@ -388,29 +445,71 @@ def count(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def measure_one(args: argparse.Namespace) -> int:
+    """Instructions per request of `args.scenario`."""
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bench-instructions-") as workdir:
+        total, elapsed = measure(args, Path(workdir))
+    print(
+        f"bench.instructions: {args.scenario}: {total} Ir in {args.requests} requests, counted phase "
+        f"{elapsed:.1f}s, {time.monotonic() - started:.1f}s in all",
+        file=sys.stderr,
+    )
+    requests: int = args.requests
+    return round(total / requests)
+
+
+def check(args: argparse.Namespace) -> int:
+    """Measure every scenario of the baseline file; 1 when one grew past the tolerance (or, with --update, write
+    the new figures)."""
+    path: Path = args.check
+    baseline = json.loads(path.read_text())
+    tolerance = float(baseline["tolerance"])
+    failed = []
+    figures: dict[str, int] = {}
+    for name, expected in baseline["instructions_per_request"].items():
+        args.scenario = name
+        figures[name] = measured = measure_one(args)
+        change = measured / expected - 1
+        verdict = "ok" if change <= tolerance else "REGRESSION"
+        print(f"{name}: {measured} instructions per request, baseline {expected} ({change:+.1%}) {verdict}")
+        if change > tolerance:
+            failed.append(name)
+    if args.update:
+        baseline["instructions_per_request"] = figures
+        path.write_text(json.dumps(baseline, indent=2) + "\n")
+        print(f"{path} updated")
+        return 0
+    if failed:
+        print(
+            f"instructions per request grew more than {tolerance:.0%} in: {', '.join(failed)}. If the growth is "
+            f"deliberate, run `make bench-instructions UPDATE=1` and say why in the commit.",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", type=Path, help="source tree the gateway runs from (its gateway/ package)")
+    parser.add_argument("--source", type=Path, default=REPO, help="source tree the gateway runs from (default: here)")
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="plain", help="what the requests are")
     parser.add_argument("--requests", type=count(1, MAX_REQUESTS), default=2000, help="counted requests")
     parser.add_argument("--warmup", type=count(0, MAX_REQUESTS), default=300, help="requests before counting")
     parser.add_argument("--connections", type=count(1, MAX_CONNECTIONS), default=8, help="keep-alive connections")
+    parser.add_argument("--check", type=Path, help="a baseline file: measure its scenarios and compare")
+    parser.add_argument("--update", action="store_true", help="with --check: write the measured figures")
     parser.add_argument("--serve-upstream", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_upstream:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(serve_upstream())
         return 0
-    if args.source is None or not (args.source / "gateway" / "__main__.py").is_file():
+    if not (args.source / "gateway" / "__main__.py").is_file():
         parser.error("--source must be a source tree with gateway/__main__.py")
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="bench-instructions-") as workdir:
-        total, elapsed = measure(args, Path(workdir))
-    print(
-        f"bench.instructions: {total} Ir in {args.requests} requests, counted phase {elapsed:.1f}s, "
-        f"{time.monotonic() - started:.1f}s in all",
-        file=sys.stderr,
-    )
-    print(f"instructions per request: {round(total / args.requests)}")
+    if args.check is not None:
+        return check(args)
+    print(f"instructions per request: {measure_one(args)}")
     return 0
 
 
