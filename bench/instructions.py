@@ -265,7 +265,8 @@ class Client:
                 raise RuntimeError(f"unexpected answer {status}: {body[:300]!r}")
 
 
-async def wait_healthy(port: int, gateway: subprocess.Popen[bytes]) -> None:
+async def wait_healthy(port: int, gateway: subprocess.Popen[bytes], any_answer: bool = False) -> None:
+    """Until /health answers 200 (`any_answer`: answers at all, for the floor relay, which has no /health)."""
     deadline = time.monotonic() + START_TIMEOUT
     probe = f"GET /health HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n".encode()
     while time.monotonic() < deadline:
@@ -280,7 +281,7 @@ async def wait_healthy(port: int, gateway: subprocess.Popen[bytes]) -> None:
             writer.write(probe)
             async with asyncio.timeout(max(1.0, deadline - time.monotonic())):
                 status, _ = await read_response(reader)
-            if status == 200:
+            if status == 200 or any_answer:
                 return
         except (OSError, asyncio.IncompleteReadError):
             pass
@@ -305,7 +306,7 @@ async def instrumentation(pid: int, state: str) -> None:
 
 async def drive(port: int, gateway: subprocess.Popen[bytes], args: argparse.Namespace) -> float:
     """Warm up, count `args.requests` requests; return the seconds the counted phase took."""
-    await wait_healthy(port, gateway)
+    await wait_healthy(port, gateway, any_answer=args.target == "floor")
     client = Client(port, SCENARIOS[args.scenario])
     try:
         await client.open(args.connections)
@@ -398,27 +399,20 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[int, float]:
         providers.write_text(PROVIDERS_YAML.format(host=HOST, port=upstream_port))
         port = free_port()
         out_file = workdir / "callgrind.out"
-        command = [
-            "valgrind",
-            "--tool=callgrind",
-            "--instr-atstart=no",
-            f"--callgrind-out-file={out_file}",
-            str(PYTHON),
-            "-m",
-            "gateway",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--providers",
-            str(providers),
-        ]
+        valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out_file}"]
+        if args.target == "floor":
+            # bench/floor_proxy.py: aiohttp's server and ClientSession relaying, nothing else.
+            upstream_url = f"http://{HOST}:{upstream_port}/v1/chat/completions"
+            program = [str(PYTHON), "-m", "bench.floor_proxy", str(port), upstream_url]
+        else:
+            program = [str(PYTHON), "-m", "gateway", "--host", HOST, "--port", str(port), "--providers", str(providers)]
+        command = valgrind + program
         log = workdir / "gateway.log"
         with log.open("wb") as sink:
             gateway = subprocess.Popen(
                 pinned(GATEWAY_CPU, command),
-                cwd=source,
-                env=gateway_env(source, upstream_port, port),
+                cwd=source if args.target == "gateway" else REPO,
+                env=gateway_env(source if args.target == "gateway" else REPO, upstream_port, port),
                 stdout=sink,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -430,7 +424,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[int, float]:
             stop(gateway, signal.SIGKILL, 10)
             sys.stderr.write(log.read_text(errors="replace")[-3000:])
             raise
-    if gateway.returncode != 0:
+    if gateway.returncode != 0 and args.target == "gateway":  # the floor relay ends on SIGINT with a traceback
         raise RuntimeError(f"the gateway exited with {gateway.returncode}: {log.read_text(errors='replace')[-3000:]}")
     return total_instructions(out_file), elapsed
 
@@ -494,6 +488,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", type=Path, default=REPO, help="source tree the gateway runs from (default: here)")
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="plain", help="what the requests are")
+    parser.add_argument(
+        "--target", choices=("gateway", "floor"), default="gateway", help="the gateway, or the naive aiohttp relay"
+    )
     parser.add_argument("--requests", type=count(1, MAX_REQUESTS), default=2000, help="counted requests")
     parser.add_argument("--warmup", type=count(0, MAX_REQUESTS), default=300, help="requests before counting")
     parser.add_argument("--connections", type=count(1, MAX_CONNECTIONS), default=8, help="keep-alive connections")
