@@ -8,7 +8,7 @@ adapter for another client (HTTP/2, an unusual proxy) implements the same two pr
     TransportError                  any failure to exchange bytes with a provider (never holds a URL)
     ├── ConnectFailed               retryable
     ├── TLSFailed                   certificate or handshake: never retried
-    ├── Disconnected                closed before any byte of an answer: retryable
+    ├── Disconnected                closed before any byte of an answer: retryable only if replayable
     ├── InvalidAnswer               bytes that are not an HTTP answer
     ├── BrokenBody                  the body ended before its declared end
     ├── InvalidHeader               a header that would not stay one line (refused before sending)
@@ -33,6 +33,11 @@ from gateway.errors import GatewayError, InvalidRequest, UpstreamError, Upstream
 # End-to-end headers as (name, value) pairs, as the server's parser hands a client's over.
 Headers = Sequence[tuple[bytes, bytes]]
 
+# Go's net/http rules: a request that may have reached the provider is sent again only when doing it twice is
+# harmless, by its method or because the client gave it an idempotency key.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+_IDEMPOTENCY_HEADERS = frozenset({b"idempotency-key", b"x-idempotency-key"})
+
 
 class UpstreamRequest(NamedTuple):
     """What the call layer sends: Host, framing and proxy headers are the transport's business."""
@@ -41,6 +46,13 @@ class UpstreamRequest(NamedTuple):
     url: URL
     headers: Headers
     body: bytes | None
+
+    @property
+    def replayable(self) -> bool:
+        """Whether sending it twice is harmless (asked only when an attempt failed after it was written)."""
+        if self.method in IDEMPOTENT_METHODS:
+            return True
+        return any(name.lower() in _IDEMPOTENCY_HEADERS for name, _ in self.headers)
 
 
 class Response(Protocol):
@@ -89,7 +101,8 @@ class Transport(Protocol):
 
     async def send(self, request: UpstreamRequest, *, connect: float | None, head_by: float | None) -> Response:
         """One attempt: a connection (within `connect` seconds), the request, the answer's head (by loop time
-        `head_by`). A connection found dead before anything was sent is replaced at no cost to the caller."""
+        `head_by`). A pooled connection the provider closed without answering is replaced once, at no cost to the
+        caller, when the request is replayable; otherwise the failure is not retryable."""
         ...
 
     async def close(self) -> None: ...
@@ -110,7 +123,8 @@ class TLSFailed(TransportError):
 
 
 class Disconnected(TransportError):
-    """The provider closed the connection before any byte of an answer."""
+    """The provider closed the connection before any byte of an answer. The request may have been read: the
+    transport marks it not retryable unless the request is replayable."""
 
     retryable = True
 

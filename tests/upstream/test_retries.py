@@ -135,7 +135,12 @@ async def test_a_refused_connection_is_retried_then_502(aiohttp_client, unused_t
     assert (exchange.retries, exchange.error_type) == (2, "connect")
 
 
-async def test_a_connection_dropped_before_the_head_is_retried(aiohttp_client, aiohttp_server) -> None:
+@pytest.mark.parametrize(("headers", "sends"), [({"Idempotency-Key": "k-1"}, 2), ({}, 1)])
+async def test_a_connection_dropped_before_the_head_is_retried_only_when_replayable(
+    aiohttp_client, aiohttp_server, headers, sends
+) -> None:
+    """The provider read the request, then dropped the connection: a POST is sent again only with an idempotency
+    key, since the provider may have started the work."""
     seen: list[int] = []
 
     async def drops_first(request: web.Request) -> web.StreamResponse:
@@ -148,11 +153,14 @@ async def test_a_connection_dropped_before_the_head_is_retried(aiohttp_client, a
 
     provider = await start_provider(aiohttp_server, drops_first)
     gw = await start_gateway(aiohttp_client, one_provider(provider, retries=RETRYING), client_timeout=5)
-    response = await gw.client.post(CHAT, json=chat())
-    assert response.status == 200
-    assert await response.json() == {"ok": True}
-    assert len(seen) == 2
-    assert (await gw.settled())[0].retries == 1
+    response = await gw.client.post(CHAT, json=chat(), headers=headers)
+    assert len(seen) == sends
+    if sends == 2:
+        assert (response.status, await response.json()) == (200, {"ok": True})
+        assert (await gw.settled())[0].retries == 1
+    else:
+        assert response.status == 502
+        assert ((await gw.settled())[0].retries, (await gw.settled())[0].error_type) == (0, "connect")
 
 
 async def test_a_stream_is_retried_before_its_head(aiohttp_client, aiohttp_server) -> None:

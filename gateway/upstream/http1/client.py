@@ -55,14 +55,19 @@ class Http1Transport:
         origin = pool.origin(request.url)
         head = request_head(request.method, request.url, origin, request.headers, request.body)
         head_only = request.method == "HEAD"
-        # A pooled connection the provider had already closed is replaced once: the request never reached anyone.
         for _ in range(2):
             conn, reused = await pool.acquire(origin, connect)
             try:
                 conn.send(head, request.body, head_only=head_only)
                 await conn.head(head_by)
-            except Disconnected:
+            except Disconnected as exc:
                 pool.discard(conn)
+                # Closed without a byte of answer, after the request was written: the provider may have read it
+                # (and started the work). Sent again only when that is harmless; a reused connection (the provider
+                # closed it as it idled) is then replaced at once, a new one is left to the retry policy.
+                if not request.replayable:
+                    exc.retryable = False
+                    raise
                 if reused:
                     continue
                 raise

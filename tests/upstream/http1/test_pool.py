@@ -481,6 +481,30 @@ async def test_fetch_replaces_a_reused_connection_the_provider_closes_at_the_nex
     assert (pool.idle_connections, pool.open_connections) == (1, 1)
 
 
+async def test_a_post_on_a_reused_connection_closed_without_answer_is_not_replayed(servers, pools) -> None:
+    """Connection 0 answers its first request, then closes on the second without a byte: the provider may have
+    read that POST, so it is not sent again; with an idempotency key it is, once, on a new connection."""
+    provider = await servers(Provider(answer=lambda c, n: None if (c, n) in ((0, 1), (1, 1)) else OK))
+    pool = pools()
+    transport = Http1Transport(pool)
+    assert (await fetched(pool, url_of(provider)))[::2] == (200, b"ok")
+    post = UpstreamRequest("POST", url_of(provider, "/v1/chat/completions"), (), b"{}")
+    with pytest.raises(Disconnected) as caught:
+        await transport.send(post, connect=LIMIT, head_by=None)
+    assert not caught.value.retryable
+    assert (provider.connections, len(provider.requests)) == (1, 2)
+    assert (await fetched(pool, url_of(provider)))[::2] == (200, b"ok")  # connection 1, kept idle
+    keyed = post._replace(headers=((b"Idempotency-Key", b"k-1"),))
+    answer = await transport.send(keyed, connect=LIMIT, head_by=None)
+    assert answer.status == 200
+    answer.discard()
+    assert [head.split(b"\r\n")[0] for _, head in provider.requests][-2:] == [
+        b"POST /v1/chat/completions HTTP/1.1",
+        b"POST /v1/chat/completions HTTP/1.1",
+    ]
+    assert provider.connections == 3
+
+
 async def test_fetch_does_not_repeat_a_request_a_new_connection_got_no_answer_to(servers, pools) -> None:
     provider = await servers(Provider(answer=lambda c, n: None))
     pool = pools()
@@ -660,14 +684,43 @@ async def test_a_tls_failure_is_not_retried_by_the_gateway(aiohttp_client, certi
         await server.wait_closed()
 
 
-async def test_the_same_gateway_does_retry_a_connection_closed_without_answer(aiohttp_client, servers) -> None:
-    """The control for the test above: with the same retry settings, a transient failure is retried."""
+async def test_a_post_closed_without_answer_reaches_the_provider_once(aiohttp_client, servers) -> None:
+    """The provider read the request and closed without a byte: it may have started the work, so a POST is not
+    sent again (Go's net/http rule), whatever the retry settings."""
     provider = await servers(Provider(answer=lambda c, n: None))
     table = one_provider(f"http://127.0.0.1:{provider.port}", retries={"max_retries": 3})
     gw = await start_gateway(aiohttp_client, table, client_timeout=5, connect_timeout=5)
     response = await gw.client.post(CHAT, json=chat())
     assert response.status == 502
-    assert provider.connections == 4
+    assert (await response.json())["error"]["message"] == (
+        "the provider could not be reached: the provider closed the connection"
+    )
+    assert (provider.connections, len(provider.requests)) == (1, 1)
+    # /proxy POSTs (batches, files) alike.
+    proxied = await gw.client.post("/proxy/p/batches", data=b"{}")
+    assert proxied.status == 502
+    assert len(provider.requests) == 2
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [
+        ("POST", CHAT, {"Idempotency-Key": "req-1"}),
+        ("POST", CHAT, {"X-Idempotency-Key": "req-1"}),
+        ("GET", "/proxy/p/models", {}),
+    ],
+)
+async def test_a_replayable_request_closed_without_answer_is_retried(
+    aiohttp_client, servers, method, path, headers
+) -> None:
+    """The control: with the same retry settings, a request that is harmless to repeat is retried."""
+    provider = await servers(Provider(answer=lambda c, n: None))
+    table = one_provider(f"http://127.0.0.1:{provider.port}", retries={"max_retries": 3})
+    gw = await start_gateway(aiohttp_client, table, client_timeout=5, connect_timeout=5)
+    body = chat() if method == "POST" else None
+    response = await gw.client.request(method, path, json=body, headers=headers)
+    assert response.status == 502
+    assert (provider.connections, len(provider.requests)) == (4, 4)
 
 
 async def test_a_closed_port_is_a_connect_failure(pools) -> None:
