@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import deque
 from collections.abc import Iterable
 from typing import Protocol, cast
@@ -29,6 +30,9 @@ __all__ = ["Connection", "Deadlines"]
 _HIGH_WATER = 256 * 1024
 # A head this large is not an LLM provider's answer: refuse it rather than buffer it.
 _MAX_HEAD = 64 * 1024
+# A byte of a reason phrase that is not plain text (tab, space, visible ASCII): llhttp lets control bytes, DEL and
+# obs-text through, and aiohttp refuses to write a status line with a control byte (the client loses its answer).
+_NOT_TEXT = re.compile(r"[^\t\x20-\x7e]").search
 
 
 # Granularity of the waits' limits: they are seconds long, so a twentieth of a second either way is nothing.
@@ -209,6 +213,10 @@ class Connection(asyncio.Protocol):
         self._header_size += len(name) + len(value)
         if self._header_size > _MAX_HEAD:
             raise InvalidAnswer("the provider's response head is too large")
+        if self.status:
+            # After the head: a trailer field of a chunked body, which llhttp reports like a header. The gateway
+            # relays no trailers; it must not become one of the answer's headers either.
+            return
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
@@ -221,14 +229,23 @@ class Connection(asyncio.Protocol):
             self.reason = ""
             return
         self.status = status
+        reason = self.reason
+        if reason and not (reason.isascii() and reason.isprintable()) and _NOT_TEXT(reason):
+            # Not plain text: dropped, and the client gets the standard phrase of the status.
+            self.reason = ""
         for name, value in self._headers:
             lowered = name.lower()
             if lowered == "content-length":
-                self.content_length = int(value) if value.isdigit() else None
+                # llhttp has checked it (digits, perhaps trailing spaces; one only; none beside Transfer-Encoding).
+                self.content_length = int(value)
             elif lowered == "content-type":
                 self.content_type = value.partition(";")[0].strip().lower()
-            elif lowered == "transfer-encoding":
-                self.chunked = "chunked" in value.lower()
+            elif lowered == "transfer-encoding" and value:
+                # llhttp's own rule (RFC 9112 6.3): chunked framing when the last coding of the last non-empty
+                # Transfer-Encoding is `chunked` (only spaces after it); otherwise the body runs to the close.
+                self.chunked = value == "chunked" or (
+                    value.rpartition(",")[2].lstrip(" \t").rstrip(" ").lower() == "chunked"
+                )
         if self._head_only:
             # The answer to HEAD has no body whatever its headers say; llhttp cannot be told, so stop here.
             self._complete = True

@@ -243,6 +243,104 @@ async def test_a_second_request_on_a_kept_alive_connection_gets_a_fresh_answer(p
     assert raw.heads == [REQUEST, REQUEST]
 
 
+@pytest.mark.parametrize("pieces", [1, 3], ids=["one-read", "separate-reads"])
+async def test_trailers_of_a_chunked_answer_are_not_headers(provider, pieces) -> None:
+    """llhttp reports trailer fields through on_header after the body: they are dropped, never added to the
+    answer's headers (a provider's Set-Cookie trailer once reached the client as a header)."""
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: Set-Cookie, X-Checksum\r\n\r\n"
+    body = b"2\r\nok\r\n0\r\n"
+    trailers = b"Set-Cookie: session=stolen\r\nX-Checksum: 1234\r\n\r\n"
+    raw = await provider(answers(head + body + trailers) if pieces == 1 else answers(head, body, trailers))
+    async with connection(raw.port) as conn:
+        await exchange(conn)
+        assert await read_all(conn) == b"ok"
+        assert conn.complete
+        assert list(conn.header_items) == [("Transfer-Encoding", "chunked"), ("Trailer", "Set-Cookie, X-Checksum")]
+        assert "Set-Cookie" not in conn.headers
+        assert conn.reusable
+
+
+async def test_trailers_still_count_towards_the_head_limit(provider) -> None:
+    raw = await provider(
+        answers(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"2\r\nok\r\n0\r\nX-Big: " + b"a" * (65 * 1024) + b"\r\n\r\n",
+        )
+    )
+    async with connection(raw.port) as conn:
+        await exchange(conn)
+        with pytest.raises(InvalidAnswer, match=r"^the provider's response head is too large$"):
+            await read_all(conn)
+        assert conn.closed
+        assert not conn.reusable
+
+
+# llhttp (httptools 0.7.1) frames a response as chunked when the last coding of the last non-empty
+# Transfer-Encoding is `chunked`, followed by nothing but spaces (RFC 9112 6.3); any other Transfer-Encoding makes
+# the body run to the close of the connection, its bytes handed out as they are.
+CHUNKS = b"5\r\nhello\r\n0\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("fields", "chunked"),
+    [
+        ([b"chunked"], True),
+        ([b"Chunked  "], True),
+        ([b"gzip, chunked"], True),
+        ([b"identity,\tCHUNKED"], True),
+        ([b"identity", b"chunked"], True),
+        ([b"chunked", b""], True),  # an empty field changes nothing
+        ([b"chunked, identity"], False),
+        ([b"xchunked"], False),
+        ([b"chunkedx"], False),
+        ([b"chunked,"], False),
+        ([b"chunked\t"], False),
+        ([b"chunked;q=1"], False),
+        ([b"chunked", b"identity"], False),
+    ],
+    ids=lambda v: repr(v) if isinstance(v, list) else None,
+)
+async def test_chunked_is_what_llhttp_decided_from_the_transfer_encoding(provider, fields, chunked) -> None:
+    head = b"HTTP/1.1 200 OK\r\n" + b"".join(b"Transfer-Encoding: %s\r\n" % field for field in fields) + b"\r\n"
+    raw = await provider(answers(head + CHUNKS, then="wait" if chunked else "close"))
+    async with connection(raw.port) as conn:
+        await exchange(conn)
+        assert (conn.chunked, conn.content_length) == (chunked, None)
+        # Chunked: decoded, and the connection kept. Otherwise: everything up to the close, as sent.
+        assert await read_all(conn) == (b"hello" if chunked else CHUNKS)
+        assert conn.complete
+        assert conn.reusable is chunked
+
+
+@pytest.mark.parametrize("coding", [b"chunked, identity", b"xchunked", b"chunked"])
+@pytest.mark.parametrize("length_first", [False, True], ids=["length-after", "length-before"])
+async def test_a_transfer_encoding_beside_a_content_length_is_invalid(provider, coding, length_first) -> None:
+    """llhttp refuses the pair whatever the coding: the answer fails, its body never relayed."""
+    fields = [b"Transfer-Encoding: " + coding + b"\r\n", b"Content-Length: 17\r\n"]
+    if length_first:
+        fields.reverse()
+    raw = await provider(answers(b"HTTP/1.1 200 OK\r\n" + b"".join(fields) + b"\r\n" + CHUNKS))
+    async with connection(raw.port) as conn:
+        conn.send(REQUEST, None)
+        with pytest.raises(InvalidAnswer, match=r"^malformed answer .*Transfer-Encoding"):
+            async with asyncio.timeout(LIMIT):
+                await conn.head()
+        assert conn.closed
+        assert conn.buffered == 0
+
+
+async def test_a_content_length_with_trailing_spaces_is_the_length_llhttp_reads(provider) -> None:
+    """llhttp reads `10 ` as 10: so must the connection, or a body cut short by a close would pass for a whole
+    answer without a length."""
+    raw = await provider(answers(b"HTTP/1.1 200 OK\r\nContent-Length: 10  \r\n\r\nhello", then="close"))
+    async with connection(raw.port) as conn:
+        await exchange(conn)
+        assert conn.content_length == 10
+        with pytest.raises(BrokenBody, match=r"^the provider closed the connection mid-answer$"):
+            await read_all(conn)
+        assert not conn.complete
+
+
 @pytest.mark.parametrize(
     "answer",
     [
@@ -263,6 +361,36 @@ async def test_an_answer_that_ends_the_connection_is_not_reusable(provider, answ
 
 
 # ---- broken and hostile answers --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [b"O\x00K", b"O\x01K", b"OK\x1b[31m", b"O\x0bK", b"OK\x7f", b"OK\xe9", b"\x80\xff"],
+    ids=["nul", "soh", "escape", "vertical-tab", "del", "latin-1", "obs-text"],
+)
+async def test_a_reason_phrase_that_is_not_plain_text_is_dropped(provider, reason) -> None:
+    """llhttp lets such bytes through; aiohttp would refuse to write them in the client's status line."""
+    raw = await provider(answers(b"HTTP/1.1 200 " + reason + b"\r\nContent-Length: 2\r\n\r\nok"))
+    async with connection(raw.port) as conn:
+        await exchange(conn)
+        assert (conn.status, conn.reason) == (200, "")
+        assert await read_all(conn) == b"ok"
+        assert conn.reusable
+
+
+async def test_a_bad_reason_phrase_split_across_reads_is_dropped_too(provider) -> None:
+    raw = await provider(answers(b"HTTP/1.1 404 Not", b" \x00Found\r\nContent-Length: 0\r\n\r\n"))
+    async with connection(raw.port) as conn:
+        await exchange(conn)
+        assert (conn.status, conn.reason) == (404, "")
+
+
+@pytest.mark.parametrize("reason", ["OK", "Too Many Requests", "O\tK", "~!@#$%^&*()_+{}|:\"<>? `-=[]\\;',./"], ids=repr)
+async def test_a_plain_text_reason_phrase_is_kept(provider, reason) -> None:
+    raw = await provider(answers(b"HTTP/1.1 200 " + reason.encode() + b"\r\nContent-Length: 0\r\n\r\n"))
+    async with connection(raw.port) as conn:
+        await exchange(conn)
+        assert conn.reason == reason
 
 
 @pytest.mark.parametrize(

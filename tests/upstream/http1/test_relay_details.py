@@ -1,0 +1,132 @@
+"""Details of a provider's answer as the client of the gateway sees them: raw providers on 127.0.0.1 that send
+exact bytes, a gateway app relaying them (through the lean HTTP/1.1 client) and a raw client reading its answer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from tests.fakes.gateways import Gateway, start_gateway
+from tests.fakes.net import RawServer, raw_connection
+from tests.fakes.tables import one_provider
+from tests.fakes.telemetry import captured_logs
+
+LIMIT = 5.0  # the bound on every wait; nothing here should come near it
+REQUEST = b"GET /proxy/p/models HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
+
+
+class Provider(RawServer):
+    """A keep-alive provider that answers each request with `pieces`, a short pause between them (so that a body
+    after the head arrives in a later read and the gateway streams it)."""
+
+    def __init__(self, *pieces: bytes) -> None:
+        super().__init__()
+        self.pieces = pieces
+        self.requests = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return
+            self.requests += 1
+            for n, piece in enumerate(self.pieces):
+                if n:
+                    await asyncio.sleep(0.05)
+                writer.write(piece)
+                await writer.drain()
+
+
+@pytest.fixture
+async def relay(aiohttp_client):
+    started: list[Provider] = []
+
+    async def start(*pieces: bytes) -> Gateway:
+        provider = Provider(*pieces)
+        await provider.start()
+        started.append(provider)
+        table = one_provider(f"http://127.0.0.1:{provider.port}")
+        return await start_gateway(aiohttp_client, table, client_timeout=LIMIT, read_timeout=LIMIT)
+
+    yield start
+    for provider in started:
+        await provider.stop()
+
+
+async def answer_of(gw: Gateway) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    """The gateway's answer to one GET: its status line, its headers (lower-cased names) and its body."""
+    async with raw_connection(gw.port) as raw:
+        await raw.send(REQUEST)
+        answer = await raw.response(LIMIT)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    line, *fields = head.split(b"\r\n")
+    headers = {}
+    for field in fields:
+        name, _, value = field.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get(b"transfer-encoding") == b"chunked":
+        body = dechunked(body)
+    return line, headers, body
+
+
+def dechunked(data: bytes) -> bytes:
+    body = b""
+    while True:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if not size:
+            return body
+        body += data[:size]
+        data = data[size + 2 :]
+
+
+def no_errors(logs: list[dict], caplog: pytest.LogCaptureFixture) -> None:
+    assert not [e for e in logs if e.get("log_level") in ("error", "critical")], logs
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.records
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize(
+    ("status", "reason", "standard"),
+    [
+        (b"200", b"O\x01K", b"OK"),
+        (b"200", b"\x00", b"OK"),
+        (b"200", b"OK\x7f", b"OK"),
+        (b"404", b"Not\x1bFound", b"Not Found"),
+        (b"429", b"Trop de requ\xeates", b"Too Many Requests"),
+    ],
+    ids=["soh", "nul", "del", "escape-404", "latin-1-429"],
+)
+async def test_a_reason_phrase_that_is_not_plain_text_reaches_the_client_as_the_standard_one(
+    relay, caplog, status, reason, standard, streamed
+) -> None:
+    """aiohttp refuses to write a control byte in a status line: the client lost its answer while the access line
+    said 200, and an error with its traceback was logged for each request."""
+    head = b"HTTP/1.1 " + status + b" " + reason + b"\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n"
+    gw = await relay(*((head, b"hello") if streamed else (head + b"hello",)))
+    with captured_logs() as logs:
+        line, headers, body = await answer_of(gw)
+        await gw.settled()
+    assert line == b"HTTP/1.1 " + status + b" " + standard
+    assert (headers[b"content-type"], body) == (b"text/plain", b"hello")
+    no_errors(logs, caplog)
+
+
+async def test_a_plain_reason_phrase_is_relayed_as_it_is(relay) -> None:
+    gw = await relay(b"HTTP/1.1 200 Fine\tThanks\r\nContent-Length: 2\r\n\r\nok")
+    line, _, body = await answer_of(gw)
+    assert (line, body) == (b"HTTP/1.1 200 Fine\tThanks", b"ok")
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+async def test_the_trailers_of_a_chunked_answer_are_not_relayed_as_headers(relay, streamed) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+    rest = b"5\r\nhello\r\n0\r\nSet-Cookie: session=provider\r\nX-Checksum: 1234\r\n\r\n"
+    gw = await relay(*((head, rest) if streamed else (head + rest,)))
+    line, headers, body = await answer_of(gw)
+    assert (line, body) == (b"HTTP/1.1 200 OK", b"hello")
+    assert b"set-cookie" not in headers
+    assert b"x-checksum" not in headers
