@@ -80,3 +80,65 @@ def _model_request(body: dict[str, Any], model: str) -> ModelRequest:
     if provider is not None and (not isinstance(provider, str) or not provider.strip()):
         raise InvalidRequest("'provider' must be a non-empty string", code="invalid_provider")
     return ModelRequest(body, model, stream, provider)
+
+
+_USAGE = b'"usage"'
+
+
+class UsageChunkStrip:
+    """Removes from a chat stream the usage chunk the gateway asked for on the client's behalf (it reads usage for
+    its own accounting; the client did not ask for it, and a loop reading `chunk.choices[0]` would fail on it).
+
+    Fed the stream's bytes as they pass. Complete events go on at once and unchanged; only the unfinished last
+    event of a read is held until its end arrives (a client reads events whole anyway), so that a usage chunk split
+    over reads is recognised before any of it has gone out."""
+
+    __slots__ = ("_held",)
+
+    def __init__(self) -> None:
+        self._held = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        if not self._held and chunk.endswith(b"\n\n") and _USAGE not in chunk:
+            return chunk  # the common read: whole events, none of them usage
+        data = self._held + chunk if self._held else chunk
+        cut = _last_boundary(data)
+        complete, self._held = data[:cut], data[cut:]
+        if _USAGE not in complete:
+            return complete
+        return b"".join(event for event in _events(complete) if not _is_usage_chunk(event))
+
+    def finish(self) -> bytes:
+        """What is still held when the stream ends (an event that never completed): sent as it came."""
+        held, self._held = self._held, b""
+        return held
+
+
+def _last_boundary(data: bytes) -> int:
+    """Just past the last blank line (LF or CRLF framing); 0 when there is none."""
+    lf, crlf = data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n")
+    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+
+
+def _events(data: bytes) -> list[bytes]:
+    """Complete events, each with the blank line that ends it."""
+    events = []
+    pos = 0
+    while pos < len(data):
+        lf, crlf = data.find(b"\n\n", pos), data.find(b"\r\n\r\n", pos)
+        ends = [i + 2 for i in (lf,) if i >= 0] + [i + 4 for i in (crlf,) if i >= 0]
+        end = min(ends) if ends else len(data)
+        events.append(data[pos:end])
+        pos = end
+    return events
+
+
+def _is_usage_chunk(event: bytes) -> bool:
+    for line in event.splitlines():
+        if line.startswith(b"data:"):
+            try:
+                parsed = orjson.loads(line[5:])
+            except orjson.JSONDecodeError:
+                return False
+            return isinstance(parsed, dict) and parsed.get("choices") == [] and isinstance(parsed.get("usage"), dict)
+    return False

@@ -9,6 +9,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from functools import partial
+from typing import Protocol
 
 import structlog
 from aiohttp import web
@@ -47,6 +48,15 @@ _NOT_RELAYED = HOP_BY_HOP | {"content-length"}
 _ONE_WRITE = 64 * 1024
 
 
+class StreamEdit(Protocol):
+    """Takes out of an answer what the gateway itself asked the provider for and the client did not (a dialect's
+    business); every other byte passes unchanged and at once."""
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+
 def make_transport(settings: Settings) -> Transport:
     return Http1Transport.create(
         max_idle=settings.max_idle_conns,
@@ -74,11 +84,13 @@ async def relay(
     exchange: Exchange,
     retry: RetryPolicy = NO_RETRY,
     write_timeout: float | None = None,
+    edit: StreamEdit | None = None,
 ) -> web.StreamResponse:
     """Send one request upstream and copy the answer back as it arrives: status, headers and bytes unchanged.
 
     Failed connections and 429/502/503/504 answers are retried by `retry` while nothing has reached the client;
-    `write_timeout` ends the exchange when the client stops reading for that long.
+    `write_timeout` ends the exchange when the client stops reading for that long. `edit`, when given, removes
+    from the body what the gateway asked for on its own account (the usage scanner still sees every byte).
     """
     response: web.StreamResponse | None = None
     answer: Response | None = None
@@ -88,13 +100,13 @@ async def relay(
         answer = await _answer(transport, upstream, limits, exchange, retry, started, whole_end)
         exchange.upstream_status = answer.status
         if answer.complete and answer.buffered <= _ONE_WRITE:
-            response = _whole_response(answer, exchange)
+            response = _whole_response(answer, exchange, edit)
         else:
-            response = _start_response(answer, exchange)
+            response = _start_response(answer, exchange, edit is not None)
             await response.prepare(request)
             guard = None if write_timeout is None else WriteGuard(request, write_timeout, partial(_stalled, exchange))
             try:
-                await _copy_body(answer, response, exchange, upstream.url, limits, whole_end)
+                await _copy_body(answer, response, exchange, upstream.url, limits, whole_end, edit)
             finally:
                 if guard is not None:
                     guard.stop()
@@ -205,6 +217,7 @@ async def _copy_body(
     url: URL,
     limits: Limits,
     whole_end: float | None,
+    edit: StreamEdit | None,
 ) -> None:
     """The per-chunk loop: write, count, let the usage scanner look. Nothing else happens per chunk."""
     scanner = exchange.scanner
@@ -214,10 +227,17 @@ async def _copy_body(
         while chunk := await answer.read(idle, whole_end):
             if not sent:
                 exchange.first_chunk_at = time.perf_counter()
-            await response.write(chunk)
-            sent += len(chunk)
             if scanner is not None:
                 scanner.feed(chunk)
+            if edit is not None:
+                chunk = edit.feed(chunk)
+                if not chunk:
+                    continue
+            await response.write(chunk)
+            sent += len(chunk)
+        if edit is not None and (tail := edit.finish()):
+            await response.write(tail)
+            sent += len(tail)
     except AnswerTimedOut:
         log.warning("upstream answer exceeded its time limit", url=_loggable(url), limit=limits.whole)
         exchange.error_type = "timeout"
@@ -250,23 +270,25 @@ def _relayed_headers(answer: Response, exchange: Exchange) -> CIMultiDict[str]:
     return headers
 
 
-def _whole_response(answer: Response, exchange: Exchange) -> web.Response:
+def _whole_response(answer: Response, exchange: Exchange, edit: StreamEdit | None) -> web.Response:
     """An answer that came in whole with its head: one write, headers and body together."""
     body = answer.take_buffered()
     if body:
         exchange.first_chunk_at = time.perf_counter()
-    exchange.bytes_out = len(body)
     if exchange.scanner is not None:
         exchange.scanner.whole(body)
+    if edit is not None:
+        body = edit.feed(body) + edit.finish()
+    exchange.bytes_out = len(body)
     return web.Response(
         status=answer.status, reason=answer.reason or None, headers=_relayed_headers(answer, exchange), body=body
     )
 
 
-def _start_response(answer: Response, exchange: Exchange) -> web.StreamResponse:
+def _start_response(answer: Response, exchange: Exchange, edited: bool) -> web.StreamResponse:
     headers = _relayed_headers(answer, exchange)
     response = web.StreamResponse(status=answer.status, reason=answer.reason or None, headers=headers)
-    if answer.content_length is not None and not answer.chunked:
+    if answer.content_length is not None and not answer.chunked and not edited:
         response.content_length = answer.content_length
     if answer.content_type == "text/event-stream":
         # Tell any buffering proxy in front of us (nginx) to pass events on at once.

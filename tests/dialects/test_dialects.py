@@ -56,3 +56,26 @@ def test_a_model_request_needs_only_a_model_and_a_chat_needs_messages() -> None:
     with pytest.raises(InvalidRequest) as caught:
         openai.parse_chat(b'{"model": "m", "messages": [{}], "stream": "yes"}')
     assert caught.value.code == "invalid_stream"
+
+
+USAGE_EVENT = b'data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}'
+TEXT_EVENT = b'data: {"choices":[{"delta":{"content":"usage"}}]}'
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"], ids=["lf", "crlf"])
+def test_the_usage_strip_drops_only_the_usage_chunk_whatever_the_reads(newline: bytes) -> None:
+    blank = newline * 2
+    stream = TEXT_EVENT + blank + USAGE_EVENT + blank + b"data: [DONE]" + blank
+    wanted = TEXT_EVENT + blank + b"data: [DONE]" + blank
+    for size in (1, 7, 64, len(stream)):
+        strip = openai.UsageChunkStrip()
+        out = b"".join(strip.feed(stream[i : i + size]) for i in range(0, len(stream), size)) + strip.finish()
+        assert out == wanted, size
+
+
+def test_the_usage_strip_passes_other_bytes_at_once_and_an_unfinished_event_at_the_end() -> None:
+    strip = openai.UsageChunkStrip()
+    plain = b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n'
+    assert strip.feed(plain) is plain  # nothing held, nothing copied
+    assert strip.feed(USAGE_EVENT[:20]) == b""
+    assert strip.finish() == USAGE_EVENT[:20]  # a stream cut mid-event: what came is sent as it came

@@ -74,7 +74,7 @@ async def test_known_traffic_gives_exact_metric_values(setup: Any) -> None:
     await traffic("quiet", chat("quiet/streamer", stream=True), 200)  # stream without usage
     await traffic("fake", chat("fake/fail"), 500)  # the provider's own error, passed through
     await traffic("fake", chat("fake/unauth"), 401)  # the provider refuses the key
-    assert b'"usage"' in streamed  # the usage chunk reaches the client (see README: Observability)
+    assert b'"usage"' not in streamed  # read for the metrics, not relayed: the client did not ask for it
     assert (await post(client, chat("fake/blocked")))[0] == 403  # filtered
     assert (await post(client, chat("nobody/x")))[0] == 404  # no provider
     assert (await post(client, chat("down/x")))[0] == 502  # provider unreachable
