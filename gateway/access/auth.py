@@ -48,6 +48,7 @@ from gateway.errors import (
     Unauthenticated,
 )
 from gateway.exchange import EXCHANGE, Exchange
+from gateway.routing.filters import Names
 
 log = structlog.get_logger("gateway.auth")
 
@@ -332,19 +333,23 @@ def client_policy(request: web.Request) -> ClientPolicy:
     return client.policy if client is not None else UNRESTRICTED
 
 
-def allows_model(request: web.Request, provider_id: str, model: str) -> bool:
+def allows_model(request: web.Request, provider_id: str, model: str, names: Names) -> bool:
+    """Does the client's policy allow the route (the provider, the model name it receives)? `names` are the provider
+    names of the request's table (`ProviderTable.names`), which say which policy entries name a provider."""
     policy = client_policy(request)
-    return policy is UNRESTRICTED or policy.allows(provider_id, model)
+    return policy is UNRESTRICTED or policy.allows(provider_id, model, names)
 
 
-def check_model(request: web.Request, provider_id: str, model: str) -> None:
+def check_model(request: web.Request, provider_id: str, model: str, names: Names) -> None:
     """403 when the client's policy does not allow this model (after the gateway-wide filter passed it)."""
     policy = client_policy(request)
-    if policy is not UNRESTRICTED and not policy.allows(provider_id, model):
+    if policy is not UNRESTRICTED and not policy.allows(provider_id, model, names):
         raise ModelNotAllowed(f"model '{provider_id}/{model}' is not allowed for this client")
 
 
 def check_proxy(request: web.Request, provider_id: str) -> None:
+    """A raw call names no model the gateway can judge: a policy restricting models has no proxy unless it says
+    `proxy: true` (keys.py), whatever provider is named."""
     policy = client_policy(request)
     if not policy.allows_provider(provider_id):
         raise Forbidden(f"provider {provider_id!r} is not allowed for this client", code="provider_not_allowed")
@@ -352,8 +357,9 @@ def check_proxy(request: web.Request, provider_id: str) -> None:
         raise Forbidden("raw /proxy calls are not allowed for this client", code="proxy_not_allowed")
 
 
-def visible_models(request: web.Request, data: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A model list without what the client may not use (ids are `provider/model`, `served_by` the provider)."""
+def visible_models(request: web.Request, data: list[dict[str, Any]], names: Names) -> list[dict[str, Any]]:
+    """A model list without what the client may not use (ids are `provider/model`, `served_by` the provider), each
+    judged like a chat to that provider with that model; `names` as in `allows_model`."""
     policy = client_policy(request)
     if policy is UNRESTRICTED:
         return data
@@ -361,7 +367,7 @@ def visible_models(request: web.Request, data: list[dict[str, Any]]) -> list[dic
     for model in data:
         provider = str(model.get("served_by", ""))
         bare = str(model["id"])[len(provider) + 1 :]
-        if policy.allows(provider, bare):
+        if policy.allows(provider, bare, names):
             out.append(model)
     return out
 

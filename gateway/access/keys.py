@@ -25,7 +25,7 @@ import yaml
 
 from gateway.config.filestamp import FileStamp, stamp
 from gateway.errors import ConfigError
-from gateway.routing.filters import ModelFilter
+from gateway.routing.filters import ModelFilter, Names
 
 KEY_PREFIX = "gwk_"
 _KEY_SHAPE = re.compile(r"^gwk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
@@ -42,6 +42,7 @@ class ClientPolicy:
 
     name: str = "unrestricted"
     providers: tuple[str, ...] = ()  # lower-cased globs; empty means every provider
+    # Built without a table (the keys file is read apart from it); `allows` binds it to the request's table.
     models: ModelFilter = field(default_factory=ModelFilter.of)
     inference: bool = True
     proxy: bool = True
@@ -52,8 +53,10 @@ class ClientPolicy:
         lowered = provider_id.lower()
         return not self.providers or any(fnmatch.fnmatchcase(lowered, p) for p in self.providers)
 
-    def allows(self, provider_id: str, model: str) -> bool:
-        return self.allows_provider(provider_id) and self.models.allows(provider_id, model)
+    def allows(self, provider_id: str, model: str, names: Names) -> bool:
+        """May the client send `model` (the name the provider receives) to `provider_id`? `names` are the provider
+        names of the table the request runs on (`ProviderTable.names`): they tell which entries name a provider."""
+        return self.allows_provider(provider_id) and self.models.bind(names).allows(provider_id, model)
 
     @classmethod
     def parse(cls, name: str, entry: Mapping[str, Any]) -> ClientPolicy:

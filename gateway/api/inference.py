@@ -14,7 +14,7 @@ from gateway.dialects.openai import ModelRequest
 from gateway.errors import Handler
 from gateway.exchange import EXCHANGE, Exchange
 from gateway.routing import filters, resolve
-from gateway.routing.filters import ModelFilter
+from gateway.routing.filters import ModelFilter, Names
 from gateway.routing.resolve import Candidates, Route
 from gateway.runtime.state import STATE
 from gateway.telemetry.scanners import JsonUsage, SseUsage
@@ -42,7 +42,7 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False) -> 
         candidates = resolve.resolve(
             table, parsed.model, operation, query_provider=request.query.get("provider"), body_provider=parsed.provider
         )
-        route = _first_allowed(request, exchange, candidates, model_filter)
+        route = _first_allowed(request, exchange, candidates, model_filter, table.names)
         provider = route.provider
         filters.check_vision(settings.enable_vision, provider, body)
         rules = policies[provider.id]
@@ -75,19 +75,20 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False) -> 
 
 
 def _first_allowed(
-    request: web.Request, exchange: Exchange, candidates: Candidates, model_filter: ModelFilter
+    request: web.Request, exchange: Exchange, candidates: Candidates, model_filter: ModelFilter, names: Names
 ) -> Route:
-    """The first candidate the gateway's model filter and the client's policy allow; a candidate either refuses is
-    skipped, never tried. When none is allowed, the first one's refusal is the answer. The record names the
-    candidate taken (or refused)."""
+    """The first candidate the gateway's model filter and the client's policy allow, each judging the route (the
+    provider, the model name it receives); `names` are the table's provider names, against which the policy's
+    entries are read. A candidate either refuses is skipped, never tried. When none is allowed, the first one's
+    refusal is the answer. The record names the candidate taken (or refused)."""
     first = candidates[0]
     if len(candidates) > 1:
         for route in candidates:
             pid, model = route.provider.id, route.model
-            if model_filter.allows(pid, model) and auth.allows_model(request, pid, model):
+            if model_filter.allows(pid, model) and auth.allows_model(request, pid, model, names):
                 exchange.provider, exchange.model = pid, model
                 return route
     exchange.provider, exchange.model = first.provider.id, first.model
     model_filter.check(first.provider.id, first.model)
-    auth.check_model(request, first.provider.id, first.model)
+    auth.check_model(request, first.provider.id, first.model, names)
     return first

@@ -35,7 +35,7 @@ async def list_models(request: web.Request) -> web.Response:
             found.failures.append((provider.id, listing.failure_kind(exc)))
             raise
         data = listing.prefixed(provider, models, model_filter.allows)
-        body = listing.listing(auth.visible_models(request, data), {"provider": provider.id})
+        body = listing.listing(auth.visible_models(request, data, table.names), {"provider": provider.id})
     else:
         # Each provider's list gets its own head limit (the table's timeouts.response_header, if any).
         limits = {pid: rules.stream.headers for pid, rules in policies.items()}
@@ -48,6 +48,6 @@ async def list_models(request: web.Request) -> web.Response:
             limits,
             found.failures,
         )
-        body = listing.listing(auth.visible_models(request, data))
+        body = listing.listing(auth.visible_models(request, data, table.names))
     found.listed = [model["id"] for model in data]
     return web.Response(body=orjson.dumps(body), content_type=_JSON)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from gateway.config.providers import Provider
@@ -14,25 +15,50 @@ from gateway.errors import InvalidRequest, ModelNotAllowed
 IMAGE_PART_TYPES = frozenset({"image_url", "input_image", "image"})
 
 
+Names = Mapping[str, Provider]  # a table's provider names, id and aliases in lower case (ProviderTable.names)
+_NO_NAMES: Names = MappingProxyType({})
+_BOUND_KEPT = 4  # tables a filter keeps its bound copies for: the live one and any a request still finishes on
+
+
 @dataclass(frozen=True, slots=True)
 class _Matcher:
-    exact: frozenset[str]
-    pattern: re.Pattern[str] | None
+    """Entries sorted by what they are matched against: a provider-qualified entry only the full `provider/model`
+    id, any other entry the full id and the bare model name."""
+
+    full_exact: frozenset[str]
+    full_pattern: re.Pattern[str] | None
+    bare_exact: frozenset[str]
+    bare_pattern: re.Pattern[str] | None
 
     @classmethod
-    def of(cls, entries: Iterable[str]) -> _Matcher:
-        exact = {e.lower() for e in entries if not _is_glob(e)}
-        globs = [fnmatch.translate(e.lower()) for e in entries if _is_glob(e)]
-        return cls(frozenset(exact), re.compile("|".join(globs)) if globs else None)
+    def of(cls, entries: Iterable[str], names: Names) -> _Matcher:
+        full: list[str] = []
+        bare: list[str] = []
+        for entry in entries:
+            lowered = entry.lower()
+            head, slash, tail = lowered.partition("/")
+            provider = names.get(head) if slash else None
+            if provider is None:
+                full.append(lowered)
+                bare.append(lowered)
+            else:
+                full.append(f"{provider.id}/{tail}")  # an alias means its provider's id
+        return cls(*_compiled(full), *_compiled(bare))
 
     def __bool__(self) -> bool:
-        return bool(self.exact) or self.pattern is not None
+        return bool(self.full_exact) or self.full_pattern is not None
 
-    def matches(self, *candidates: str) -> bool:
-        for candidate in candidates:
-            if candidate in self.exact or (self.pattern is not None and self.pattern.match(candidate)):
-                return True
-        return False
+    def matches(self, full: str, bare: str) -> bool:
+        if full in self.full_exact or bare in self.bare_exact:
+            return True
+        if self.full_pattern is not None and self.full_pattern.match(full):
+            return True
+        return self.bare_pattern is not None and self.bare_pattern.match(bare) is not None
+
+
+def _compiled(entries: list[str]) -> tuple[frozenset[str], re.Pattern[str] | None]:
+    globs = [fnmatch.translate(e) for e in entries if _is_glob(e)]
+    return frozenset(e for e in entries if not _is_glob(e)), re.compile("|".join(globs)) if globs else None
 
 
 def _is_glob(entry: str) -> bool:
@@ -41,26 +67,53 @@ def _is_glob(entry: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class ModelFilter:
-    """ALLOWED_MODELS / DISALLOWED_MODELS: a non-empty allow list wins and the deny list is then ignored.
+    """ALLOWED_MODELS / DISALLOWED_MODELS (and a client policy's models): a non-empty allow list wins and the deny
+    list is then ignored. `allows` judges the route taken: the provider and the model name it receives.
 
-    An entry matches, case-insensitively, the full `provider/model` id or the bare model name; `*` globs work.
+    Entries are compared in lower case and `*` globs work. An entry whose part before the first `/` is a provider
+    name of `names` (its id or an alias) is qualified: it matches only that provider's `provider/model` id, never a
+    bare name (which may hold a slash: Groq's `openai/gpt-oss-120b`) on another provider. Any other entry matches
+    the bare model name on any provider, or a full id. `names` are the table's; `bind` judges the same entries
+    against another table's names (a client policy, loaded apart from the table, against the live one).
     """
 
     allow: _Matcher
     deny: _Matcher
+    empty: bool  # no lists: everything passes, answered at once
+    allowed: tuple[str, ...]
+    disallowed: tuple[str, ...]
+    names: Names = field(compare=False, repr=False)  # the names the entries were read against
+    # names' id -> (names, this filter bound to them): a few tables' worth, kept while they are in use.
+    bound: dict[int, tuple[Names, ModelFilter]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def of(cls, allowed: Iterable[str] = (), disallowed: Iterable[str] = ()) -> ModelFilter:
-        return cls(_Matcher.of(allowed), _Matcher.of(disallowed))
+    def of(cls, allowed: Iterable[str] = (), disallowed: Iterable[str] = (), names: Names = _NO_NAMES) -> ModelFilter:
+        allowed, disallowed = tuple(allowed), tuple(disallowed)
+        allow, deny = _Matcher.of(allowed, names), _Matcher.of(disallowed, names)
+        return cls(allow, deny, not (allow or deny), allowed, disallowed, names)
+
+    def bind(self, names: Names) -> ModelFilter:
+        """These entries judged against `names` (a table's provider names); built once per table."""
+        if self.empty or names is self.names:
+            return self
+        bound = self.bound
+        kept = bound.get(id(names))
+        if kept is not None and kept[0] is names:
+            return kept[1]
+        made = ModelFilter.of(self.allowed, self.disallowed, names)
+        if len(bound) >= _BOUND_KEPT:
+            bound.clear()
+        bound[id(names)] = (names, made)
+        return made
 
     def allows(self, provider_id: str, model: str) -> bool:
-        if not (self.allow.exact or self.allow.pattern or self.deny.exact or self.deny.pattern):
+        if self.empty:
             return True  # no lists: the common case, answered without building names
         bare = model.lower()
         full = f"{provider_id}/{bare}"
         if self.allow:
             return self.allow.matches(full, bare)
-        return not (self.deny and self.deny.matches(full, bare))
+        return not self.deny.matches(full, bare)
 
     def check(self, provider_id: str, model: str) -> None:
         if not self.allows(provider_id, model):

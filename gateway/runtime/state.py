@@ -39,7 +39,8 @@ class GatewayState:
     def swap(self, table: ProviderTable, settings: Settings | None = None) -> None:
         """Install a validated table (and settings): build everything first, then assign without awaiting."""
         settings = settings or self.settings
-        model_filter = ModelFilter.of(settings.allowed_models, settings.disallowed_models)
+        # Built against this table's provider names: an entry naming one of them (`openai/*`) matches its ids only.
+        model_filter = ModelFilter.of(settings.allowed_models, settings.disallowed_models, table.names)
         policies = call_policies(settings, table)
         self.settings, self.table, self.model_filter, self.policies = settings, table, model_filter, policies
 

@@ -13,6 +13,10 @@ import yaml
 from gateway.access.keys import UNRESTRICTED, ClientPolicy, hash_key, load_keys, new_key, parse_keys
 from gateway.config.settings import Settings
 from gateway.errors import ConfigError
+from tests.fakes.tables import entry, table_of
+
+# The provider names policies are judged against (a table's, at check time).
+NAMES = table_of(*(entry(pid, "http://127.0.0.1:9/v1") for pid in ("fake", "openai", "groq"))).names
 
 
 def test_new_key_has_the_documented_shape_and_hash() -> None:
@@ -62,7 +66,7 @@ keys:
     store = parse_keys(text)
     default = store.find(a.key).policy  # type: ignore[union-attr]
     assert default.name == "default" and default.requests_per_minute == 10 and not default.proxy
-    assert default.allows("fake", "alpha-1") and not default.allows("fake", "beta-1")
+    assert default.allows("fake", "alpha-1", NAMES) and not default.allows("fake", "beta-1", NAMES)
     free = store.find(b.key).policy  # type: ignore[union-attr]
     assert free.name == "free" and not free.inference and free.proxy
 
@@ -71,10 +75,10 @@ def test_policy_fields() -> None:
     policy = ClientPolicy.parse(
         "p", {"providers": ["open*"], "denied_models": ["*-preview"], "tokens_per_minute": 5, "proxy": True}
     )
-    assert policy.allows("openai", "gpt-4o") and not policy.allows("openai", "gpt-5-preview")
-    assert not policy.allows("groq", "llama")
+    assert policy.allows("openai", "gpt-4o", NAMES) and not policy.allows("openai", "gpt-5-preview", NAMES)
+    assert not policy.allows("groq", "llama", NAMES)
     assert policy.proxy and (policy.requests_per_minute, policy.tokens_per_minute) == (None, 5)
-    assert UNRESTRICTED.allows("any", "thing") and UNRESTRICTED.proxy
+    assert UNRESTRICTED.allows("any", "thing", NAMES) and UNRESTRICTED.proxy
     assert UNRESTRICTED.requests_per_minute is None and UNRESTRICTED.tokens_per_minute is None
 
 
