@@ -10,7 +10,7 @@ from aiohttp import web
 
 from gateway.access import auth
 from gateway.api.inbound import read_body
-from gateway.dialects.openai import ModelRequest
+from gateway.dialects.openai import ModelRequest, UsageChunkStrip
 from gateway.errors import Handler
 from gateway.exchange import EXCHANGE, Exchange
 from gateway.routing import filters, resolve
@@ -69,6 +69,9 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False) -> 
             exchange,
             rules.retry,
             settings.write_timeout,
+            # The usage chunk asked for on the client's behalf is read, not relayed: the client gets what the
+            # provider would have sent it.
+            UsageChunkStrip() if ask else None,
         )
 
     return handler
