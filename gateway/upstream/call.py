@@ -106,10 +106,15 @@ async def relay(
             await response.prepare(request)
             guard = None if write_timeout is None else WriteGuard(request, write_timeout, partial(_stalled, exchange))
             try:
-                await _copy_body(answer, response, exchange, upstream.url, limits, whole_end, edit)
+                whole = await _copy_body(answer, response, exchange, upstream.url, limits, whole_end, edit)
             finally:
                 if guard is not None:
                     guard.stop()
+            if not whole:
+                # Cut short: the client's connection is aborted without the end of the body (no terminating chunk,
+                # no clean close), as Go's ReverseProxy does, so no client takes a truncated answer for a whole one.
+                _abort(request)
+                return response
             await response.write_eof()
         answer.release()
         answer = None
@@ -126,7 +131,7 @@ async def relay(
             else:
                 log.warning("upstream answer broke off", url=_loggable(upstream.url), error=type(exc).__name__)
                 exchange.error_type = "truncated"
-                response.force_close()
+                _abort(request)
             return response
         exchange.error_type = "connect"
         raise gateway_error(TransportError(type(exc).__name__)) from None
@@ -200,6 +205,12 @@ async def fetch(
     return status, answer_headers, b"".join(chunks)
 
 
+def _abort(request: web.Request) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
 def _stalled(exchange: Exchange) -> None:
     log.warning("client stopped reading; ending the exchange", provider=exchange.provider)
     exchange.error_type = "write_timeout"
@@ -218,8 +229,9 @@ async def _copy_body(
     limits: Limits,
     whole_end: float | None,
     edit: StreamEdit | None,
-) -> None:
-    """The per-chunk loop: write, count, let the usage scanner look. Nothing else happens per chunk."""
+) -> bool:
+    """The per-chunk loop: write, count, let the usage scanner look. Nothing else happens per chunk. False when
+    the answer was cut short (the provider broke off, went silent, or ran out of time)."""
     scanner = exchange.scanner
     idle = limits.idle
     sent = 0
@@ -238,16 +250,15 @@ async def _copy_body(
         if edit is not None and (tail := edit.finish()):
             await response.write(tail)
             sent += len(tail)
+        return True
     except AnswerTimedOut:
         log.warning("upstream answer exceeded its time limit", url=_loggable(url), limit=limits.whole)
         exchange.error_type = "timeout"
-        response.force_close()
+        return False
     except TransportError as exc:
-        # The provider broke off or went silent mid-answer: end what the client has cleanly.
         log.warning("upstream body ended early", url=_loggable(url), error=type(exc).__name__)
         exchange.error_type = "truncated"
-        if response.content_length is not None:
-            response.force_close()
+        return False
     finally:
         exchange.bytes_out = sent
         if scanner is not None:

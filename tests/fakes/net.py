@@ -144,3 +144,18 @@ class RawServer:
             pass  # stopped with the test: end quietly (a cancelled handler task is logged as an error on 3.11)
         finally:
             writer.close()
+
+
+async def read_until_cut(response: Any, limit: float = 5.0) -> tuple[bytes, bool]:
+    """An answer's body as far as it came, and whether the connection was cut before its end (a truncated answer
+    must never look whole: no terminating chunk, no clean close)."""
+    import aiohttp
+
+    parts: list[bytes] = []
+    try:
+        async with asyncio.timeout(limit):
+            async for part in response.content.iter_any():
+                parts.append(part)
+    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+        return b"".join(parts), True
+    return b"".join(parts), False

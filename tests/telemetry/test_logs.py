@@ -23,7 +23,7 @@ from gateway.telemetry.logs import configure_logging, json_lines
 from gateway.telemetry.redact import REDACTED, Redactor, secret_values
 from tests.fakes.bodies import chat
 from tests.fakes.gateways import gateway_app, telemetry_settings
-from tests.fakes.net import free_port
+from tests.fakes.net import free_port, read_until_cut
 from tests.fakes.providers import ChatProvider
 from tests.fakes.tables import OTHER_KEY, PROVIDER_KEY, TELEMETRY_ENV, entry, telemetry_table
 
@@ -128,7 +128,7 @@ async def test_request_id_on_streams_errors_and_every_line_of_a_request(setup: A
     body = orjson.dumps(chat("fake/truncated", stream=True))
     async with client.post("/v1/chat/completions", data=body, headers={"X-Request-ID": "stream-1"}) as response:
         assert response.headers["X-Request-ID"] == "stream-1"
-        await response.read()
+        assert (await read_until_cut(response))[1]
     for path, status in (("/nowhere", 404), ("/proxy/nobody/x", 404)):
         async with client.get(path, headers={"X-Request-ID": f"err-{status}"}) as response:
             assert response.status == status

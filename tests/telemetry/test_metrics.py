@@ -18,7 +18,7 @@ from gateway.telemetry.scanners import SseUsage
 from gateway.upstream.outbound import request_body
 from tests.fakes.bodies import chat
 from tests.fakes.gateways import gateway_app, telemetry_settings
-from tests.fakes.net import free_port
+from tests.fakes.net import free_port, read_until_cut
 from tests.fakes.providers import PLAIN_USAGE, STREAM_USAGE, ChatProvider
 from tests.fakes.tables import telemetry_table, telemetry_table_yaml
 from tests.fakes.telemetry import samples
@@ -212,8 +212,9 @@ async def test_active_streams_and_in_flight_while_a_stream_is_open(setup: Any) -
 
 async def test_truncated_stream_counts_as_an_upstream_error(setup: Any) -> None:
     _, app, client = setup
-    status, _, _ = await post(client, chat("fake/truncated", stream=True))
-    assert status == 200
+    async with client.post("/v1/chat/completions", data=orjson.dumps(chat("fake/truncated", stream=True))) as cut:
+        assert cut.status == 200
+        assert (await read_until_cut(cut))[1]  # cut for the client too
     m = await samples(app)
     assert m.value("llmgw_upstream_errors_total", gen_ai_provider_name="fake", kind="truncated") == 1
     labels = {"gen_ai_operation_name": "chat", "gen_ai_provider_name": "fake", "gen_ai_request_model": "other"}
