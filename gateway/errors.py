@@ -45,6 +45,9 @@ class GatewayError(Exception):
     type = "server_error"
     code: str | None = "internal_error"
     close_connection = False
+    # What the answer tells a client's SDK (`x-should-retry`, read by OpenAI's and Anthropic's): False for what a
+    # retry cannot change, True where one can help, None to leave it to the SDK's own rules.
+    should_retry: bool | None = False
 
     def __init__(self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
@@ -67,6 +70,7 @@ class RequestTooLarge(InvalidRequest):
 
 
 class RequestTimeout(InvalidRequest):
+    should_retry = None
     status = 408
     code = "request_timeout"
     close_connection = True
@@ -115,12 +119,14 @@ class Forbidden(GatewayError):
 
 
 class RateLimited(GatewayError):
+    should_retry = True  # after its Retry-After
     status = 429
     type = "requests"
     code = "rate_limit_exceeded"
 
 
 class LimiterUnavailable(GatewayError):
+    should_retry = True
     status = 503
     type = "server_error"
     code = "rate_limiter_unavailable"
@@ -133,12 +139,14 @@ class ProviderNotConfigured(GatewayError):
 
 
 class UpstreamError(GatewayError):
+    should_retry = None  # False once the gateway itself has retried
     status = 502
     type = "upstream_error"
     code = "upstream_unreachable"
 
 
 class UpstreamTimeout(GatewayError):
+    should_retry = None
     status = 504
     type = "upstream_error"
     code = "upstream_timeout"

@@ -13,8 +13,11 @@ from aiohttp.typedefs import Middleware
 
 from gateway.dialects import DEFAULT, Dialect
 from gateway.errors import GatewayError, Handler, UpstreamReply
+from gateway.exchange import EXCHANGE
 
 log = structlog.get_logger("gateway")
+
+SHOULD_RETRY = "x-should-retry"
 
 # aiohttp's own HTTP exceptions (404 route, 405 method, 413 body) mapped to OpenAI's codes.
 _HTTP_CODES = {
@@ -60,9 +63,14 @@ def error_renderer(dialects: Mapping[str, Dialect]) -> Middleware:
         try:
             return await handler(request)
         except GatewayError as exc:
-            response = error_response(
-                await dialect_of(request), exc.status, exc.message, exc.type, exc.code, exc.headers
-            )
+            headers = exc.headers
+            should_retry = exc.should_retry
+            exchange = request.get(EXCHANGE)
+            if should_retry is None and exchange is not None and exchange.retries:
+                should_retry = False  # the gateway already retried: a client retry would multiply the calls
+            if should_retry is not None:
+                headers = {**headers, SHOULD_RETRY: "true" if should_retry else "false"}
+            response = error_response(await dialect_of(request), exc.status, exc.message, exc.type, exc.code, headers)
             if exc.close_connection:
                 response.force_close()
             return response

@@ -20,7 +20,7 @@ from gateway.config.settings import Settings
 from gateway.exchange import Exchange
 from gateway.upstream.http1.client import Http1Transport
 from gateway.upstream.outbound import HOP_BY_HOP
-from gateway.upstream.timeouts import NO_RETRY, RETRY_STATUSES, Limits, RetryPolicy
+from gateway.upstream.timeouts import NO_RETRY, RETRY_STATUSES, Limits, RetryPolicy, retry_after
 from gateway.upstream.transport import (
     AnswerTimedOut,
     HeadTimedOut,
@@ -172,7 +172,11 @@ async def _answer(
         else:
             if answer.status not in RETRY_STATUSES:
                 return answer
-            wait = retry.delay(exchange.retries, answer.headers)
+            asked = answer.headers
+            if answer.status == 429 and retry_after(asked) is None:
+                # Out of quota without saying for how long: the same provider again at once would only add to it.
+                return answer
+            wait = retry.delay(exchange.retries, asked)
             if wait is None or loop.time() + wait >= budget_end:
                 # Out of retries or of time: the provider's own answer goes to the client, Retry-After and all.
                 return answer
@@ -278,6 +282,9 @@ def _relayed_headers(answer: Response, exchange: Exchange) -> CIMultiDict[str]:
     if exchange.request_id:
         # Set before prepare(): a streamed answer's headers cannot change later.
         headers["X-Request-ID"] = exchange.request_id
+    if exchange.retries and answer.status >= 400:
+        # The gateway already retried: a client that retries too would multiply the calls to the provider.
+        headers["x-should-retry"] = "false"
     return headers
 
 

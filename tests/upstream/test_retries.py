@@ -38,7 +38,9 @@ def scripted(*answers: tuple[int, dict[str, str]]) -> tuple[list[bytes], Handler
 
 @pytest.mark.parametrize("status", [429, 502, 503, 504])
 async def test_a_transient_status_is_retried_with_the_same_body(aiohttp_client, aiohttp_server, status) -> None:
-    bodies, handler = scripted((status, {}), (status, {}))
+    # A 429 is retried only when the provider says how long to wait (see the test below).
+    asked = {"Retry-After": "0"} if status == 429 else {}
+    bodies, handler = scripted((status, asked), (status, asked))
     provider = await start_provider(aiohttp_server, handler)
     gw = await start_gateway(aiohttp_client, one_provider(provider, retries=RETRYING), client_timeout=5)
     sent = orjson.dumps(chat(temperature=0.5))
@@ -77,6 +79,8 @@ async def test_out_of_retries_the_last_answer_goes_to_the_client(aiohttp_client,
     response = await gw.client.post(CHAT, json=chat())
     assert response.status == 503
     assert response.headers["X-Try"] == "3"
+    # Retried here already: the client's SDK is told not to multiply the calls.
+    assert response.headers["x-should-retry"] == "false"
     assert await response.json() == {"error": {"message": "try 3"}}
     assert len(bodies) == 3
     assert (await gw.settled())[0].retries == 2
@@ -257,3 +261,39 @@ async def test_retries_show_in_the_access_line_and_a_metric(aiohttp_client, aioh
     assert (line["retries"], line["upstream_status"], line["status"]) == (2, 200, 200)
     metrics = await samples(gw.app)
     assert metrics.value("llmgw_upstream_retries_total", gen_ai_provider_name="p") == 2
+
+
+async def test_a_429_without_retry_after_goes_to_the_client_at_once(aiohttp_client, aiohttp_server) -> None:
+    """Out of quota without saying for how long: asking the same provider again at once would only add to it."""
+    bodies, handler = scripted((429, {}))
+    provider = await start_provider(aiohttp_server, handler)
+    gw = await start_gateway(aiohttp_client, one_provider(provider, retries=RETRYING), client_timeout=5)
+    response = await gw.client.post(CHAT, json=chat())
+    assert response.status == 429
+    assert len(bodies) == 1
+    assert "x-should-retry" not in response.headers  # not retried here: the client's own rules apply
+    assert (await gw.settled())[0].retries == 0
+
+
+async def test_the_gateways_own_errors_say_whether_a_client_retry_can_help(aiohttp_client, aiohttp_server) -> None:
+    table = table_of(entry("p", "http://127.0.0.1:9", retries=RETRYING), entry("keyless", "https://k", "bearer"))
+    gw = await start_gateway(aiohttp_client, table, client_timeout=1, connect_timeout=1)
+    refused = await gw.client.post(CHAT, json=chat("p/m"))  # nothing listens on port 9: retried, then 502
+    assert refused.status == 502
+    assert refused.headers["x-should-retry"] == "false"
+    assert (await gw.settled())[0].retries > 0
+    permanent = [
+        await gw.client.post(CHAT, json=chat("keyless/m")),  # 503 provider_not_configured
+        await gw.client.post(CHAT, json=chat("nobody-serves-this")),  # 404 no_provider
+        await gw.client.post(CHAT, data=b"{", headers={"Content-Type": "application/json"}),  # 400
+    ]
+    assert [(r.status, r.headers["x-should-retry"]) for r in permanent] == [
+        (503, "false"),
+        (404, "false"),
+        (400, "false"),
+    ]
+    once = await start_gateway(
+        aiohttp_client, table_of(entry("p", "http://127.0.0.1:9", retries={"max_retries": 0})), client_timeout=1
+    )
+    unretried = await once.client.post(CHAT, json=chat("p/m"))
+    assert unretried.status == 502 and "x-should-retry" not in unretried.headers  # the SDK's own rules apply
