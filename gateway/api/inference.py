@@ -58,6 +58,7 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False) -> 
                 provider,
                 disable_compression=settings.disable_compression,
                 request_id=exchange.request_id,
+                inference=True,
             ),
             outbound.request_body(raw, body, route.model, route.requested, "provider" in body, ask),
         )

@@ -97,6 +97,9 @@ class Provider:
     # client's header of the same name is replaced), made once here rather than on every request.
     headers: tuple[tuple[bytes, bytes], ...] = field(default=(), repr=False)
     header_names: frozenset[bytes] = field(default=frozenset(), repr=False)
+    # Client headers (lower-cased names) this provider also receives: on inference routes beyond the allow-list,
+    # on /proxy among the identity headers that are otherwise dropped. Never credentials.
+    forward_headers: frozenset[bytes] = frozenset()
     query: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     # Lower-cased header and query names that carry the key: a client may never set them.
     secret_header: str | None = None
@@ -199,10 +202,10 @@ def parse_table(text: str, env: Mapping[str, str], source: str = "<providers>") 
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
+        raise ConfigError(source, [f"not valid YAML: {_yaml_problem(exc)}"]) from None
     document, where = _unwrap_openapi(document, source)
     problems = [
-        f"{_json_path(where, error.absolute_path)}: {error.message}"
+        f"{_json_path(where, error.absolute_path)}: {_schema_problem(error)}"
         for error in sorted(
             jsonschema.Draft202012Validator(load_schema()).iter_errors(document),
             key=lambda e: [str(p) for p in e.absolute_path],
@@ -252,6 +255,92 @@ def _json_path(where: str, parts: Any) -> str:
         path = "x-provider-configs" + path[len("providers") :]
     path = f"{where}.{path}" if where and path else (path or where)
     return path or "(top level)"
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where, without PyYAML's copy of the offending line: that line may hold a key."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"{exc.problem or 'a syntax error'} at line {mark.line + 1}, column {mark.column + 1}"
+    return type(exc).__name__
+
+
+# Messages that quote names (of the schema, or of the document's keys), never a value: shown as jsonschema words them.
+_NAMES_ONLY = frozenset({"required", "additionalProperties", "dependentRequired"})
+# Fields whose value may be a credential, or hold one: a URL (user info, query), headers, anything auth- or key-named.
+_SECRET_FIELD = re.compile(r"(?i)url|header|auth|key|secret|token|passw|credential|cookie")
+
+
+def _schema_problem(error: jsonschema.ValidationError) -> str:
+    """A schema error as a problem line. jsonschema's own message quotes the offending value, so it is used only
+    where that value cannot be a secret; elsewhere the message names the rule and hides the value."""
+    if error.validator in _NAMES_ONLY:
+        return error.message
+    parts = list(error.absolute_path)
+    value = error.instance
+    if len(parts) == 3 and parts[0] == "providers" and parts[2] == "url" and error.validator == "pattern":
+        shown = _shown_url(value)
+        if shown is not None:
+            return f"{shown} does not match {error.validator_value!r}"
+    if _secret_bearing(parts):
+        return f"{_rule(error)} (value hidden)"
+    if isinstance(value, dict | list):
+        return _rule(error)  # jsonschema would quote the whole mapping or list
+    return error.message
+
+
+def _secret_bearing(parts: list[Any]) -> bool:
+    """The document, the table or a whole provider entry (each holds URLs and headers), or a secret-named field."""
+    if len(parts) <= 2 and (not parts or parts[0] == "providers"):
+        return True
+    return any(isinstance(part, str) and _SECRET_FIELD.search(part) for part in parts)
+
+
+def _shown_url(value: Any) -> str | None:
+    """A bad URL as it may be shown (quoted, through `_safe_url`), or None when it does not read as a URL at all (a
+    key pasted in its place) or still shows an `@` (user info that did not parse as such)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = URL(value)
+    except ValueError:
+        return None
+    shown = _safe_url(value)
+    if not (parsed.scheme and parsed.host) or "@" in shown:
+        return None
+    return f"{shown!r} (user info hidden)" if parsed.raw_user or parsed.raw_password else repr(shown)
+
+
+_RULES = {
+    "type": "is not of type {!r}",
+    "enum": "is not one of {!r}",
+    "const": "is not {!r}",
+    "pattern": "does not match {}",
+    "minLength": "has fewer than {} characters",
+    "maxLength": "has more than {} characters",
+    "minimum": "is less than {}",
+    "exclusiveMinimum": "is not greater than {}",
+    "maximum": "is greater than {}",
+    "exclusiveMaximum": "is not less than {}",
+    "minItems": "has fewer than {} items",
+    "maxItems": "has more than {} items",
+    "uniqueItems": "has repeated items",
+    "minProperties": "has fewer than {} entries",
+    "maxProperties": "has more than {} entries",
+    "anyOf": "matches none of the allowed forms",
+    "oneOf": "matches none, or more than one, of the allowed forms",
+}
+
+
+def _rule(error: jsonschema.ValidationError) -> str:
+    """The rule an error broke, worded without the offending value."""
+    subject = "a name" if "propertyNames" in error.schema_path else "the value"
+    rule = _RULES.get(str(error.validator))
+    if error.validator in ("minLength", "minItems", "minProperties") and error.validator_value == 1:
+        rule = "is empty"
+    if rule is None:
+        return f"{subject} fails {error.validator} {error.validator_value!r}"
+    return f"{subject} {rule.format(error.validator_value)}"
 
 
 def _cross_check(entries: dict[str, Any], where: str) -> list[str]:
@@ -406,6 +495,7 @@ def _build(entry: dict[str, Any], env: Mapping[str, str]) -> Provider:
         secret_header=secret_header.lower() if secret_header else None,
         secret_query=secret_query,
         stream_usage=bool(entry.get("stream_usage", False)),
+        forward_headers=frozenset(name.lower().encode() for name in entry.get("forward_headers", ())),
         known_models=tuple(entry.get("models", ())),
         timeouts=TimeoutOverrides(**{name: _seconds(value) for name, value in entry.get("timeouts", {}).items()}),
         retries=_retry_overrides(entry.get("retries", {})),

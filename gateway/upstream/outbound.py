@@ -48,22 +48,100 @@ NOT_FORWARDED = HOP_BY_HOP | {
 }
 
 
+# What names the client's network path or picks who pays on the operator's key: never sent upstream unless the
+# provider's table entry lists it in `forward_headers`.
+IDENTITY = frozenset(
+    {
+        "openai-organization",
+        "openai-project",
+        "x-forwarded-prefix",
+        "x-forwarded-server",
+        "x-forwarded-uri",
+        "x-forwarded-client-cert",
+        "x-forwarded-ssl",
+        "x-forwarded-scheme",
+        "true-client-ip",
+        "x-client-ip",
+        "client-ip",
+        "x-cluster-client-ip",
+        "cf-connecting-ip",
+        "fastly-client-ip",
+        "via",
+        "x-original-url",
+        "x-rewrite-url",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    }
+)
+
+# Inference routes forward only these of the client's headers (and the provider's `forward_headers`): content
+# negotiation, idempotency, trace context, and the API-version and beta headers each dialect needs.
+INFERENCE = frozenset(
+    {
+        "content-type",
+        "content-encoding",
+        "accept",
+        "accept-language",
+        "user-agent",
+        "idempotency-key",
+        "x-idempotency-key",
+        "openai-beta",
+        "anthropic-version",
+        "anthropic-beta",
+        "traceparent",
+        "tracestate",
+    }
+)
+
 # The same names as the server's parser hands them over (bytes), for the hot path.
 _NOT_FORWARDED_RAW = frozenset(name.encode() for name in NOT_FORWARDED)
+_IDENTITY_RAW = frozenset(name.encode() for name in IDENTITY)
+_INFERENCE_RAW = frozenset(name.encode() for name in INFERENCE)
+# Per table `forward_headers` set: the names an inference route keeps, and the names /proxy drops. Credentials and
+# framing stay out whatever the table says. A handful of distinct sets per table, so the memo stays small.
+_KEPT: dict[frozenset[bytes], frozenset[bytes]] = {}
+_DROPPED: dict[frozenset[bytes], frozenset[bytes]] = {}
+
+
+def _kept(extra: frozenset[bytes]) -> frozenset[bytes]:
+    found = _KEPT.get(extra)
+    if found is None:
+        found = _KEPT[extra] = (_INFERENCE_RAW | extra) - _NOT_FORWARDED_RAW
+    return found
+
+
+def _dropped(extra: frozenset[bytes]) -> frozenset[bytes]:
+    found = _DROPPED.get(extra)
+    if found is None:
+        found = _DROPPED[extra] = _NOT_FORWARDED_RAW | (_IDENTITY_RAW - extra)
+    return found
+
+
 # Connection options that name no header.
 _NOT_HEADERS = frozenset({b"close", b""})
 
 
 def upstream_headers(
-    client: RawHeaders, provider: Provider, *, disable_compression: bool, request_id: str = ""
+    client: RawHeaders,
+    provider: Provider,
+    *,
+    disable_compression: bool,
+    request_id: str = "",
+    inference: bool = False,
 ) -> list[tuple[bytes, bytes]]:
-    """End-to-end client headers (the server's raw pairs), minus anything that could carry a credential, plus the
-    provider's own, as (name, value) pairs. A line break in a value (which the server's parser already refuses) is
-    refused by the transport before anything is sent."""
-    pairs, encoding, hop = _forwarded(client, provider.header_names, request_id)
-    if hop:
-        # The client's Connection header declares more hop-by-hop headers (rare): they end at the gateway too.
-        pairs, encoding, _ = _forwarded(client, provider.header_names | hop, request_id)
+    """The client's headers that travel on, plus the provider's own, as (name, value) pairs. `inference`: only the
+    allow-list INFERENCE and the provider's `forward_headers`; else (/proxy) everything end-to-end but credentials
+    and the IDENTITY headers the table does not allow. A line break in a value (which the server's parser already
+    refuses) is refused by the transport before anything is sent."""
+    if inference:
+        pairs, encoding = _kept_pairs(client, _kept(provider.forward_headers), provider.header_names)
+    else:
+        dropped = _dropped(provider.forward_headers) | provider.header_names
+        pairs, encoding, hop = _forwarded(client, dropped, request_id)
+        if hop:
+            # The client's Connection header declares more hop-by-hop headers (rare): they end at the gateway too.
+            pairs, encoding, _ = _forwarded(client, dropped | hop, request_id)
     # The body is relayed as raw bytes: only ask for an encoding the client itself accepts.
     pairs.append((b"Accept-Encoding", b"identity" if disable_compression or encoding is None else encoding))
     pairs += provider.headers
@@ -71,6 +149,22 @@ def upstream_headers(
         # The gateway's id (the client's own when it was sane), so provider-side logs can be matched with ours.
         pairs.append((b"X-Request-ID", request_id.encode()))
     return pairs
+
+
+def _kept_pairs(
+    client: RawHeaders, kept: frozenset[bytes], replaced: frozenset[bytes]
+) -> tuple[list[tuple[bytes, bytes]], bytes | None]:
+    """The client's headers named in `kept` (and not set by the provider's entry), and its Accept-Encoding."""
+    pairs: list[tuple[bytes, bytes]] = []
+    encoding: bytes | None = None
+    for pair in client:
+        lowered = pair[0].lower()
+        if lowered in kept:
+            if lowered not in replaced:
+                pairs.append(pair)
+        elif lowered == b"accept-encoding" and encoding is None:
+            encoding = pair[1]
+    return pairs, encoding
 
 
 def _forwarded(

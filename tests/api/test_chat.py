@@ -65,13 +65,66 @@ async def test_hop_by_hop_and_forwarding_headers_stay_behind(fake_provider, gate
         "Keep-Alive": "timeout=5",
         "Proxy-Authorization": "Basic abc",
         "X-Forwarded-For": "10.0.0.1",
-        "X-Custom": "kept",
+        "X-Custom": "not on the allow-list",
     }
     assert (await client.post(CHAT, json=chat("p/m"), headers=headers)).status == 200
     sent = {k.lower() for k in fake.last.headers}
-    assert not sent & {"x-secret-hop", "keep-alive", "proxy-authorization", "x-forwarded-for"}
-    assert fake.last.headers["X-Custom"] == "kept"
+    assert not sent & {"x-secret-hop", "keep-alive", "proxy-authorization", "x-forwarded-for", "x-custom"}
     assert fake.last.headers["Accept-Encoding"] == "identity"
+
+
+IDENTITY_AND_BILLING = {
+    "OpenAI-Organization": "org-operator-pays",
+    "OpenAI-Project": "proj-1",
+    "X-Forwarded-Prefix": "/p",
+    "X-Forwarded-Client-Cert": "Hash=1",
+    "True-Client-IP": "10.0.0.2",
+    "X-Client-IP": "10.0.0.3",
+    "CF-Connecting-IP": "10.0.0.4",
+    "Via": "1.1 lb",
+    "X-Original-URL": "/admin",
+    "X-HTTP-Method-Override": "DELETE",
+}
+ALLOWED = {
+    "Content-Type": "application/json",
+    "Accept": "application/json",
+    "User-Agent": "OpenAI/Python 2.0",
+    "Idempotency-Key": "k-1",
+    "OpenAI-Beta": "assistants=v2",
+    "Anthropic-Version": "2023-06-01",
+    "Anthropic-Beta": "tools-2024",
+    "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+}
+
+
+async def test_inference_routes_forward_an_allow_list_and_proxy_never_identity_or_billing(
+    fake_provider, gateway
+) -> None:
+    fake = await fake_provider()
+    client = await gateway(entry("p", fake.url))
+    headers = {**ALLOWED, **IDENTITY_AND_BILLING, "X-Stainless-OS": "Linux"}
+    assert (await client.post(CHAT, json=chat("p/m"), headers=headers)).status == 200
+    sent = {k.lower(): v for k, v in fake.last.headers.items()}
+    assert {k.lower(): v for k, v in ALLOWED.items()}.items() <= sent.items()
+    assert not {k.lower() for k in IDENTITY_AND_BILLING} & set(sent)
+    assert "x-stainless-os" not in sent
+    # /proxy keeps a wider pass (any end-to-end header), but never identity or billing headers.
+    assert (await client.post("/proxy/p/files", data=b"{}", headers={**headers, "X-Custom": "1"})).status == 200
+    proxied = {k.lower() for k in fake.last.headers}
+    assert {"x-custom", "x-stainless-os", "openai-beta"} <= proxied
+    assert not {k.lower() for k in IDENTITY_AND_BILLING} & proxied
+
+
+async def test_the_table_can_forward_more_client_headers_but_never_credentials(fake_provider, gateway) -> None:
+    fake = await fake_provider()
+    extra = ["OpenAI-Organization", "X-Custom", "Authorization", "Cookie"]
+    client = await gateway(entry("p", fake.url, forward_headers=extra))
+    headers = {"OpenAI-Organization": "org-1", "X-Custom": "1", "Cookie": "s=1", "Authorization": "Bearer client"}
+    for path in (CHAT, "/proxy/p/chat/completions"):
+        assert (await client.post(path, json=chat("p/m"), headers=headers)).status == 200
+        sent = {k.lower(): v for k, v in fake.last.headers.items()}
+        assert (sent["openai-organization"], sent["x-custom"]) == ("org-1", "1")
+        assert "cookie" not in sent and "authorization" not in sent
 
 
 # --- routing --------------------------------------------------------------------------------------------------
