@@ -4,6 +4,8 @@ error envelope `{"error": {"message", "type", "code"}}` that OpenAI's SDKs read.
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any, NamedTuple
 
 import orjson
@@ -32,7 +34,46 @@ def parse_object(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object", code="invalid_json")
+    refuse_duplicate_keys(raw)
     return body
+
+
+# The keys the gateway reads and judges at the top of a body. A key token is a string directly followed by `:`;
+# inside a string a quote is always escaped, so a `"` with no backslash before it opens a real string.
+_JUDGED_KEYS = re.compile(rb'(?<!\\)"(model|provider|stream|stream_options|messages)"\s*:')
+
+
+def refuse_duplicate_keys(raw: bytes) -> None:
+    """400 `duplicate_key` when the body repeats a key in any object. orjson keeps the last of duplicates while a
+    provider's parser may keep the first, so a body with them would not mean to the provider what the gateway
+    checked (the model, an image hidden from the vision check). The exact check (every object) runs only when a
+    judged key appears twice or the body mentions an image; other bodies pass on one scan."""
+    found = _JUDGED_KEYS.findall(raw)
+    if len(found) == len(set(found)) and b'"image' not in raw:
+        return
+    try:
+        json.loads(raw, object_pairs_hook=_unique)
+    except _DuplicateKey as exc:
+        raise InvalidRequest(
+            f"the request body repeats the key {exc.key!r}; send each key once", code="duplicate_key"
+        ) from None
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    built = dict(pairs)
+    if len(built) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return built
 
 
 class ModelRequest(NamedTuple):

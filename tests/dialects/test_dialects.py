@@ -79,3 +79,32 @@ def test_the_usage_strip_passes_other_bytes_at_once_and_an_unfinished_event_at_t
     assert strip.feed(plain) is plain  # nothing held, nothing copied
     assert strip.feed(USAGE_EVENT[:20]) == b""
     assert strip.finish() == USAGE_EVENT[:20]  # a stream cut mid-event: what came is sent as it came
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"model":"o1-pro","model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}',
+        b'{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}],'
+        b'"messages":[{"role":"user","content":"hi"}]}',
+        # An image hidden in a part whose first `type` says text: found by the exact check.
+        b'{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","type":"text","text":"t",'
+        b'"image_url":{"url":"x"}}]}]}',
+        b'{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":false,"stream" : true}',
+    ],
+    ids=["model", "messages", "part-type", "stream"],
+)
+def test_a_body_that_repeats_a_key_is_refused(raw: bytes) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        openai.parse_chat(raw)
+    assert (caught.value.status, caught.value.code) == (400, "duplicate_key")
+
+
+def test_ordinary_bodies_pass_even_when_they_mention_the_keys_in_text() -> None:
+    raw = (
+        b'{"model": "m", "messages": [{"role": "user", "content": "write \\"model\\": 1 and \\"image\\""}, '
+        b'{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "image_url", "image_url": '
+        b'{"url": "data:,"}}]}], "tools": [{"type": "function", "function": {"name": "f", "parameters": '
+        b'{"type": "object", "properties": {"model": {"type": "string"}}}}}]}'
+    )
+    assert openai.parse_chat(raw).model == "m"
