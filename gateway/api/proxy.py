@@ -23,7 +23,8 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     exchange.provider = provider.id
     auth.check_proxy(request, provider.id)
     resolve.require_served(provider)
-    url = outbound.proxy_url(provider, _raw_tail(request, name), request.raw_path.partition("?")[2])
+    path, _, query = _origin_form(request.raw_path).partition("?")
+    url = outbound.proxy_url(provider, _raw_tail(path, name), query)
     body = await read_body(request, settings.max_request_body_size, settings.read_timeout)
     exchange.bytes_in = len(body)
     headers = outbound.upstream_headers(
@@ -43,8 +44,16 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     )
 
 
-def _raw_tail(request: web.Request, name: str) -> str:
+def _origin_form(target: str) -> str:
+    """The request target as path and query: an absolute-form target (`http://host/proxy/...`, as a client talking
+    to a forward proxy sends) loses its scheme and authority."""
+    if target.startswith("/"):
+        return target
+    scheme, sep, rest = target.partition("://")
+    return "/" + rest.partition("/")[2] if sep else "/"
+
+
+def _raw_tail(path: str, name: str) -> str:
     """The path after `/proxy/{provider}/` exactly as the client encoded it."""
-    path = request.raw_path.partition("?")[0]
     head = f"/proxy/{name}/"
     return path[len(head) :] if path.startswith(head) else path.split("/", 3)[-1]

@@ -215,6 +215,13 @@ def request_body(
 
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_NOT_NAME = re.compile(r"[\x00-\x20\x7f]")
+
+
+def _names_secret(name: str, secret: str) -> bool:
+    """Whether a client's query parameter could be read as the provider's key parameter by some parser: compared
+    without case, blanks or control bytes (`KEY=`, `key%00=`, ` key=`)."""
+    return _NOT_NAME.sub("", name).lower() == secret.lower()
 
 
 def proxy_url(provider: Provider, raw_tail: str, raw_query: str) -> URL:
@@ -232,12 +239,18 @@ def proxy_url(provider: Provider, raw_tail: str, raw_query: str) -> URL:
     if (
         decoded.startswith(("/", "\\"))
         or _SCHEME.match(decoded)
-        or any(s in (".", "..") for s in segments)
+        # `..;x` is `..` to servers that strip path parameters (Tomcat, some proxies).
+        or any(s.partition(";")[0] in (".", "..") for s in segments)
         or any(ord(c) < 0x20 or c == "\x7f" for c in decoded)
     ):
         raise InvalidRequest("the proxied path must stay under the provider's base URL", code="invalid_path")
     url = URL(f"{provider.base_url}/{raw_tail}", encoded=True)
     if raw_query or provider.query:
-        query = [(k, v) for k, v in URL(f"?{raw_query}", encoded=True).query.items() if k != provider.secret_query]
+        secret = provider.secret_query
+        query = [
+            (k, v)
+            for k, v in URL(f"?{raw_query}", encoded=True).query.items()
+            if secret is None or not _names_secret(k, secret)
+        ]
         url = url.with_query(query + list(provider.query))
     return url

@@ -34,8 +34,9 @@ async def test_method_path_query_and_body_are_forwarded(gateway, fake_provider, 
 async def test_the_query_key_replaces_any_the_client_sent(gateway, fake_provider) -> None:
     fake = await fake_provider()
     client = await gateway(entry("google", fake.url, "query"), env={"GOOGLE_API_KEY": "real"})
-    response = await client.get("/proxy/google/models?key=forged&pageSize=5")
+    response = await client.get("/proxy/google/models?key=forged&pageSize=5&KEY=a&Key=b&key%00=c&%20key=d")
     assert response.status == 200
+    # Any spelling another parser could read as the key parameter is dropped: only the provider's own key goes.
     assert fake.last.query == {"pageSize": "5", "key": "real"}
 
 
@@ -61,6 +62,8 @@ async def test_a_client_cannot_set_the_providers_auth_header(gateway, fake_provi
         "/proxy/openai/http://evil.example/x",
         "/proxy/openai/https:%2F%2Fevil.example",
         "/proxy/openai/./models",
+        "/proxy/openai/..;/admin",
+        "/proxy/openai/models/..;x/..;/secret",
         "/proxy/openai/models%0d%0aX-Injected:%201",
     ],
 )
@@ -94,3 +97,15 @@ async def test_other_methods_are_refused(gateway, fake_provider) -> None:
     client = await gateway(entry("openai", (await fake_provider()).url))
     response = await client.request("OPTIONS", "/proxy/openai/models")
     assert response.status == 405
+
+
+async def test_an_absolute_form_target_is_read_as_its_path(gateway, fake_provider) -> None:
+    """A client speaking to the gateway as to a forward proxy sends `GET http://host/proxy/...`: the provider gets
+    the same path as for the origin form, not `/v1/proxy/openai/...`."""
+    fake = await fake_provider()
+    client = await gateway(entry("openai", fake.url + "/v1"))
+    target = f"http://{client.host}:{client.port}/proxy/openai/models?limit=2"
+    request = f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    status, _ = await raw_http(client.host, client.port, request)
+    assert status == 200
+    assert (fake.last.path, fake.last.query) == ("/v1/models", {"limit": "2"})
