@@ -1,5 +1,6 @@
 """Keeping credentials out of logs: a structlog processor that scrubs known secret values, credential-named
-fields, bearer tokens and key-like query parameters from every log line, whatever wrote it.
+fields, bearer tokens, key-like query parameters and the gateway's own client keys from every log line, whatever
+wrote it.
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{4,}")
 _QUERY_SECRET = re.compile(
     r"(?i)([?&;](?:key|api[_-]?key|access[_-]?token|token|secret|password|sig|signature)=)[^&#\s\"']+"
 )
+# The gateway's client keys (access/keys.py, `keys new`): `gwk_`, a 12-hex-digit id, `_`, then the secret (43
+# URL-safe base64 characters). Matched wherever they appear, the secret cut or not, so that a key sent in a path, a
+# model or a request id is scrubbed without being configured; the id is not secret and is kept, to tell keys apart.
+# Defined here, not imported: telemetry does not import access (docs/architecture.md, the layering contract).
+_CLIENT_KEY_PREFIX = "gwk_"
+_CLIENT_KEY = re.compile(r"(gwk_[0-9A-Fa-f]{12}_)[A-Za-z0-9_-]+")
 _MAX_DEPTH = 6
 _MEMO_TEXT = 256
 _MEMO_ENTRIES = 4096
@@ -92,6 +99,9 @@ class Redactor:
             text = _BEARER.sub(rf"\1 {REDACTED}", text)
         if "=" in text:
             text = _QUERY_SECRET.sub(rf"\1{REDACTED}", text)
+        # Last: a key already hidden as a bearer token or a query value is not cut in two.
+        if _CLIENT_KEY_PREFIX in text:
+            text = _CLIENT_KEY.sub(rf"\1{REDACTED}", text)
         return text
 
     def _is_secret_name(self, name: str) -> bool:

@@ -316,5 +316,5 @@ def _start_response(answer: Response, exchange: Exchange, edited: bool) -> web.S
 
 
 def _loggable(url: URL) -> str:
-    """The URL without its query string, where a provider key may travel."""
-    return str(url.with_query(None))
+    """The URL without its query string, where a provider key may travel, nor its user and password."""
+    return str(url.with_query(None).with_user(None))

@@ -50,12 +50,74 @@ def test_every_schema_error_is_reported_with_its_path() -> None:
         parse_table(yaml.safe_dump(bad), {}, source="bad.yaml")
     problems = "\n".join(caught.value.problems)
     assert caught.value.source == "bad.yaml"
-    assert "providers.openai.auth_type: 'beare' is not one of" in problems
+    # An auth-named field: the rule, never the value.
+    assert "providers.openai.auth_type: the value is not one of ['bearer', 'xheader', 'query', 'none']" in problems
+    assert "'beare'" not in problems
     assert "providers.openai: Additional properties are not allowed ('colour' was unexpected)" in problems
     assert "providers.groq.url: 'ftp://x' does not match" in problems
     assert "providers.groq.supports_vision: 'yes' is not of type 'boolean'" in problems
     assert "(top level): Additional properties are not allowed ('extra' was unexpected)" in problems
     assert len(caught.value.problems) == 5
+
+
+HEADER_KEY = "sk-live-header-key-4f9a2c71"
+URL_PASSWORD = "hunter2-url-password-88"
+QUERY_KEY = "sk-live-query-key-61d0e3"
+ENV_NAME_KEY = "sk-proj-pasted-as-a-name-19"
+ENTRY_KEY = "sk-live-pasted-as-an-entry-5"
+
+
+def test_schema_errors_name_file_field_and_rule_but_never_a_secret() -> None:
+    """jsonschema's own messages quote the offending value: a header's, a URL with user info or a key in its query,
+    a key pasted where a variable name goes. None of it may reach the start-up error (printed to stderr)."""
+    bad = {
+        "providers": {
+            "a": entry(
+                "a",
+                f"https://admin:{URL_PASSWORD}@api.example.com/v1?key={QUERY_KEY}",
+                "bearer",
+                headers={"Authorization": f"Bearer {HEADER_KEY}\r\nX-Injected: 1"},
+                api_key_env=ENV_NAME_KEY,
+            ),
+            "b": entry("b", f"{QUERY_KEY}", "bearer"),  # a key pasted in place of the URL
+            "c": ENTRY_KEY,
+        }
+    }
+    with pytest.raises(ConfigError) as caught:
+        parse_table(yaml.safe_dump(bad), {}, source="bad.yaml")
+    shown_url = "https://api.example.com/v1?<query hidden>"
+    url_pattern = "^https?://[^\\s/?#]+(/[^\\s?#]*)?$"
+    assert caught.value.source == "bad.yaml"
+    assert caught.value.problems == [
+        "providers.a.api_key_env: the value does not match ^[A-Z_][A-Z0-9_]*$ (value hidden)",
+        "providers.a.headers.Authorization: the value does not match ^[^\\r\\n]*$ (value hidden)",
+        f"providers.a.url: '{shown_url}' (user info hidden) does not match {url_pattern!r}",
+        f"providers.b.url: the value does not match {url_pattern} (value hidden)",
+        "providers.c: the value is not of type 'object' (value hidden)",
+    ]
+    rendered = caught.value.render()
+    assert rendered.startswith("invalid configuration in bad.yaml:\n")
+    assert "  - providers.a.headers.Authorization: the value does not match" in rendered
+    for secret in (HEADER_KEY, URL_PASSWORD, QUERY_KEY, ENV_NAME_KEY, ENTRY_KEY, "admin"):
+        assert secret not in rendered and secret not in str(caught.value)
+
+
+def test_values_that_cannot_be_secrets_are_still_quoted() -> None:
+    bad = {"providers": {"a": {**entry("a", "https://a/v1"), "stream_usage": "yes", "aliases": ["Bad Alias"]}}}
+    with pytest.raises(ConfigError) as caught:
+        parse_table(yaml.safe_dump(bad), {})
+    assert caught.value.problems == [
+        "providers.a.aliases.0: 'Bad Alias' does not match '^[a-z][a-z0-9_.-]{0,62}$'",
+        "providers.a.stream_usage: 'yes' is not of type 'boolean'",
+    ]
+
+
+def test_a_yaml_error_says_where_without_echoing_the_line() -> None:
+    text = f"providers:\n  a:\n    headers:\n      Authorization: Bearer {HEADER_KEY}: oops\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_table(text, {}, source="broken.yaml")
+    assert caught.value.problems == ["not valid YAML: mapping values are not allowed here at line 4, column 56"]
+    assert HEADER_KEY not in caught.value.render()
 
 
 def test_ids_aliases_and_prefixes_must_be_unambiguous() -> None:
@@ -149,4 +211,4 @@ def test_the_gateway_refuses_to_start_on_a_bad_file(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert f"invalid configuration in {bad}" in done.stderr
-    assert "providers.x.auth_type: 'magic' is not one of" in done.stderr
+    assert "providers.x.auth_type: the value is not one of" in done.stderr and "magic" not in done.stderr
