@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gateway.access import auth
 from gateway.api.errors import error_renderer
+from gateway.api.inbound import BODY_BUDGET, BodyBudget
 from gateway.api.routes import ROUTES, ApiRoute, mount
 from gateway.config.providers import ProviderTable
 from gateway.config.settings import Settings
@@ -51,6 +52,7 @@ def create_app(settings: Settings, table: ProviderTable, routes: Sequence[ApiRou
         ]
     )
     app[STATE] = GatewayState(settings, table)
+    app[BODY_BUDGET] = BodyBudget(settings.max_body_memory)
     auth.setup(app, settings, gateway_metrics.registry.register if gateway_metrics is not None else None)
     app.cleanup_ctx.append(transport_context(settings))
     if gateway_metrics is not None:

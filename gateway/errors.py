@@ -12,6 +12,7 @@
     ├── NoProvider                  404 no_provider
     ├── RateLimited                 429 requests / rate_limit_exceeded (+ Retry-After)
     ├── LimiterUnavailable          503 server_error / rate_limiter_unavailable
+    ├── ServerBusy                  503 server_error / server_busy (+ Retry-After: bodies in flight at their limit)
     ├── ProviderNotConfigured       503 provider_not_configured
     ├── UpstreamError               502 upstream_error
     └── UpstreamTimeout             504 upstream_error / upstream_timeout
@@ -130,6 +131,16 @@ class LimiterUnavailable(GatewayError):
     status = 503
     type = "server_error"
     code = "rate_limiter_unavailable"
+
+
+class ServerBusy(GatewayError):
+    """The bodies in flight already take the memory set aside for them: come back in a moment."""
+
+    should_retry = True
+    status = 503
+    type = "server_error"
+    code = "server_busy"
+    close_connection = True  # the rest of the body is never read
 
 
 class ProviderNotConfigured(GatewayError):

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from gateway.access import auth
-from gateway.api.inbound import read_body
+from gateway.api.inbound import BODY_BUDGET, Held, read_body
 from gateway.dialects.openai import ModelRequest, UsageChunkStrip
 from gateway.errors import Handler
 from gateway.exchange import EXCHANGE, Exchange
@@ -29,12 +29,20 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False) -> 
     asked for a final usage chunk (`stream_options`), for providers whose table entry says so."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
+        held = request.app[BODY_BUDGET].hold()
+        try:
+            return await serve(request, held)
+        finally:
+            held.release()
+
+    async def serve(request: web.Request, held: Held) -> web.StreamResponse:
         state = request.app[STATE]
         # Read once: a reload during this request does not change the table it finishes on.
         settings, table, model_filter, policies = state.settings, state.table, state.model_filter, state.policies
         exchange = request[EXCHANGE]
-        raw = await read_body(request, settings.max_request_body_size, settings.read_timeout)
+        raw = await read_body(request, settings.max_request_body_size, settings.read_timeout, held)
         exchange.bytes_in = len(raw)
+        held.take_parse(raw)
         parsed = parse(raw)
         body = parsed.body
         exchange.stream = stream = parsed.stream

@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.access import auth
-from gateway.api.inbound import read_body
+from gateway.api.inbound import BODY_BUDGET, Held, read_body
 from gateway.exchange import EXCHANGE
 from gateway.routing import resolve
 from gateway.runtime.state import STATE
@@ -15,6 +15,14 @@ from gateway.upstream.transport import UpstreamRequest
 
 
 async def proxy(request: web.Request) -> web.StreamResponse:
+    held = request.app[BODY_BUDGET].hold()
+    try:
+        return await _proxy(request, held)
+    finally:
+        held.release()
+
+
+async def _proxy(request: web.Request, held: Held) -> web.StreamResponse:
     state = request.app[STATE]
     settings, table, policies = state.settings, state.table, state.policies
     exchange = request[EXCHANGE]
@@ -25,7 +33,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     resolve.require_served(provider)
     path, _, query = _origin_form(request.raw_path).partition("?")
     url = outbound.proxy_url(provider, _raw_tail(path, name), query)
-    body = await read_body(request, settings.max_request_body_size, settings.read_timeout)
+    body = await read_body(request, settings.max_request_body_size, settings.read_timeout, held)
     exchange.bytes_in = len(body)
     headers = outbound.upstream_headers(
         request.raw_headers, provider, disable_compression=settings.disable_compression, request_id=exchange.request_id

@@ -61,6 +61,8 @@ class Settings:
     tls_cert_path: str | None = None
     tls_key_path: str | None = None
     max_request_body_size: int = 10 * 1024 * 1024
+    # Memory all request bodies in flight may take together (their bytes and what parsing them builds); 0: no limit
+    max_body_memory: int = 192 * 1024 * 1024
     # shutdown: the whole budget from SIGTERM to exit, and the part of it spent still accepting while unready
     drain_timeout: float = 25.0
     shutdown_delay: float = 0.0
@@ -122,6 +124,7 @@ class Settings:
             tls_cert_path=env.get("SERVER_TLS_CERT_PATH") or None,
             tls_key_path=env.get("SERVER_TLS_KEY_PATH") or None,
             max_request_body_size=reader.integer("SERVER_MAX_REQUEST_BODY_SIZE", 10 * 1024 * 1024),
+            max_body_memory=reader.integer("SERVER_MAX_BODY_MEMORY", 192 * 1024 * 1024),
             drain_timeout=reader.duration("SERVER_DRAIN_TIMEOUT", 25.0),
             shutdown_delay=reader.duration("SERVER_SHUTDOWN_DELAY", 0.0, allow_zero=True),
             client_timeout=reader.duration("CLIENT_TIMEOUT", 30.0),
