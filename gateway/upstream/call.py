@@ -24,6 +24,7 @@ from gateway.upstream.timeouts import NO_RETRY, RETRY_STATUSES, Limits, RetryPol
 from gateway.upstream.transport import (
     AnswerTimedOut,
     HeadTimedOut,
+    InvalidAnswer,
     InvalidHeader,
     Response,
     TimedOut,
@@ -98,6 +99,9 @@ async def relay(
     whole_end = None if limits.whole is None else started + limits.whole
     try:
         answer = await _answer(transport, upstream, limits, exchange, retry, started, whole_end)
+        if answer.status > 599:
+            # Not an HTTP status a client can act on (999 and the like): the provider's answer is not usable.
+            raise InvalidAnswer(f"the provider answered with status {answer.status}")
         exchange.upstream_status = answer.status
         if answer.complete and answer.buffered <= _ONE_WRITE:
             response = _whole_response(answer, exchange, edit)
@@ -271,6 +275,7 @@ async def _copy_body(
 
 def _relayed_headers(answer: Response, exchange: Exchange) -> CIMultiDict[str]:
     headers: CIMultiDict[str] = CIMultiDict()
+    named: set[str] | None = None
     for name, value in answer.header_items:
         lowered = name.lower()
         if lowered == "x-request-id":
@@ -279,6 +284,12 @@ def _relayed_headers(answer: Response, exchange: Exchange) -> CIMultiDict[str]:
             headers.add("X-Upstream-Request-ID", value)
         elif lowered not in _NOT_RELAYED:
             headers.add(name, value)
+        elif lowered == "connection":
+            named = {t.strip().lower() for t in value.split(",")} | (named or set())
+    if named:
+        # Headers the provider's Connection header names are hop-by-hop too: they end here.
+        for hop in named:
+            headers.popall(hop, None)
     if exchange.request_id:
         # Set before prepare(): a streamed answer's headers cannot change later.
         headers["X-Request-ID"] = exchange.request_id

@@ -130,3 +130,20 @@ async def test_the_trailers_of_a_chunked_answer_are_not_relayed_as_headers(relay
     assert (line, body) == (b"HTTP/1.1 200 OK", b"hello")
     assert b"set-cookie" not in headers
     assert b"x-checksum" not in headers
+
+
+async def test_headers_the_providers_connection_header_names_are_not_relayed(relay) -> None:
+    gw = await relay(
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop, x-other\r\nX-Hop: 1\r\nX-Other: 2\r\n"
+        b"X-Kept: 3\r\nContent-Length: 2\r\n\r\nok"
+    )
+    line, headers, body = await answer_of(gw)
+    assert (line, body, headers[b"x-kept"]) == (b"HTTP/1.1 200 OK", b"ok", b"3")
+    assert b"x-hop" not in headers and b"x-other" not in headers
+
+
+async def test_a_status_beyond_599_is_a_bad_answer(relay) -> None:
+    gw = await relay(b"HTTP/1.1 999 Whatever\r\nContent-Length: 2\r\n\r\nok")
+    line, _, body = await answer_of(gw)
+    assert line == b"HTTP/1.1 502 Bad Gateway"
+    assert b"upstream_unreachable" in body
