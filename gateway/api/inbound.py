@@ -53,9 +53,10 @@ class Held:
         self.size += size
 
     def take_parse(self, raw: bytes) -> None:
-        """What parsing `raw` will build: a copy of its text and an object per JSON object or array."""
+        """What parsing `raw` builds (a copy of its text, an object per JSON object or array) and the re-encoded
+        body sent upstream when the model name changes: measured, a 10 MB text body takes about 40 MB in all."""
         containers = raw.count(b"{") + raw.count(b"[")
-        self.take(len(raw) + PARSED_PER_CONTAINER * containers)
+        self.take(2 * len(raw) + PARSED_PER_CONTAINER * containers)
 
     def release(self) -> None:
         self._budget.used -= self.size
