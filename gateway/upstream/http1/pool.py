@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import socket
 import ssl
 import urllib.request
 from collections import deque
@@ -259,6 +260,9 @@ class Pool:
             raise TLSFailed(f"TLS with the provider failed ({getattr(exc, 'reason', None) or exc})") from None
         except TransportError:
             raise
+        except socket.gaierror:  # not the resolver's words ("Name or service not known"): the host, never a URL
+            via = " (the outbound proxy)" if origin.tunnel or origin.target_prefix else ""
+            raise ConnectFailed(f"cannot resolve {host}{via}") from None
         except OSError as exc:
             reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
             raise ConnectFailed(f"cannot connect ({reason})") from None

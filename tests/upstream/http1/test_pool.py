@@ -730,3 +730,28 @@ async def test_a_closed_port_is_a_connect_failure(pools) -> None:
         await fetched(pool, URL(f"http://127.0.0.1:{port}/v1/models"))
     assert caught.value.retryable
     assert (pool.idle_connections, pool.open_connections) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("url", "proxies", "message"),
+    [
+        ("https://api.provider.invalid/v1/models?key=sk-secret", {}, r"^cannot resolve api\.provider\.invalid$"),
+        (
+            "https://api.example.com/v1/models",
+            {"https": "http://user:sk-proxy-secret@proxy.invalid:3128"},
+            r"^cannot resolve proxy\.invalid \(the outbound proxy\)$",
+        ),
+    ],
+)
+async def test_a_host_that_does_not_resolve_is_named(pools, url: str, proxies: dict[str, str], message: str) -> None:
+    """A DNS failure names the host (never the URL, its query or a proxy's credentials), not the resolver's errno
+    plumbing ("Unknown error -2", "Name or service not known"). `.invalid` never resolves (RFC 6761): no network
+    is needed, and the resolver says so at once."""
+    pool = pools(proxies=proxies)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(ConnectFailed, match=message) as caught:
+        await fetched(pool, URL(url))
+    assert asyncio.get_running_loop().time() - started < LIMIT
+    assert "secret" not in str(caught.value)
+    assert gateway_error(caught.value).message == f"the provider could not be reached: {caught.value}"
+    assert (pool.idle_connections, pool.open_connections) == (0, 0)
