@@ -3,14 +3,20 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# `make run`'s addresses: the gateway on HOST:PORT, its metrics on HOST:METRICS_PORT, the demo upstream on
+# 127.0.0.1:DEMO_PORT (`make run PORT=9090 DEMO_PORT=9091 METRICS_PORT=9092`).
 HOST ?= 127.0.0.1
 PORT ?= 8080
 DEMO_PORT ?= 8081
+METRICS_PORT ?= 9464
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: install run test lint fmt typecheck pytest helm-lint image lock clean bench bench-smoke bench-deps bench-instructions
+.PHONY: help install run test lint fmt typecheck pytest helm-lint image lock clean bench bench-smoke bench-deps bench-instructions
 
-install: $(STAMP)
+install: $(STAMP) ## .venv/ with the package (editable) and its test extras (the default target)
+
+help: ## this list
+	@awk -F ':.*## ' '/^[a-z-]+:.*## / {printf "  make %-19s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,70 +24,91 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
 
-# The embedded default: a demo upstream on $(DEMO_PORT) and the gateway on $(PORT), both offline.
-run: install
-	@$(BIN)/python -m gateway.demo --host 127.0.0.1 --port $(DEMO_PORT) & demo=$$!; \
-	trap 'kill $$demo 2>/dev/null' EXIT INT TERM; \
-	DEMO_API_URL=http://127.0.0.1:$(DEMO_PORT)/v1 $(BIN)/python -m gateway.demo --print-usage --gateway http://$(HOST):$(PORT); \
-	DEMO_API_URL=http://127.0.0.1:$(DEMO_PORT)/v1 ENVIRONMENT=development \
+# The embedded default, offline: the demo upstream on $(DEMO_PORT) and the gateway on $(HOST):$(PORT), metrics on
+# $(METRICS_PORT). Taken ports are said in one line before anything starts. The gateway is exec'd, so a signal to
+# make (kill, Ctrl-C) reaches it and it drains; the banner comes once its /health answers; the background
+# watcher's trap stops the demo when the gateway has ended.
+run: install ## demo upstream + gateway, offline, with metrics (HOST, PORT, DEMO_PORT, METRICS_PORT)
+	@$(BIN)/python -m gateway.demo --check-free PORT=$(HOST):$(PORT) DEMO_PORT=127.0.0.1:$(DEMO_PORT) \
+	  METRICS_PORT=$(HOST):$(METRICS_PORT) || exit 2; \
+	$(BIN)/python -m gateway.demo --host 127.0.0.1 --port $(DEMO_PORT) & demo=$$!; \
+	( trap 'kill $$demo 2>/dev/null' EXIT; \
+	  $(BIN)/python -m gateway.demo --print-usage --wait 60 --pid $$$$ --gateway http://$(HOST):$(PORT) \
+	    --metrics http://$(HOST):$(METRICS_PORT)/metrics; \
+	  while kill -0 $$$$ 2>/dev/null; do sleep 0.2; done ) & \
+	exec env DEMO_API_URL=http://127.0.0.1:$(DEMO_PORT)/v1 ENVIRONMENT=development \
+	  TELEMETRY_ENABLE=true TELEMETRY_METRICS_PORT=$(METRICS_PORT) \
 	  $(BIN)/python -m gateway --host $(HOST) --port $(PORT) --providers config/demo.providers.yaml
 
-test: lint typecheck helm-lint pytest bench-smoke
+test: lint typecheck helm-lint pytest bench-smoke ## lint, typecheck, helm-lint, pytest and bench-smoke (what CI runs)
 
 # The layering of gateway/ (pyproject.toml, [tool.importlinter]) is part of lint: an import against it fails.
-lint: install
+lint: install ## ruff and the import-linter layering contracts
 	$(BIN)/ruff check gateway tests bench
 	$(BIN)/ruff format --check gateway tests bench
 	$(BIN)/lint-imports --no-cache
 
-fmt: install
+fmt: install ## fix formatting and what ruff can fix
 	$(BIN)/ruff format gateway tests bench
 	$(BIN)/ruff check --fix gateway tests bench
 
-typecheck: install
+typecheck: install ## mypy --strict
 	$(BIN)/mypy --strict gateway bench
 
-pytest: install
+pytest: install ## the test suite, without the chart's (tests/deploy)
 	$(BIN)/pytest -q --ignore=tests/deploy
 
 # The Helm chart (lint, render with several value sets, strict Kubernetes schemas), the image and the sidecar
 # example; offline: Helm's engine ships inside helm-python-sdk.
-helm-lint: install
+helm-lint: install ## the Helm chart rendered, linted and checked against Kubernetes schemas
 	$(BIN)/pytest -q tests/deploy
 
 # Not run by `make test`: no Docker engine is needed for the tests (tests/deploy/test_image.py reads the Dockerfile).
-image:
+image: ## docker build -t llm-gateway:VERSION . (not run by test)
 	docker build -t llm-gateway:$(VERSION) .
 
 # Re-pin the image's runtime dependencies to what `make install` resolved.
-lock: install
+lock: install ## re-pin the image's runtime dependencies to what install resolved
 	$(BIN)/python deploy/lock.py
 
 # The benchmark's tools: wrk and nginx (Debian packages), node for the mock upstream, valgrind for the instruction
-# counts; apt-get only what is missing.
+# counts. As root, apt-get installs what is missing (and a failure stops the target: CI runs as root); any other
+# user gets the list to install.
 BENCH_TOOLS := wrk nginx node valgrind
-bench-deps:
-	@missing=""; for tool in $(BENCH_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+BENCH_MISSING = missing=""; for tool in $(BENCH_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done
+BENCH_INSTALL = $(BENCH_MISSING); \
 	if [ -n "$$missing" ]; then \
-	  echo "bench-deps: installing$$missing"; \
 	  pkgs=$$(echo $$missing | sed 's/node/nodejs/'); \
-	  if [ "$$(id -u)" != 0 ]; then echo "bench-deps: run as root or install:$$pkgs" >&2; exit 1; fi; \
+	  if [ "$$(id -u)" != 0 ]; then echo "$@: missing$$missing: run make bench-deps as root, or apt-get install $$pkgs" >&2; exit 1; fi; \
+	  echo "$@: installing$$missing"; \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$pkgs >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$pkgs >/dev/null || \
+	  { echo "$@: apt-get could not install$$missing" >&2; exit 1; }; \
+	fi
+# For bench-smoke and bench-instructions: tools missing and not root, so nothing can install them: one line, success.
+BENCH_SKIP = $(BENCH_MISSING); \
+	if [ -n "$$missing" ] && [ "$$(id -u)" != 0 ]; then \
+	  echo "$@: skipped: missing$$missing (not root, so not installed; see make bench-deps)"; exit 0; \
 	fi
 
+bench-deps: ## the benchmark's tools (wrk, nginx, node, valgrind): apt-get as root
+	@$(BENCH_INSTALL)
+
 # Minutes: every scenario, three repetitions; the table goes to bench/results/latest.md. Not part of `test`.
-bench: install bench-deps
+bench: install bench-deps ## the benchmark against direct calls and nginx (15-25 minutes)
 	$(BIN)/python -m bench.run --out bench/results/latest.md
 
 # About two minutes: instructions per request of each hot path under callgrind, against bench/baseline.json; fails
 # when one grows by more than the file's tolerance. UPDATE=1 writes the new figures (say why in the commit).
-bench-instructions: install bench-deps
+bench-instructions: install ## instructions per request under callgrind, against bench/baseline.json (UPDATE=1 rewrites)
+	@$(BENCH_SKIP); $(BENCH_INSTALL); \
+	echo "$(BIN)/python -m bench.instructions --check bench/baseline.json $(if $(UPDATE),--update)"; \
 	$(BIN)/python -m bench.instructions --check bench/baseline.json $(if $(UPDATE),--update)
 
 # Seconds: one short run of each scenario, correctness checked (no figures judged), so the harness never rots.
-bench-smoke: install bench-deps
-	$(BIN)/python -m bench.run --smoke
+bench-smoke: install ## one short run of each benchmark scenario, correctness only (seconds)
+	@$(BENCH_SKIP); $(BENCH_INSTALL); \
+	echo "$(BIN)/python -m bench.run --smoke"; $(BIN)/python -m bench.run --smoke
 
-clean:
+clean: ## remove .venv/ and the tools' caches
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,6 +1,8 @@
 """A tiny OpenAI-compatible upstream that streams canned answers, so `make run` works offline.
 
-`python -m gateway.demo --port 8081` serves it; `--print-usage --gateway URL` prints lines to try the gateway.
+`python -m gateway.demo --port 8081` serves it; `--print-usage --gateway URL` prints lines to try the gateway
+(`--wait S --pid P`: once URL/health answers, within S seconds, while process P lives); `--check-free
+NAME=HOST:PORT ...` says in one line which `make run` variable to change when an address is taken.
 """
 
 from __future__ import annotations
@@ -8,7 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
+import os
+import socket
+import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -130,24 +137,112 @@ Gateway on {gw} (demo upstream behind it, offline). Try:
        -d '{{"model": "demo/demo-echo", "messages": [{{"role": "user", "content": "hello"}}]}}'
   curl -sN {gw}/v1/chat/completions -H 'Content-Type: application/json' \\
        -d '{{"model": "demo-story", "stream": true, "messages": [{{"role": "user", "content": "a story"}}]}}'
-
-  python -c 'from openai import OpenAI; c = OpenAI(base_url="{gw}/v1", api_key="unused"); \\
-print(c.chat.completions.create(model="demo/demo-story", messages=[{{"role": "user", "content": "hi"}}]))'
+{metrics}
+  {python} -c 'from openai import OpenAI
+c = OpenAI(base_url="{gw}/v1", api_key="unused")
+answer = c.chat.completions.create(model="demo/demo-story", messages=[{{"role": "user", "content": "hi"}}])
+print(answer.choices[0].message.content)'
 """
+METRICS_USAGE = "  curl -s {metrics} | grep gen_ai_      # Prometheus metrics\n"
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def _python() -> str:
+    """This interpreter (the venv's, which has `openai`), relative when it is under the working directory."""
+    relative = os.path.relpath(sys.executable)
+    return relative if not relative.startswith("..") else sys.executable
+
+
+def usage(gateway: str, metrics: str | None = None) -> str:
+    lines = METRICS_USAGE.format(metrics=metrics) if metrics else ""
+    return USAGE.format(gw=gateway, python=_python(), metrics=lines)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process, but there
+        pass
+    return True
+
+
+def wait_healthy(gateway: str, limit: float, pid: int | None = None) -> bool:
+    """Whether `gateway`/health answers 200 within `limit` seconds; False at once when process `pid` ends (the
+    gateway has said why it stopped)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if pid is not None and not _alive(pid):
+            return False
+        try:
+            with urllib.request.urlopen(f"{gateway}/health", timeout=1) as response:
+                if response.status == 200:
+                    return pid is None or _alive(pid)
+        except OSError:  # not listening yet (URLError), or not answering yet
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def _listen_problem(exc: OSError, host: str, port: int, variable: str) -> str:
+    """One line: the address, why it cannot be listened on, and the `make run` variable to change."""
+    reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror or type(exc).__name__
+    fix = (
+        f"pick another port: make run {variable}=N"
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES)
+        else "check the address: make run HOST=..."
+    )
+    return f"cannot listen on {host}:{port} ({reason}); {fix}"
+
+
+def check_free(addresses: Sequence[str]) -> str | None:
+    """The first of `NAME=HOST:PORT` that cannot be bound, as one line; None when all can. Bound as aiohttp binds
+    (SO_REUSEADDR), so a port left in TIME_WAIT counts as free."""
+    for spec in addresses:
+        variable, _, address = spec.partition("=")
+        host, _, port = address.rpartition(":")
+        try:
+            info = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)[0]
+            with socket.socket(info[0], socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(info[4])
+                sock.listen()
+        except OSError as exc:
+            return _listen_problem(exc, host, int(port), variable)
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gateway.demo", description="offline demo upstream")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--print-usage", action="store_true", help="print how to try the gateway and exit")
     parser.add_argument("--gateway", default="http://127.0.0.1:8080")
+    parser.add_argument("--metrics", help="the gateway's /metrics URL, for --print-usage")
+    parser.add_argument("--wait", type=float, help="print the usage once the gateway's /health answers, within this")
+    parser.add_argument("--pid", type=int, help="with --wait: the gateway's process; print nothing once it ends")
+    parser.add_argument("--check-free", nargs="+", metavar="NAME=HOST:PORT", help="exit 2 if one cannot be bound")
     args = parser.parse_args(argv)
+    if args.check_free:
+        problem = check_free(args.check_free)
+        if problem:
+            print(f"make run: {problem}", file=sys.stderr)
+            return 2
+        return 0
     if args.print_usage:
-        print(USAGE.format(gw=args.gateway))
-        return
-    web.run_app(create_demo_app(), host=args.host, port=args.port, print=None)
+        if args.wait is not None and not wait_healthy(args.gateway, args.wait, args.pid):
+            if args.pid is None or _alive(args.pid):
+                print(f"gateway.demo: {args.gateway}/health did not answer within {args.wait:g}s", file=sys.stderr)
+            return 1
+        print(usage(args.gateway, args.metrics), flush=True)
+        return 0
+    try:
+        web.run_app(create_demo_app(), host=args.host, port=args.port, print=None)
+    except OSError as exc:  # one line, not a traceback
+        print(f"gateway.demo: {_listen_problem(exc, args.host, args.port, 'DEMO_PORT')}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -8,8 +8,11 @@ the signal, and the process exits 0. A second signal cuts what is left and exits
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
+import os
 import signal
+import socket
 import ssl
 
 import structlog
@@ -23,6 +26,21 @@ log = structlog.get_logger("gateway")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 EXIT_DRAINED = 0
 EXIT_FORCED = 1
+# What a bind can fail with: the port taken, the address not this host's, a privileged port.
+_BIND_ERRORS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
+
+
+class CannotListen(Exception):
+    """A listener could not bind at start-up (its port taken, its address not this host's or unknown, a privileged
+    port); `setting` names the variable that moves it."""
+
+    def __init__(self, setting: str, host: str, port: int, exc: OSError) -> None:
+        self.setting = setting
+        self.errno = exc.errno
+        # asyncio's bind error repeats the address in its strerror: the plain reason is enough.
+        reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror or type(exc).__name__
+        listener = " for /metrics" if setting == "TELEMETRY_METRICS_PORT" else ""
+        super().__init__(f"cannot listen{listener} on {host}:{port} ({reason})")
 
 
 def server_ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -93,13 +111,24 @@ async def serve(app: web.Application, settings: Settings) -> int:
         # What is left of the drain budget once the shutdown delay has passed.
         shutdown_timeout=settings.drain_timeout - settings.shutdown_delay,
     )
-    await runner.setup()
+    try:
+        # The app's start-up opens the /metrics listener (with TELEMETRY_ENABLE).
+        await runner.setup()
+    except OSError as exc:
+        await runner.cleanup()
+        if settings.telemetry_enable and (isinstance(exc, socket.gaierror) or exc.errno in _BIND_ERRORS):
+            raise CannotListen("TELEMETRY_METRICS_PORT", settings.host, settings.telemetry_metrics_port, exc) from None
+        raise
     # What start-up built lives as long as the process: keep it out of every later collection (docs/performance.md).
     gc.freeze()
     # A request's objects are freed by reference counting: young collections only re-walk those in flight.
     gc.set_threshold(10_000, 10, 10)
     site = web.TCPSite(runner, settings.host, settings.port, ssl_context=server_ssl_context(settings))
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:  # the port taken, the host not local or unknown: said in one line by __main__
+        await runner.cleanup()
+        raise CannotListen("SERVER_PORT", settings.host, settings.port, exc) from None
     scheme = "https" if settings.tls_enabled else "http"
     log.info("listening", url=f"{scheme}://{settings.host}:{settings.port}")
     await signals.drain.wait()

@@ -1,0 +1,76 @@
+"""A newcomer's first minutes, as the README and `make run` tell them: the README's OpenAI SDK snippet and the
+Python line `make run` prints, run with the venv's python (the one with `openai`) against a demo gateway."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.demo import STORY
+from tests.fakes.gateways import ROOT, gateway_args, running
+from tests.fakes.net import free_port
+
+README_URL = "http://127.0.0.1:8080"  # where the README's snippet points: `make run`'s gateway
+LIMIT = 60  # seconds for one snippet to run, start-up of the SDK included
+
+
+@pytest.fixture(scope="module")
+def demo_gateway() -> Iterator[str]:
+    demo_port, gw_port = free_port(), free_port()
+    env = {**os.environ, "DEMO_API_URL": f"http://127.0.0.1:{demo_port}/v1", "ENVIRONMENT": "production"}
+    with (
+        running(["gateway.demo", "--port", str(demo_port)], env, demo_port),
+        running(gateway_args(gw_port), env, gw_port),
+    ):
+        yield f"http://127.0.0.1:{gw_port}"
+
+
+def readme_python() -> str:
+    blocks = re.findall(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text("utf-8"), re.M | re.S)
+    assert len(blocks) == 1, "the README has one Python snippet"
+    return str(blocks[0])
+
+
+def test_the_readme_snippet_runs_against_the_demo_gateway(demo_gateway: str) -> None:
+    snippet = readme_python()
+    assert f'base_url="{README_URL}/v1"' in snippet
+    done = subprocess.run(
+        [sys.executable, "-c", snippet.replace(README_URL, demo_gateway)],
+        capture_output=True,
+        text=True,
+        timeout=LIMIT,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["['demo/demo-echo', 'demo/demo-story']", "You said: hi", STORY]
+
+
+def test_the_readme_says_to_run_it_with_the_venvs_python() -> None:
+    before = (ROOT / "README.md").read_text("utf-8").split("```python")[0]
+    paragraph = before.rstrip().rsplit("\n\n", 1)[-1].replace("\n", " ")
+    assert "`.venv/bin/python try.py`" in paragraph
+
+
+def test_the_python_line_make_run_prints_runs_with_the_venvs_python(demo_gateway: str) -> None:
+    usage = subprocess.run(
+        [sys.executable, "-m", "gateway.demo", "--print-usage", "--gateway", demo_gateway],
+        capture_output=True,
+        text=True,
+        timeout=LIMIT,
+        cwd=ROOT,
+        check=True,
+    ).stdout
+    # From the interpreter's path to the closing quote of its -c argument (it spans lines).
+    found = re.search(r"^  (\S+) -c '.*?'$", usage, re.M | re.S)
+    assert found is not None, usage
+    command, python = found.group(0).strip(), found.group(1)
+    assert (ROOT / python).resolve() == Path(sys.executable).resolve()  # not a bare `python` without `openai`
+    done = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, timeout=LIMIT, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{STORY}\n"
