@@ -29,9 +29,18 @@ class ApiRoute:
     inference: bool = True  # calls a provider: needs the inference entitlement and gets the GenAI metrics
 
 
-def model_route(path: str, operation: str, parse: inference.Parser, *, stream_usage: bool = False) -> ApiRoute:
-    """A POST whose JSON body names a model, relayed to the provider's endpoint of the same operation name."""
-    return ApiRoute(path, ("POST",), inference.model_call(operation, parse, stream_usage=stream_usage), operation)
+def model_route(
+    path: str,
+    operation: str,
+    parse: inference.Parser,
+    *,
+    endpoint: str | None = None,
+    stream_usage: bool = False,
+) -> ApiRoute:
+    """A POST whose JSON body names a model, relayed to the provider's endpoint named `endpoint` (by default the
+    operation's name): only providers that declare it serve the route."""
+    handler = inference.model_call(endpoint or operation, parse, stream_usage=stream_usage)
+    return ApiRoute(path, ("POST",), handler, operation)
 
 
 ROUTES: tuple[ApiRoute, ...] = (
@@ -39,6 +48,24 @@ ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("/ready", ("GET",), health.ready, "other", public=True, inference=False),
     ApiRoute("/v1/models", ("GET",), models.list_models, "models", inference=False),
     model_route("/v1/chat/completions", "chat", openai_dialect.parse_chat, stream_usage=True),
+    # The operation names are OpenTelemetry's GenAI ones where it has one; the endpoint is the table's name.
+    model_route("/v1/embeddings", "embeddings", openai_dialect.parse_model_request),
+    model_route(
+        "/v1/completions",
+        "text_completion",
+        openai_dialect.parse_model_request,
+        endpoint="completions",
+        stream_usage=True,
+    ),
+    model_route("/v1/moderations", "moderations", openai_dialect.parse_model_request),
+    model_route(
+        "/v1/images/generations",
+        "generate_content",
+        openai_dialect.parse_model_request,
+        endpoint="images_generations",
+    ),
+    model_route("/v1/audio/speech", "audio_speech", openai_dialect.parse_model_request),
+    model_route("/v1/rerank", "rerank", openai_dialect.parse_model_request),
     ApiRoute("/proxy/{provider}/{path:[\\s\\S]*}", PROXY_METHODS, proxy.proxy, "proxy"),
 )
 
