@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import errno
+import hashlib
+import math
 import os
 import socket
+import struct
 import sys
 import time
 import urllib.request
@@ -122,10 +126,113 @@ async def _stream(
     await response.write_eof()
 
 
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _vector(text: str, size: int = 8) -> list[float]:
+    """A deterministic embedding: the same text always gives the same unit-free vector."""
+    digest = hashlib.sha256(text.encode()).digest()
+    return [round((digest[i] - 128) / 128, 4) for i in range(size)]
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    inputs = body.get("input", "")
+    texts = inputs if isinstance(inputs, list) else [inputs]
+    data = [{"object": "embedding", "index": i, "embedding": _vector(str(t))} for i, t in enumerate(texts)]
+    tokens = sum(len(str(t).split()) for t in texts)
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return web.json_response({"object": "list", "data": data, "model": body.get("model"), "usage": usage})
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    body = await _json_body(request)
+    prompt = str(body.get("prompt", ""))
+    text = STORY if body.get("model") == "demo-story" else f" You wrote: {prompt}"
+    base = {"id": _completion_id().replace("chatcmpl", "cmpl"), "object": "text_completion", "created": 1}
+    base["model"] = body.get("model")
+    if not body.get("stream"):
+        choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": "stop"}
+        return web.json_response({**base, "choices": [choice], "usage": _usage(prompt, text)})
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    for word in text.split(" "):
+        choice = {"text": word + " ", "index": 0, "logprobs": None, "finish_reason": None}
+        await response.write(b"data: " + orjson.dumps({**base, "choices": [choice]}) + b"\n\n")
+    options = body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage"):
+        await response.write(b"data: " + orjson.dumps({**base, "choices": [], "usage": _usage(prompt, text)}) + b"\n\n")
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
+
+
+async def moderations(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    result = {"flagged": False, "categories": {"violence": False}, "category_scores": {"violence": 0.0}}
+    return web.json_response({"id": "modr-demo", "model": body.get("model"), "results": [result]})
+
+
+# A 1x1 transparent PNG.
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+)
+
+
+async def images(request: web.Request) -> web.Response:
+    return web.json_response({"created": 1735689600, "data": [{"b64_json": base64.b64encode(PNG).decode()}]})
+
+
+def _wav(seconds: float = 0.25, rate: int = 8000) -> bytes:
+    """A short 440 Hz tone as a WAV file."""
+    frames = int(seconds * rate)
+    samples = b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * n / rate))) for n in range(frames))
+    header = (
+        b"RIFF"
+        + struct.pack("<I", 36 + len(samples))
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
+    )
+    return header + b"data" + struct.pack("<I", len(samples)) + samples
+
+
+async def speech(request: web.Request) -> web.StreamResponse:
+    audio = _wav()
+    response = web.StreamResponse(headers={"Content-Type": "audio/wav"})
+    response.content_length = len(audio)
+    await response.prepare(request)
+    for start in range(0, len(audio), 1024):
+        await response.write(audio[start : start + 1024])
+    await response.write_eof()
+    return response
+
+
+async def rerank(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    query = set(str(body.get("query", "")).lower().split())
+    documents = body.get("documents") or []
+    scored = [
+        {"index": i, "relevance_score": round(len(query & set(str(d).lower().split())) / (len(query) or 1), 4)}
+        for i, d in enumerate(documents)
+    ]
+    return web.json_response({"results": sorted(scored, key=lambda r: -r["relevance_score"])})
+
+
 def create_demo_app() -> web.Application:
     app = web.Application()
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/moderations", moderations)
+    app.router.add_post("/v1/images/generations", images)
+    app.router.add_post("/v1/audio/speech", speech)
+    app.router.add_post("/v1/rerank", rerank)
     return app
 
 
@@ -137,6 +244,9 @@ Gateway on {gw} (demo upstream behind it, offline). Try:
        -d '{{"model": "demo/demo-echo", "messages": [{{"role": "user", "content": "hello"}}]}}'
   curl -sN {gw}/v1/chat/completions -H 'Content-Type: application/json' \\
        -d '{{"model": "demo-story", "stream": true, "messages": [{{"role": "user", "content": "a story"}}]}}'
+  curl -s {gw}/v1/embeddings -H 'Content-Type: application/json' -d '{{"model": "demo-embed", "input": "hello"}}'
+  curl -s {gw}/v1/audio/speech -H 'Content-Type: application/json' \
+       -d '{{"model": "demo-tts", "voice": "alloy", "input": "hello"}}' -o hello.wav
 {metrics}
   {python} -c 'from openai import OpenAI
 c = OpenAI(base_url="{gw}/v1", api_key="unused")
