@@ -159,7 +159,7 @@ def test_only_providers_that_declare_the_operation_are_candidates() -> None:
             "models.m: the same name as model group 'M'",
         ),
         ({"m@x": {"deployments": [{"provider": "a", "model": "x"}]}}, "models: 'm@x' does not match"),
-        ({"m": {"deployments": []}}, "models.m.deployments: [] should be non-empty"),
+        ({"m": {"deployments": []}}, "models.m.deployments: the value is empty"),
         (
             {"m": {"deployments": [{"provider": "a", "model": "x", "weight": -1}]}},
             "models.m.deployments.0.weight: -1 is less than the minimum",
