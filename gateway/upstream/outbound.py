@@ -215,6 +215,7 @@ def request_body(
 
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_VERSION = re.compile(r"v\d+(?:(?:alpha|beta)\d*)?")
 _NOT_NAME = re.compile(r"[\x00-\x20\x7f]")
 
 
@@ -225,7 +226,13 @@ def _names_secret(name: str, secret: str) -> bool:
 
 
 def proxy_url(provider: Provider, raw_tail: str, raw_query: str) -> URL:
-    """The provider URL for `/proxy/{provider}/{raw_tail}`; 400 for anything that could escape its base URL."""
+    """The provider URL for `/proxy/{provider}/{raw_tail}`; 400 for anything that could escape its base URL.
+
+    An SDK pointed at `/proxy/{provider}` adds its own version segment (`v1/messages`) to a base URL that already
+    ends in it (`https://api.anthropic.com/v1`): the repeated segment is taken once."""
+    version = provider.base_url.raw_path.rstrip("/").rpartition("/")[2]
+    if version and _VERSION.fullmatch(version) and raw_tail.startswith(version + "/"):
+        raw_tail = raw_tail[len(version) + 1 :]
     decoded = raw_tail
     # Decode until stable so that %2e%2e and %252e%252e are judged as what they become.
     for _ in range(4):
