@@ -81,6 +81,7 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False) -> 
             # The usage chunk asked for on the client's behalf is read, not relayed: the client gets what the
             # provider would have sent it.
             UsageChunkStrip() if ask else None,
+            secret=call.query_secret(provider) if provider.secret_query else None,
         )
 
     return handler

@@ -49,6 +49,7 @@ async def _proxy(request: web.Request, held: Held) -> web.StreamResponse:
         exchange,
         rules.retry,
         settings.write_timeout,
+        secret=call.query_secret(provider) if provider.secret_query else None,
     )
 
 

@@ -79,6 +79,7 @@ class Connection(asyncio.Protocol):
         "_buffered",
         "_complete",
         "_deadlines",
+        "_early",
         "_expired",
         "_error",
         "_head_bytes",
@@ -138,6 +139,7 @@ class Connection(asyncio.Protocol):
         self._error: TransportError | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._head_only = False
+        self._early = False
 
     # asyncio.Protocol
 
@@ -153,6 +155,10 @@ class Connection(asyncio.Protocol):
             return
         heading = not self.status
         if heading:
+            if not self._head_bytes and self.transport is not None and self.transport.get_write_buffer_size():
+                # The provider answers while part of the request is still ours to write: it has not read it all,
+                # and what it has not read would be taken for the next request's bytes. Never reused.
+                self._early = True
             self._head_bytes += len(data)
         try:
             self.parser.feed_data(data)
@@ -342,8 +348,16 @@ class Connection(asyncio.Protocol):
 
     @property
     def reusable(self) -> bool:
-        """Whole answer read, both sides agreeing to keep the connection: it may serve another request."""
-        return self._complete and self.keep_alive and not self._body and not self.closed and self._error is None
+        """Whole answer read, both sides agreeing to keep the connection, and the answer begun only after the whole
+        request was written: it may serve another request."""
+        return (
+            self._complete
+            and self.keep_alive
+            and not self._body
+            and not self.closed
+            and self._error is None
+            and not self._early
+        )
 
     def release(self) -> None:
         """The answer was read to its end: back to the pool, which keeps it if it may serve again."""
@@ -362,7 +376,12 @@ class Connection(asyncio.Protocol):
     def close(self) -> None:
         self.closed = True
         if self.transport is not None:
-            self.transport.close()
+            if self._early:
+                # The rest of a request already answered is of no use: dropped, not flushed to a provider that may
+                # never read it.
+                self.transport.abort()
+            else:
+                self.transport.close()
 
     def abort(self) -> None:
         self.closed = True
