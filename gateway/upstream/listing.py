@@ -13,6 +13,7 @@ import structlog
 from gateway.config.providers import Provider
 from gateway.errors import UpstreamError, UpstreamReply, UpstreamTimeout
 from gateway.upstream.call import fetch as fetch_whole
+from gateway.upstream.call import query_secret, scrub
 from gateway.upstream.transport import Transport, TransportError, UpstreamRequest, gateway_error
 
 log = structlog.get_logger("gateway.models")
@@ -39,7 +40,10 @@ async def fetch(transport: Transport, provider: Provider, timeout: float, reques
     if len(body) > MAX_LIST_BYTES:
         raise UpstreamError(f"provider {provider.id!r} sent a model list over {MAX_LIST_BYTES} bytes", code=INVALID)
     if status >= 400:
-        raise UpstreamReply(status, body, {"Content-Type": answer.get("Content-Type", "application/json")})
+        secret = query_secret(provider)
+        # A provider that echoes its request URL in an error would hand the client its query key.
+        shown = scrub(body, secret) if secret is not None else body
+        raise UpstreamReply(status, shown, {"Content-Type": answer.get("Content-Type", "application/json")})
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:

@@ -263,3 +263,15 @@ def test_scrub_replaces_every_written_form_of_the_key() -> None:
     text = " ".join(FORMS) + " " + FORMS[2].replace("%2B", "%2b").replace("%2F", "%2f").replace("%3D", "%3d")
     assert scrub(text.encode(), KEY.encode()) == b" ".join([REDACTED.encode()] * 4)
     assert scrub(b"nothing here", KEY.encode()) == b"nothing here"
+
+
+async def test_a_model_list_error_that_echoes_the_url_does_not_hand_out_the_key(fake_provider, gateway) -> None:
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response({"error": f"bad request to {request.url}"}, status=400)
+
+    fake = await fake_provider({"/v1/models": echo})
+    client = await gateway(entry("g", fake.url + "/v1", "query"), env={"G_API_KEY": "sk-query-secret-123"})
+    response = await client.get("/v1/models?provider=g")
+    assert response.status == 400
+    text = await response.text()
+    assert "sk-query-secret-123" not in text and "[REDACTED]" in text
