@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from gateway.errors import IncompleteRequest, RequestTimeout, RequestTooLarge, ServerBusy
+from gateway.errors import Handler, IncompleteRequest, RequestTimeout, RequestTooLarge, ServerBusy
 
 # What parsing a JSON body builds beyond its bytes, per object or array it holds (a dict or list object and its
 # slot in its parent, measured on CPython 3.11 with orjson: `[{},{},...]` of 10 MB builds about 280 MB).
@@ -64,6 +65,20 @@ class Held:
 
 
 BODY_BUDGET = web.AppKey("body_budget", BodyBudget)
+
+
+def holding_body(serve: Callable[[web.Request, Held], Awaitable[web.StreamResponse]]) -> Handler:
+    """A handler that reads a body: its share of the body budget is given back when the request ends, whatever
+    the outcome."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        held = request.app[BODY_BUDGET].hold()
+        try:
+            return await serve(request, held)
+        finally:
+            held.release()
+
+    return handler
 
 
 async def read_body(request: web.Request, limit: int, timeout: float, held: Held) -> bytes:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from gateway.access import auth
-from gateway.api.inbound import BODY_BUDGET, Held, read_body
+from gateway.api.inbound import Held, holding_body, read_body
 from gateway.dialects.openai import ModelRequest, UsageChunkStrip
 from gateway.errors import Handler
 from gateway.exchange import EXCHANGE, Exchange
@@ -27,13 +27,6 @@ Parser = Callable[[bytes], ModelRequest]
 def model_call(operation: str, parse: Parser, *, stream_usage: bool = False) -> Handler:
     """The handler of one operation: the provider's endpoint of that name serves it. `stream_usage`: streams may be
     asked for a final usage chunk (`stream_options`), for providers whose table entry says so."""
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        held = request.app[BODY_BUDGET].hold()
-        try:
-            return await serve(request, held)
-        finally:
-            held.release()
 
     async def serve(request: web.Request, held: Held) -> web.StreamResponse:
         state = request.app[STATE]
@@ -84,7 +77,7 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False) -> 
             secret=call.query_secret(provider) if provider.secret_query else None,
         )
 
-    return handler
+    return holding_body(serve)
 
 
 def _first_allowed(

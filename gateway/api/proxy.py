@@ -6,20 +6,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.access import auth
-from gateway.api.inbound import BODY_BUDGET, Held, read_body
+from gateway.api.inbound import Held, holding_body, read_body
 from gateway.exchange import EXCHANGE
 from gateway.routing import resolve
 from gateway.runtime.state import STATE
 from gateway.upstream import call, outbound
 from gateway.upstream.transport import UpstreamRequest
-
-
-async def proxy(request: web.Request) -> web.StreamResponse:
-    held = request.app[BODY_BUDGET].hold()
-    try:
-        return await _proxy(request, held)
-    finally:
-        held.release()
 
 
 async def _proxy(request: web.Request, held: Held) -> web.StreamResponse:
@@ -66,3 +58,6 @@ def _raw_tail(path: str, name: str) -> str:
     """The path after `/proxy/{provider}/` exactly as the client encoded it."""
     head = f"/proxy/{name}/"
     return path[len(head) :] if path.startswith(head) else path.split("/", 3)[-1]
+
+
+proxy = holding_body(_proxy)
