@@ -49,6 +49,8 @@ def table(count: int) -> dict[str, Any]:
         prefix = f"m{index:03d}-" + "x" * (index % 20)
         providers[pid] = _entry(pid, f"https://{pid}.invalid/v1", auth, [prefix], [f"{pid}-alias"])
     providers["bench"] = _entry("bench", "http://127.0.0.1:9101/v1", "none", ["bench-"], [])
+    # The mock upstream picks its answer by X-Bench: like bench/providers.yaml, the entry lets it through.
+    providers["bench"]["forward_headers"] = ["X-Bench"]
     return {"providers": providers}
 
 
