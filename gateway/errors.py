@@ -10,6 +10,7 @@
     ├── Forbidden                   403 permission_error / forbidden
     ├── ModelNotAllowed             403 permission_error / model_not_allowed
     ├── NoProvider                  404 no_provider
+    ├── ModelNotFound               404 invalid_request_error / model_not_found
     ├── RateLimited                 429 requests / rate_limit_exceeded (+ Retry-After)
     ├── LimiterUnavailable          503 server_error / rate_limiter_unavailable
     ├── ServerBusy                  503 server_error / server_busy (+ Retry-After: bodies in flight at their limit)
@@ -86,6 +87,12 @@ class NoProvider(GatewayError):
     status = 404
     type = "no_provider"
     code = "no_provider"
+
+
+class ModelNotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
 
 
 class ModelNotAllowed(GatewayError):

@@ -97,7 +97,10 @@ def error_renderer(dialects: Mapping[str, Dialect]) -> Middleware:
 
 def _http_message(request: web.Request, exc: web.HTTPException) -> str:
     if exc.status == 404:
-        return f"Invalid URL ({request.method} {request.path})"
+        return (
+            f"Invalid URL ({request.method} {request.path}): the gateway does not serve this route; a provider's own "
+            "API is reachable as /proxy/{provider}/..."
+        )
     if exc.status == 405:
         return f"Method {request.method} not allowed for {request.path}"
     if exc.status == 413:

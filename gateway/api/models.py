@@ -1,4 +1,5 @@
-"""`/v1/models`: every served provider's list, or one provider's (`?provider=`), filtered for the client."""
+"""`/v1/models`: every served provider's list, or one provider's (`?provider=`), filtered for the client; and
+`/v1/models/{id}`, one model, as the SDKs' `models.retrieve` asks for it."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import orjson
 from aiohttp import web
 
 from gateway.access import auth
-from gateway.errors import GatewayError, UpstreamReply
+from gateway.errors import GatewayError, ModelNotFound, UpstreamReply
 from gateway.exchange import EXCHANGE, Listing
 from gateway.routing import resolve
 from gateway.runtime.state import STATE
@@ -51,3 +52,28 @@ async def list_models(request: web.Request) -> web.Response:
         body = listing.listing(auth.visible_models(request, data, table.names))
     found.listed = [model["id"] for model in data]
     return web.Response(body=orjson.dumps(body), content_type=_JSON)
+
+
+async def retrieve_model(request: web.Request) -> web.Response:
+    """One model by id (`provider/model`, or a name the table routes): asked of the provider that would serve it."""
+    state = request.app[STATE]
+    exchange = request[EXCHANGE]
+    table, model_filter, policies = state.table, state.model_filter, state.policies
+    model_id = request.match_info["model"]
+    exchange.listing = found = Listing()
+    route = resolve.resolve(table, model_id, "models")[0]
+    provider = route.provider
+    exchange.provider, exchange.model = provider.id, route.model
+    try:
+        models = await listing.fetch(
+            request.app[TRANSPORT], provider, policies[provider.id].stream.headers, exchange.request_id
+        )
+    except (GatewayError, UpstreamReply) as exc:
+        found.failures.append((provider.id, listing.failure_kind(exc)))
+        raise
+    wanted = [m for m in listing.prefixed(provider, models, model_filter.allows) if m["id"] == route.model_id]
+    visible = auth.visible_models(request, wanted, table.names)
+    if not visible:
+        raise ModelNotFound(f"The model '{model_id}' does not exist or you do not have access to it.")
+    found.listed = [visible[0]["id"]]
+    return web.Response(body=orjson.dumps(visible[0]), content_type=_JSON)

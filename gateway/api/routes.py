@@ -47,6 +47,7 @@ ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("/health", ("GET",), health.health, "other", public=True, inference=False),
     ApiRoute("/ready", ("GET",), health.ready, "other", public=True, inference=False),
     ApiRoute("/v1/models", ("GET",), models.list_models, "models", inference=False),
+    ApiRoute("/v1/models/{model:.+}", ("GET",), models.retrieve_model, "models", inference=False),
     model_route("/v1/chat/completions", "chat", openai_dialect.parse_chat, stream_usage=True),
     # The operation names are OpenTelemetry's GenAI ones where it has one; the endpoint is the table's name.
     model_route("/v1/embeddings", "embeddings", openai_dialect.parse_model_request),

@@ -325,7 +325,8 @@ async def test_unknown_routes_and_methods_get_the_envelope(gateway, fake_provide
     response = await client.post("/v1/unknown")
     assert response.status == 404
     assert (await response.json())["error"] == {
-        "message": "Invalid URL (POST /v1/unknown)",
+        "message": "Invalid URL (POST /v1/unknown): the gateway does not serve this route; a provider's own API is "
+        "reachable as /proxy/{provider}/...",
         "type": "invalid_request_error",
         "code": "unknown_url",
     }

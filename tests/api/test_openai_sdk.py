@@ -88,3 +88,14 @@ async def test_errors_arrive_as_sdk_exceptions(sdk) -> None:
         await client.chat.completions.create(model="mystery", messages=[{"role": "user", "content": "hi"}])
     assert caught.value.code == "no_provider"
     assert caught.value.type == "no_provider"
+
+
+async def test_models_retrieve(sdk) -> None:
+    client, _ = sdk
+    for model_id in ("openai/gpt-4o", "gpt-4o"):
+        model = await client.models.retrieve(model_id)
+        assert (model.id, model.owned_by, model.created) == ("openai/gpt-4o", "openai", 5)
+    with pytest.raises(openai.NotFoundError) as caught:
+        await client.models.retrieve("openai/gpt-nope")
+    assert caught.value.code == "model_not_found"
+    assert caught.value.body["message"] == "The model 'openai/gpt-nope' does not exist or you do not have access to it."
