@@ -16,6 +16,9 @@ from typing import Any, NamedTuple, Protocol
 
 from aiohttp import web
 
+# More tokens than any model's context in one answer: a report beyond it is not believed.
+MAX_TOKENS = 10_000_000
+
 
 class Usage(NamedTuple):
     """Tokens an answer reported. Made per answer: a named tuple is the cheapest record to build."""
@@ -29,7 +32,13 @@ class Usage(NamedTuple):
         if not isinstance(value, dict):
             return None
         prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
-        if isinstance(prompt, int) and isinstance(completion, int) and prompt >= 0 and completion >= 0:
+        # Plain integers in a sane range only: `true` is an int to Python, and a provider's 2**64 - 1 is no count.
+        if (
+            type(prompt) is int
+            and type(completion) is int
+            and 0 <= prompt <= MAX_TOKENS
+            and 0 <= completion <= MAX_TOKENS
+        ):
             return cls(prompt, completion)
         return None
 

@@ -107,7 +107,8 @@ def _step(
         elif rlimit:
             requests -= 1
     if tlimit:
-        tokens -= spend
+        # A debt is at most one window's worth: whatever an answer reported, the budget is back within a window.
+        tokens = max(tokens - spend, 1.0 - tlimit)
     return _Bucket(requests, tokens, now), allowed
 
 
@@ -207,7 +208,7 @@ if take > 0 then
     r = r - 1
   end
 end
-if tlimit > 0 then t = t - spend end
+if tlimit > 0 then t = math.max(t - spend, 1 - tlimit) end
 local until_full = 0
 if rlimit > 0 then until_full = math.max(until_full, (rlimit - r) / rlimit) end
 if tlimit > 0 then until_full = math.max(until_full, (tlimit - t) / tlimit) end

@@ -99,11 +99,24 @@ async def test_request_budget_refills_over_the_window(limiter: Any, clock: FakeC
 async def test_token_budget_is_charged_after_the_answer(limiter: Any, clock: FakeClock) -> None:
     quota = Quota(tokens=100)
     assert (await limiter.acquire("a", quota)).tokens == Window(100, 100, 0.0)
-    await limiter.charge("a", quota, 250)  # more than the budget: it goes into debt
+    await limiter.charge("a", quota, 130)  # more than the budget: it goes into debt
     refused = await limiter.acquire("a", quota)
-    assert not refused.allowed and refused.tokens == Window(100, 0, 150.0)
-    assert refused.retry_after == pytest.approx(90.6)
-    clock.advance(90.6)
+    assert not refused.allowed and refused.tokens == Window(100, 0, 78.0)
+    assert refused.retry_after == pytest.approx(18.6)
+    clock.advance(18.6)
+    assert (await limiter.acquire("a", quota)).allowed
+
+
+async def test_a_debt_is_at_most_one_window(limiter: Any, clock: FakeClock) -> None:
+    """A provider reporting a million tokens cannot lock a key out for days: the budget is back within a window."""
+    quota = Quota(tokens=100)
+    await limiter.acquire("a", quota)
+    await limiter.charge("a", quota, 1_000_000)
+    refused = await limiter.acquire("a", quota)
+    assert not refused.allowed
+    assert refused.retry_after == pytest.approx(60.0)
+    assert refused.headers()["Retry-After"] == "60"
+    clock.advance(60.0)
     assert (await limiter.acquire("a", quota)).allowed
 
 
