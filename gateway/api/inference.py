@@ -19,6 +19,7 @@ from gateway.routing.resolve import Candidates, Route
 from gateway.runtime.state import STATE
 from gateway.telemetry.scanners import JsonUsage, SseUsage
 from gateway.upstream import call, outbound
+from gateway.upstream.scrub import query_secret
 from gateway.upstream.transport import UpstreamRequest
 
 Parser = Callable[[bytes], ModelRequest]
@@ -74,7 +75,7 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False) -> 
             # The usage chunk asked for on the client's behalf is read, not relayed: the client gets what the
             # provider would have sent it.
             UsageChunkStrip() if ask else None,
-            secret=call.query_secret(provider) if provider.secret_query else None,
+            secret=query_secret(provider),
         )
 
     return holding_body(serve)

@@ -11,6 +11,7 @@ from gateway.exchange import EXCHANGE
 from gateway.routing import resolve
 from gateway.runtime.state import STATE
 from gateway.upstream import call, outbound
+from gateway.upstream.scrub import query_secret
 from gateway.upstream.transport import UpstreamRequest
 
 
@@ -41,7 +42,7 @@ async def _proxy(request: web.Request, held: Held) -> web.StreamResponse:
         exchange,
         rules.retry,
         settings.write_timeout,
-        secret=call.query_secret(provider) if provider.secret_query else None,
+        secret=query_secret(provider),
     )
 
 

@@ -3,7 +3,7 @@ gateway's at this one boundary, and the relay that copies the provider's answer 
 untouched. Time limits and retry rules come precomputed from `timeouts.py`; bytes on the wire are the transport's.
 
 One exception to "untouched": a provider whose key rides in the URL query (`auth_type: query`) may echo that URL,
-in a redirect's Location or in an error body. Its key is replaced by `[REDACTED]` in every relayed header and in
+in a redirect's Location or in an error body. Its key is replaced (`scrub.py`) in every relayed header and in
 every non-2xx body, which is read whole (bounded) for that; 2xx bodies pass as they are.
 """
 
@@ -11,24 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
-import zlib
 from collections.abc import AsyncIterator, Callable
-from functools import lru_cache, partial
+from functools import partial
 from typing import Protocol
-from urllib.parse import quote, quote_plus
 
 import structlog
 from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from gateway.config.providers import Provider
 from gateway.config.settings import Settings
 from gateway.exchange import Exchange
 from gateway.upstream.http1.client import Http1Transport
 from gateway.upstream.outbound import HOP_BY_HOP
+from gateway.upstream.scrub import SCRUBBED_MAX, Unscrubbable, scrubbed_body, scrubbed_head
 from gateway.upstream.timeouts import NO_RETRY, RETRY_STATUSES, Limits, RetryPolicy, retry_after
 from gateway.upstream.transport import (
     AnswerTimedOut,
@@ -45,7 +42,7 @@ from gateway.upstream.transport import (
 )
 from gateway.upstream.write_guard import WriteGuard
 
-__all__ = ["REDACTED", "TRANSPORT", "Limits", "fetch", "query_secret", "relay", "scrub", "transport_context"]
+__all__ = ["TRANSPORT", "Limits", "fetch", "relay", "transport_context"]
 
 log = structlog.get_logger("gateway.upstream")
 
@@ -56,10 +53,6 @@ _NOT_RELAYED = HOP_BY_HOP | {"content-length"}
 # A whole answer that is already in when its head is read goes out in one write, up to this size; beyond it,
 # or when more is to come, it is streamed (and the write timeout watches a client that stops reading).
 _ONE_WRITE = 64 * 1024
-# A non-2xx body of a provider with a key in its URL query is read whole, up to this size, to be scrubbed before any
-# of it goes out; a larger one is cut rather than relayed unscrubbed (error bodies are small).
-_SCRUBBED_MAX = 1024 * 1024
-REDACTED = b"[REDACTED]"
 
 
 class StreamEdit(Protocol):
@@ -159,7 +152,7 @@ async def relay(
             return response
         exchange.error_type = "connect"
         raise gateway_error(TransportError(type(exc).__name__)) from None
-    except _Unscrubbable as exc:
+    except Unscrubbable as exc:
         # Nothing of the body has gone out: the scrubbed head goes, then the connection is cut, never the key.
         assert answer is not None
         log.warning("provider answer not relayed: it cannot be scrubbed", provider=exchange.provider, reason=str(exc))
@@ -306,116 +299,22 @@ async def _copy_body(
 async def _scrubbed_body(
     answer: Response, exchange: Exchange, url: URL, limits: Limits, whole_end: float | None
 ) -> bytes:
-    """A non-2xx body to be scrubbed, read whole within the answer's limits: over _SCRUBBED_MAX it is not relayed
-    (_Unscrubbable); a provider that breaks off or runs out of time gets the gateway's 502 or 504 (nothing of the
+    """A non-2xx body to be scrubbed, read whole within the answer's limits: over SCRUBBED_MAX it is not relayed
+    (Unscrubbable); a provider that breaks off or runs out of time gets the gateway's 502 or 504 (nothing of the
     answer has reached the client yet)."""
     chunks: list[bytes] = []
     size = 0
     try:
         while chunk := await answer.read(limits.idle, whole_end):
             size += len(chunk)
-            if size > _SCRUBBED_MAX:
-                raise _Unscrubbable(f"a non-2xx body over {_SCRUBBED_MAX} bytes")
+            if size > SCRUBBED_MAX:
+                raise Unscrubbable(f"a non-2xx body over {SCRUBBED_MAX} bytes")
             chunks.append(chunk)
     except TransportError as exc:
         log.warning("upstream error answer not read whole", url=_loggable(url), error=type(exc).__name__)
         exchange.error_type = "timeout" if isinstance(exc, TimedOut) else "truncated"
         raise gateway_error(exc, late="did not finish its answer") from None
     return b"".join(chunks)
-
-
-def query_secret(provider: Provider) -> bytes | None:
-    """The key a provider carries in its URL query (`auth_type: query`), for `relay` to scrub; None without one."""
-    name = provider.secret_query
-    for key, value in provider.query:
-        if key == name and value:
-            return value.encode()
-    return None
-
-
-def scrub(data: bytes, secret: bytes) -> bytes:
-    """`data` with the key `secret`, as is or percent-encoded, replaced by [REDACTED]."""
-    for form in _Secret.of(secret).forms:
-        data = data.replace(form, REDACTED)
-    return data
-
-
-class _Unscrubbable(Exception):
-    """A non-2xx answer that cannot be scrubbed of the provider's key (too large, or in an unknown encoding)."""
-
-
-class _Secret:
-    """A provider's key in the forms it may be echoed in: as is, and percent-encoded as yarl puts it in the URL or
-    as another encoder would (upper- and lower-case hex); longest first. Made once per key."""
-
-    __slots__ = ("forms", "texts")
-
-    def __init__(self, key: bytes) -> None:
-        text = key.decode("utf-8", "surrogateescape")
-        encoded = [
-            URL.build(query={"k": text}).raw_query_string[2:],
-            quote(text, safe=""),
-            quote_plus(text, safe=""),
-        ]
-        forms = {key, *(form.encode() for form in encoded)}
-        forms |= {_LOWER_HEX(lambda m: m[0].lower(), form) for form in forms}
-        self.forms = tuple(sorted((form for form in forms if form), key=len, reverse=True))
-        # Header values and reason phrases are bytes read as latin-1.
-        self.texts = tuple(form.decode("latin-1") for form in self.forms)
-
-    @staticmethod
-    @lru_cache(maxsize=64)
-    def of(key: bytes) -> _Secret:
-        return _Secret(key)
-
-    def scrub_text(self, value: str) -> str:
-        for form in self.texts:
-            value = value.replace(form, "[REDACTED]")
-        return value
-
-    def holds(self, value: str) -> bool:
-        return any(form in value for form in self.texts)
-
-
-_LOWER_HEX = re.compile(rb"%[0-9A-F]{2}").sub
-
-
-def _scrubbed_head(
-    answer: Response, headers: CIMultiDict[str], exchange: Exchange, secret: bytes
-) -> tuple[CIMultiDict[str], str]:
-    """The relayed headers and reason phrase without the key."""
-    known = _Secret.of(secret)
-    if any(known.holds(value) for value in headers.values()):
-        headers = CIMultiDict((name, known.scrub_text(value)) for name, value in headers.items())
-    if exchange.upstream_request_id and known.holds(exchange.upstream_request_id):
-        exchange.upstream_request_id = known.scrub_text(exchange.upstream_request_id)
-    return headers, known.scrub_text(answer.reason)
-
-
-def _scrubbed(answer: Response, headers: CIMultiDict[str], body: bytes, secret: bytes) -> bytes:
-    """A non-2xx body without the key; one compressed with gzip or deflate goes out decoded (its Content-Encoding
-    dropped), one in another encoding is _Unscrubbable."""
-    encoding = headers.get("Content-Encoding", "").strip().lower()
-    if encoding and encoding != "identity":
-        body = _decoded(body, encoding)
-        headers.popall("Content-Encoding")
-    return scrub(body, secret)
-
-
-def _decoded(body: bytes, encoding: str) -> bytes:
-    if encoding not in ("gzip", "x-gzip", "deflate"):
-        raise _Unscrubbable(f"a non-2xx body in {encoding[:32]!r}")
-    # gzip or zlib by their headers; deflate is sometimes sent raw, without the zlib wrapper.
-    for wbits in (32 + zlib.MAX_WBITS, -zlib.MAX_WBITS):
-        decoder = zlib.decompressobj(wbits)
-        try:
-            data = decoder.decompress(body, _SCRUBBED_MAX + 1)
-        except zlib.error:
-            continue
-        if decoder.eof and len(data) <= _SCRUBBED_MAX:
-            return data
-        break
-    raise _Unscrubbable(f"a non-2xx body in {encoding} that does not decode within {_SCRUBBED_MAX} bytes")
 
 
 def _relayed_headers(answer: Response, exchange: Exchange) -> CIMultiDict[str]:
@@ -451,9 +350,9 @@ def _whole_response(
     headers = _relayed_headers(answer, exchange)
     reason = answer.reason
     if secret is not None:
-        headers, reason = _scrubbed_head(answer, headers, exchange, secret)
+        headers, reason = scrubbed_head(answer, headers, exchange, secret)
         if not 200 <= answer.status < 300:
-            body = _scrubbed(answer, headers, body, secret)
+            body = scrubbed_body(headers, body, secret)
     if body:
         exchange.first_chunk_at = time.perf_counter()
     if exchange.scanner is not None:
@@ -470,7 +369,7 @@ def _start_response(
     headers = _relayed_headers(answer, exchange)
     reason = answer.reason
     if secret is not None:
-        headers, reason = _scrubbed_head(answer, headers, exchange, secret)
+        headers, reason = scrubbed_head(answer, headers, exchange, secret)
     response = web.StreamResponse(status=answer.status, reason=reason or None, headers=headers)
     if answer.content_length is not None and not answer.chunked and not edited:
         response.content_length = answer.content_length

@@ -13,7 +13,7 @@ import structlog
 from gateway.config.providers import Provider
 from gateway.errors import UpstreamError, UpstreamReply, UpstreamTimeout
 from gateway.upstream.call import fetch as fetch_whole
-from gateway.upstream.call import query_secret, scrub
+from gateway.upstream.scrub import query_secret, scrub
 from gateway.upstream.transport import Transport, TransportError, UpstreamRequest, gateway_error
 
 log = structlog.get_logger("gateway.models")

@@ -13,7 +13,7 @@ from urllib.parse import quote
 import pytest
 from aiohttp import web
 
-from gateway.upstream.call import scrub
+from gateway.upstream.scrub import scrub
 from tests.fakes.bodies import CHAT, chat
 from tests.fakes.gateways import Gateway, start_gateway
 from tests.fakes.net import read_until_cut
