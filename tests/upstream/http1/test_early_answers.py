@@ -6,8 +6,7 @@ once (the rest of the request is not flushed to a provider that may never read i
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
 from yarl import URL
@@ -77,20 +76,6 @@ class EarlyProvider(RawServer):
                 await writer.drain()
         finally:
             self.ended.set()
-
-
-@pytest.fixture
-async def servers() -> AsyncIterator[Callable[[RawServer], Awaitable[Any]]]:
-    started: list[RawServer] = []
-
-    async def start(server: RawServer) -> Any:
-        await server.start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in reversed(started):
-        await server.stop()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import base64
 import datetime
 import ipaddress
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -141,20 +141,6 @@ async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter, record
         pass
     finally:
         sink.close()
-
-
-@pytest.fixture
-async def servers() -> AsyncIterator[Callable[[RawServer], Awaitable[Any]]]:
-    started: list[RawServer] = []
-
-    async def start(server: RawServer) -> Any:
-        await server.start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in reversed(started):
-        await server.stop()
 
 
 @pytest.fixture
