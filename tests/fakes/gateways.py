@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from gateway.app import create_app
 from gateway.config.providers import ProviderTable
 from gateway.config.settings import Settings
 from gateway.exchange import EXCHANGE, Exchange
-from tests.fakes.net import wait_listening
+from tests.fakes.net import free_port, wait_listening
 from tests.fakes.providers import Handler
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository, where `python -m gateway` runs
@@ -142,3 +143,15 @@ def running(args: list[str], env: dict[str, str], port: int) -> Iterator[subproc
 
 def gateway_args(port: int) -> list[str]:
     return ["gateway", "--host", "127.0.0.1", "--port", str(port), "--providers", "config/demo.providers.yaml"]
+
+
+@contextlib.contextmanager
+def demo_gateway() -> Iterator[str]:
+    """The demo upstream and a gateway on it (`make run`'s set-up) as processes on free ports: the gateway's URL."""
+    demo_port, gw_port = free_port(), free_port()
+    env = {**os.environ, "DEMO_API_URL": f"http://127.0.0.1:{demo_port}/v1", "ENVIRONMENT": "production"}
+    with (
+        running(["gateway.demo", "--port", str(demo_port)], env, demo_port),
+        running(gateway_args(gw_port), env, gw_port),
+    ):
+        yield f"http://127.0.0.1:{gw_port}"

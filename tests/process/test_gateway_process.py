@@ -13,19 +13,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.fakes.gateways import demo_gateway as demo_process
 from tests.fakes.gateways import gateway_args, running
 from tests.fakes.net import free_port
 
 
 @pytest.fixture
 def demo_gateway() -> Iterator[str]:
-    demo_port, gw_port = free_port(), free_port()
-    env = {**os.environ, "DEMO_API_URL": f"http://127.0.0.1:{demo_port}/v1", "ENVIRONMENT": "production"}
-    with (
-        running(["gateway.demo", "--port", str(demo_port)], env, demo_port),
-        running(gateway_args(gw_port), env, gw_port),
-    ):
-        yield f"http://127.0.0.1:{gw_port}"
+    with demo_process() as url:
+        yield url
 
 
 async def test_the_demo_setup_serves_models_chat_and_streams(demo_gateway: str) -> None:

@@ -3,7 +3,6 @@ Python line `make run` prints, run with the venv's python (the one with `openai`
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -13,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from gateway.demo import STORY
-from tests.fakes.gateways import ROOT, gateway_args, running
-from tests.fakes.net import free_port
+from tests.fakes.gateways import ROOT
+from tests.fakes.gateways import demo_gateway as demo_process
 
 README_URL = "http://127.0.0.1:8080"  # where the README's snippet points: `make run`'s gateway
 LIMIT = 60  # seconds for one snippet to run, start-up of the SDK included
@@ -22,13 +21,8 @@ LIMIT = 60  # seconds for one snippet to run, start-up of the SDK included
 
 @pytest.fixture(scope="module")
 def demo_gateway() -> Iterator[str]:
-    demo_port, gw_port = free_port(), free_port()
-    env = {**os.environ, "DEMO_API_URL": f"http://127.0.0.1:{demo_port}/v1", "ENVIRONMENT": "production"}
-    with (
-        running(["gateway.demo", "--port", str(demo_port)], env, demo_port),
-        running(gateway_args(gw_port), env, gw_port),
-    ):
-        yield f"http://127.0.0.1:{gw_port}"
+    with demo_process() as url:
+        yield url
 
 
 def readme_python() -> str:
