@@ -5,6 +5,7 @@ the model name in the body, and the URL of a raw /proxy call that may never leav
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
 
@@ -99,23 +100,17 @@ _NOT_FORWARDED_RAW = frozenset(name.encode() for name in NOT_FORWARDED)
 _IDENTITY_RAW = frozenset(name.encode() for name in IDENTITY)
 _INFERENCE_RAW = frozenset(name.encode() for name in INFERENCE)
 # Per table `forward_headers` set: the names an inference route keeps, and the names /proxy drops. Credentials and
-# framing stay out whatever the table says. A handful of distinct sets per table, so the memo stays small.
-_KEPT: dict[frozenset[bytes], frozenset[bytes]] = {}
-_DROPPED: dict[frozenset[bytes], frozenset[bytes]] = {}
+# framing stay out whatever the table says. A table holds a handful of distinct sets, so the caches stay small.
 
 
+@lru_cache(maxsize=64)
 def _kept(extra: frozenset[bytes]) -> frozenset[bytes]:
-    found = _KEPT.get(extra)
-    if found is None:
-        found = _KEPT[extra] = (_INFERENCE_RAW | extra) - _NOT_FORWARDED_RAW
-    return found
+    return (_INFERENCE_RAW | extra) - _NOT_FORWARDED_RAW
 
 
+@lru_cache(maxsize=64)
 def _dropped(extra: frozenset[bytes]) -> frozenset[bytes]:
-    found = _DROPPED.get(extra)
-    if found is None:
-        found = _DROPPED[extra] = _NOT_FORWARDED_RAW | (_IDENTITY_RAW - extra)
-    return found
+    return _NOT_FORWARDED_RAW | (_IDENTITY_RAW - extra)
 
 
 # Connection options that name no header.
