@@ -23,11 +23,25 @@ from gateway.upstream.scrub import query_secret
 from gateway.upstream.transport import UpstreamRequest
 
 Parser = Callable[[bytes], ModelRequest]
+# The provider a request is pinned to (the one holding state it refers to), when its model names none.
+Pin = Callable[[web.Request, ModelRequest], str | None]
+# Called once the answer is out (not when the gateway refused the request or the provider could not be reached).
+Answered = Callable[[web.Request, Exchange], None]
 
 
-def model_call(operation: str, parse: Parser, *, stream_usage: bool = False) -> Handler:
+def model_call(
+    operation: str,
+    parse: Parser,
+    *,
+    stream_usage: bool = False,
+    stream_scanner: Callable[[], SseUsage] = SseUsage,
+    pin: Pin | None = None,
+    answered: Answered | None = None,
+) -> Handler:
     """The handler of one operation: the provider's endpoint of that name serves it. `stream_usage`: streams may be
-    asked for a final usage chunk (`stream_options`), for providers whose table entry says so."""
+    asked for a final usage chunk (`stream_options`), for providers whose table entry says so. `stream_scanner`
+    reads usage from the dialect's stream events; `pin` and `answered` are for APIs whose answers leave state at
+    the provider (the Responses API)."""
 
     async def serve(request: web.Request, held: Held) -> web.StreamResponse:
         state = request.app[STATE]
@@ -42,13 +56,18 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False) -> 
         exchange.stream = stream = parsed.stream
         exchange.request_body = body
         candidates = resolve.resolve(
-            table, parsed.model, operation, query_provider=request.query.get("provider"), body_provider=parsed.provider
+            table,
+            parsed.model,
+            operation,
+            query_provider=request.query.get("provider"),
+            body_provider=parsed.provider,
+            pinned=pin(request, parsed) if pin is not None else None,
         )
         route = _first_allowed(request, exchange, candidates, model_filter, table.names)
         provider = route.provider
         filters.check_vision(settings.enable_vision, provider, body)
         rules = policies[provider.id]
-        exchange.scanner = SseUsage() if stream else JsonUsage()
+        exchange.scanner = stream_scanner() if stream else JsonUsage()
         # Streams report usage only when asked; the client's own stream_options always win.
         ask = stream_usage and stream and provider.stream_usage and "stream_options" not in body
         exchange.usage_requested = ask
@@ -64,7 +83,7 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False) -> 
             ),
             outbound.request_body(raw, body, route.model, route.requested, "provider" in body, ask),
         )
-        return await call.relay(
+        response = await call.relay(
             request,
             request.app[call.TRANSPORT],
             upstream,
@@ -77,6 +96,9 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False) -> 
             UsageChunkStrip() if ask else None,
             secret=query_secret(provider),
         )
+        if answered is not None:
+            answered(request, exchange)
+        return response
 
     return holding_body(serve)
 

@@ -5,15 +5,17 @@ renderer (each route's dialect) all read it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from gateway.api import health, inference, models, proxy
 from gateway.dialects import DIALECTS, Dialect
+from gateway.dialects import anthropic as anthropic_dialect
 from gateway.dialects import openai as openai_dialect
 from gateway.errors import Handler
+from gateway.telemetry.scanners import MessagesSseUsage, SseUsage
 
 PROXY_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
@@ -36,11 +38,16 @@ def model_route(
     *,
     endpoint: str | None = None,
     stream_usage: bool = False,
+    dialect: str = "openai",
+    stream_scanner: Callable[[], SseUsage] = SseUsage,
 ) -> ApiRoute:
     """A POST whose JSON body names a model, relayed to the provider's endpoint named `endpoint` (by default the
-    operation's name): only providers that declare it serve the route."""
-    handler = inference.model_call(endpoint or operation, parse, stream_usage=stream_usage)
-    return ApiRoute(path, ("POST",), handler, operation)
+    operation's name): only providers that declare it serve the route. `stream_scanner` reads the usage of the
+    dialect's streams."""
+    handler = inference.model_call(
+        endpoint or operation, parse, stream_usage=stream_usage, stream_scanner=stream_scanner
+    )
+    return ApiRoute(path, ("POST",), handler, operation, dialect)
 
 
 ROUTES: tuple[ApiRoute, ...] = (
@@ -67,6 +74,22 @@ ROUTES: tuple[ApiRoute, ...] = (
     ),
     model_route("/v1/audio/speech", "audio_speech", openai_dialect.parse_model_request),
     model_route("/v1/rerank", "rerank", openai_dialect.parse_model_request),
+    # Anthropic's Messages API, for providers that speak it natively: a chat by OpenTelemetry's name.
+    model_route(
+        "/v1/messages",
+        "chat",
+        anthropic_dialect.parse_messages,
+        endpoint="messages",
+        dialect="anthropic",
+        stream_scanner=MessagesSseUsage,
+    ),
+    model_route(
+        "/v1/messages/count_tokens",
+        "count_tokens",
+        anthropic_dialect.parse_messages,
+        endpoint="count_tokens",
+        dialect="anthropic",
+    ),
     ApiRoute("/proxy/{provider}/{path:[\\s\\S]*}", PROXY_METHODS, proxy.proxy, "proxy"),
 )
 
