@@ -10,12 +10,12 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.api import health, inference, models, proxy
+from gateway.api import health, inference, models, proxy, responses
 from gateway.dialects import DIALECTS, Dialect
 from gateway.dialects import anthropic as anthropic_dialect
 from gateway.dialects import openai as openai_dialect
 from gateway.errors import Handler
-from gateway.telemetry.scanners import MessagesSseUsage, SseUsage
+from gateway.telemetry.scanners import MessagesSseUsage, ResponsesSseUsage, SseUsage
 
 PROXY_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
@@ -40,6 +40,8 @@ def model_route(
     stream_usage: bool = False,
     dialect: str = "openai",
     stream_scanner: Callable[[], SseUsage] = SseUsage,
+    pin: inference.Pin | None = None,
+    answered: inference.Answered | None = None,
 ) -> ApiRoute:
     """A POST whose JSON body names a model, relayed to the provider's endpoint named `endpoint` (by default the
     operation's name): only providers that declare it serve the route. `stream_scanner` reads the usage of the
@@ -74,6 +76,19 @@ ROUTES: tuple[ApiRoute, ...] = (
     ),
     model_route("/v1/audio/speech", "audio_speech", openai_dialect.parse_model_request),
     model_route("/v1/rerank", "rerank", openai_dialect.parse_model_request),
+    # OpenAI's Responses API: creating one is a chat; the follow-ups go to the provider that made the response.
+    model_route(
+        "/v1/responses",
+        "chat",
+        openai_dialect.parse_model_request,
+        endpoint=responses.ENDPOINT,
+        stream_scanner=ResponsesSseUsage,
+        pin=responses.pin,
+        answered=responses.answered,
+    ),
+    ApiRoute("/v1/responses/{response_id}", ("GET", "DELETE"), responses.followup(), "responses"),
+    ApiRoute("/v1/responses/{response_id}/input_items", ("GET",), responses.followup("/input_items"), "responses"),
+    ApiRoute("/v1/responses/{response_id}/cancel", ("POST",), responses.followup("/cancel"), "responses"),
     # Anthropic's Messages API, for providers that speak it natively: a chat by OpenTelemetry's name.
     model_route(
         "/v1/messages",

@@ -5,7 +5,7 @@ the model name in the body, and the URL of a raw /proxy call that may never leav
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
@@ -225,6 +225,16 @@ def request_body(
     if inject:
         rewritten["stream_options"] = {"include_usage": True}
     return orjson.dumps(rewritten)
+
+
+def followup_url(provider: Provider, base: URL, tail: str, query: Iterable[tuple[str, str]]) -> URL:
+    """`base` (an endpoint's URL, with the query the table gives it) with `/tail` after its path and the client's
+    query parameters: all but `provider` (the gateway's) and any that could be read as the provider's key.
+    `tail` is the gateway's to make safe (ids checked against a strict pattern)."""
+    secret = provider.secret_query
+    extra = [(k, v) for k, v in query if k != "provider" and (secret is None or not _names_secret(k, secret))]
+    url = base.with_path(f"{base.raw_path.rstrip('/')}/{tail}", encoded=True)
+    return url.with_query(list(base.query.items()) + extra)
 
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
