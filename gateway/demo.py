@@ -461,14 +461,14 @@ Gateway on {gw} (demo upstream behind it, offline). Try:
   curl -sN {gw}/v1/chat/completions -H 'Content-Type: application/json' \\
        -d '{{"model": "demo-story", "stream": true, "messages": [{{"role": "user", "content": "a story"}}]}}'
   curl -s {gw}/v1/embeddings -H 'Content-Type: application/json' -d '{{"model": "demo-embed", "input": "hello"}}'
-  curl -s {gw}/v1/audio/speech -H 'Content-Type: application/json' \
+  curl -s {gw}/v1/audio/speech -H 'Content-Type: application/json' \\
        -d '{{"model": "demo-tts", "voice": "alloy", "input": "hello"}}' -o hello.wav
-  curl -sN {gw}/v1/responses -H 'Content-Type: application/json' \
+  curl -sN {gw}/v1/responses -H 'Content-Type: application/json' \\
        -d '{{"model": "demo-story", "input": "a story", "stream": true}}'
   curl -s {gw}/v1/responses/RESP_ID         # an id from above: the gateway sends it where it was made
-  curl -sN {gw}/v1/messages -H 'Content-Type: application/json' -H 'anthropic-version: 2023-06-01' \
+  curl -sN {gw}/v1/messages -H 'Content-Type: application/json' -H 'anthropic-version: 2023-06-01' \\
        -d '{{"model":"demo-story", "max_tokens": 99, "stream": true, "messages": [{{"role": "user", "content": "a"}}]}}'
-  curl -s {gw}/v1/messages/count_tokens -H 'Content-Type: application/json' \
+  curl -s {gw}/v1/messages/count_tokens -H 'Content-Type: application/json' \\
        -d '{{"model": "demo-echo", "messages": [{{"role": "user", "content": "how many tokens"}}]}}'
 {metrics}
   {python} -c 'from openai import OpenAI

@@ -45,9 +45,14 @@ def model_route(
 ) -> ApiRoute:
     """A POST whose JSON body names a model, relayed to the provider's endpoint named `endpoint` (by default the
     operation's name): only providers that declare it serve the route. `stream_scanner` reads the usage of the
-    dialect's streams."""
+    dialect's streams; `pin` and `answered` keep a request with the provider that holds its state."""
     handler = inference.model_call(
-        endpoint or operation, parse, stream_usage=stream_usage, stream_scanner=stream_scanner
+        endpoint or operation,
+        parse,
+        stream_usage=stream_usage,
+        stream_scanner=stream_scanner,
+        pin=pin,
+        answered=answered,
     )
     return ApiRoute(path, ("POST",), handler, operation, dialect)
 

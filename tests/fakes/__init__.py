@@ -3,8 +3,10 @@
 - providers: the fake providers, aiohttp servers on 127.0.0.1. FakeProvider (routes by path, records what reached
   it) with start_provider() and the handlers answering() and sending(); ChatProvider, OpenAI-compatible and scripted
   by model name (access_provider() is the access tests' preset); FlakyProvider, failing at random for the soak.
+- native: the providers of the APIs relayed natively, AnthropicProvider (Messages, count_tokens) and
+  ResponsesProvider (the Responses API and its follow-ups), with the exact bytes they send.
 - bodies: the chat request builder chat(), and what providers send back (chat_answer, chunk, event, DONE).
-- tables: provider table entries and tables: entry, table_of, one_provider, access_table, telemetry_table.
+- tables: provider table entries and tables: entry, serving (more endpoints), table_of, one_provider, access_table, telemetry_table.
 - gateways: gateways in this process (start_gateway, gateway_app and the settings of each suite) and as processes
   (running, gateway_args); ROOT.
 - net: loopback ports, raw-socket clients, a raw asyncio server, wait_listening and wait_for.
