@@ -37,11 +37,13 @@ def model_call(
     stream_scanner: Callable[[], SseUsage] = SseUsage,
     pin: Pin | None = None,
     answered: Answered | None = None,
+    budget: bool = True,
 ) -> Handler:
     """The handler of one operation: the provider's endpoint of that name serves it. `stream_usage`: streams may be
     asked for a final usage chunk (`stream_options`), for providers whose table entry says so. `stream_scanner`
     reads usage from the dialect's stream events; `pin` and `answered` are for APIs whose answers leave state at
-    the provider (the Responses API)."""
+    the provider (the Responses API). `budget`: the call may use tokens, so they are reserved from the client's
+    token budget first (counting tokens uses none)."""
 
     async def serve(request: web.Request, held: Held) -> web.StreamResponse:
         state = request.app[STATE]
@@ -66,7 +68,8 @@ def model_call(
         route = _first_allowed(request, exchange, candidates, model_filter, table.names)
         provider = route.provider
         filters.check_vision(settings.enable_vision, provider, body)
-        await auth.reserve_tokens(request, len(raw), body)
+        if budget:
+            await auth.reserve_tokens(request, len(raw), body)
         rules = policies[provider.id]
         exchange.scanner = stream_scanner() if stream else JsonUsage()
         # Streams report usage only when asked; the client's own stream_options always win.

@@ -42,6 +42,7 @@ def model_route(
     stream_scanner: Callable[[], SseUsage] = SseUsage,
     pin: inference.Pin | None = None,
     answered: inference.Answered | None = None,
+    budget: bool = True,
 ) -> ApiRoute:
     """A POST whose JSON body names a model, relayed to the provider's endpoint named `endpoint` (by default the
     operation's name): only providers that declare it serve the route. `stream_scanner` reads the usage of the
@@ -53,6 +54,7 @@ def model_route(
         stream_scanner=stream_scanner,
         pin=pin,
         answered=answered,
+        budget=budget,
     )
     return ApiRoute(path, ("POST",), handler, operation, dialect)
 
@@ -109,6 +111,7 @@ ROUTES: tuple[ApiRoute, ...] = (
         anthropic_dialect.parse_messages,
         endpoint="count_tokens",
         dialect="anthropic",
+        budget=False,  # counting uses no tokens: nothing to reserve or charge
     ),
     ApiRoute("/proxy/{provider}/{path:[\\s\\S]*}", PROXY_METHODS, proxy.proxy, "proxy"),
 )

@@ -181,26 +181,25 @@ async def test_the_clients_version_and_beta_headers_replace_the_tables_default(
 async def test_x_api_key_authenticates_the_sdk_and_the_budget_is_charged_its_usage(
     aiohttp_client: Any, fake: AnthropicProvider, tmp_path: Path
 ) -> None:
-    keys = write_keys(tmp_path, {"coder": {"policy": "tpm"}}, {"tpm": {"tokens_per_minute": 40}})
+    keys = write_keys(tmp_path, {"coder": {"policy": "tpm"}}, {"tpm": {"tokens_per_minute": 100}})
     settings = auth_settings(auth_keys_file=str(keys.path))
     gw = await start_gateway(aiohttp_client, claude_table(fake), settings)
+    hi = [{"role": "user", "content": "hi"}]
     async with sdk(gw, keys.key("coder")) as client:
-        await client.messages.create(model="claude-fake", max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+        await client.messages.create(model="claude-fake", max_tokens=8, messages=hi)
         assert fake.last.headers["x-api-key"] == PROVIDER_KEY
-        # 17 in (cache reads and writes count) + 6 out = 23 of 40: 17 left, then a stream of 5 + 4 leaves 8.
-        raw = await client.messages.with_raw_response.create(
-            model="claude-fake", max_tokens=8, messages=[{"role": "user", "content": "hi"}], stream=True
-        )
-        assert raw.headers["x-ratelimit-remaining-tokens"] == "17"
-        async for _ in await raw.parse():
+        # 17 in (cache reads and writes count) + 6 out: 77 of 100 left. Counting tokens uses none.
+        counted = await client.messages.with_raw_response.count_tokens(model="claude-fake", messages=hi)
+        assert counted.headers["x-ratelimit-remaining-tokens"] == "77"
+        stream = await client.messages.create(model="claude-fake", max_tokens=8, messages=hi, stream=True)
+        async for _ in stream:
             pass
-        third = await client.messages.with_raw_response.count_tokens(
-            model="claude-fake", messages=[{"role": "user", "content": "hi"}]
-        )
-        assert third.headers["x-ratelimit-remaining-tokens"] == "8"
+        # The stream's 5 in and 4 out.
+        again = await client.messages.with_raw_response.count_tokens(model="claude-fake", messages=hi)
+        assert again.headers["x-ratelimit-remaining-tokens"] == "68"
     async with sdk(gw, "not-a-key") as stranger:
         with pytest.raises(anthropic.AuthenticationError) as refused:
-            await stranger.messages.create(model="claude-fake", max_tokens=8, messages=[])
+            await stranger.messages.create(model="claude-fake", max_tokens=8, messages=hi)
     assert refused.value.body == {
         "type": "error",
         "error": {"type": "authentication_error", "message": "invalid API key"},

@@ -6,7 +6,8 @@
 - native: the providers of the APIs relayed natively, AnthropicProvider (Messages, count_tokens) and
   ResponsesProvider (the Responses API and its follow-ups), with the exact bytes they send.
 - bodies: the chat request builder chat(), and what providers send back (chat_answer, chunk, event, DONE).
-- tables: provider table entries and tables: entry, serving (more endpoints), table_of, one_provider, access_table, telemetry_table.
+- tables: provider table entries and tables: entry, serving (more endpoints), table_of, one_provider,
+  access_table, telemetry_table.
 - gateways: gateways in this process (start_gateway, gateway_app and the settings of each suite) and as processes
   (running, gateway_args); ROOT.
 - net: loopback ports, raw-socket clients, a raw asyncio server, wait_listening and wait_for.
