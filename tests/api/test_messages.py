@@ -223,3 +223,20 @@ async def test_metrics_count_the_tokens_of_plain_and_streamed_messages(
     assert sums == {"input": 17 + 5, "output": 6 + 4}
     counts = sum(v for _, v in found.matching("gen_ai_client_token_usage_count", gen_ai_token_type="input", **labels))
     assert counts == 2
+
+
+async def test_an_image_is_refused_while_vision_is_off(gw: Gateway, fake: AnthropicProvider) -> None:
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+    async with sdk(gw) as client:
+        with pytest.raises(anthropic.BadRequestError) as refused:
+            await client.messages.create(
+                model="claude-fake", max_tokens=8, messages=[{"role": "user", "content": [image]}]
+            )
+    assert refused.value.body == {
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",
+            "message": "image inputs are disabled on this gateway (set ENABLE_VISION=true to allow them)",
+        },
+    }
+    assert fake.requests == []

@@ -230,3 +230,14 @@ async def test_metrics_count_the_tokens_of_plain_and_streamed_responses(
     assert sums == {"input": 16, "output": 6}
     retrieved = {"gen_ai_operation_name": "responses", "gen_ai_provider_name": "b"}
     assert sum(v for _, v in found.matching("gen_ai_client_token_usage_count", **retrieved)) == 0
+
+
+async def test_an_image_in_the_input_is_refused_while_vision_is_off(
+    gw: Gateway, providers: tuple[ResponsesProvider, ResponsesProvider]
+) -> None:
+    picture = {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo=", "detail": "auto"}
+    async with sdk(gw) as client:
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.responses.create(model="b-model", input=[{"role": "user", "content": [picture]}])
+    assert refused.value.code == "vision_disabled"
+    assert providers[1].requests == []
