@@ -36,10 +36,11 @@ def model_route(
     *,
     endpoint: str | None = None,
     stream_usage: bool = False,
+    drop_empty: bool = False,
 ) -> ApiRoute:
     """A POST whose JSON body names a model, relayed to the provider's endpoint named `endpoint` (by default the
     operation's name): only providers that declare it serve the route."""
-    handler = inference.model_call(endpoint or operation, parse, stream_usage=stream_usage)
+    handler = inference.model_call(endpoint or operation, parse, stream_usage=stream_usage, drop_empty=drop_empty)
     return ApiRoute(path, ("POST",), handler, operation)
 
 
@@ -48,7 +49,7 @@ ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("/ready", ("GET",), health.ready, "other", public=True, inference=False),
     ApiRoute("/v1/models", ("GET",), models.list_models, "models", inference=False),
     ApiRoute("/v1/models/{model:.+}", ("GET",), models.retrieve_model, "models", inference=False),
-    model_route("/v1/chat/completions", "chat", openai_dialect.parse_chat, stream_usage=True),
+    model_route("/v1/chat/completions", "chat", openai_dialect.parse_chat, stream_usage=True, drop_empty=True),
     # The operation names are OpenTelemetry's GenAI ones where it has one; the endpoint is the table's name.
     model_route("/v1/embeddings", "embeddings", openai_dialect.parse_model_request),
     model_route(

@@ -106,6 +106,8 @@ class Provider:
     secret_query: str | None = None
     # Ask for usage in streams; model names known for metric labels.
     stream_usage: bool = False
+    # Chat messages without content are dropped before the request is forwarded (the table may turn it off).
+    drop_empty_messages: bool = True
     known_models: tuple[str, ...] = ()
     timeouts: TimeoutOverrides = TimeoutOverrides()
     retries: RetryOverrides = RetryOverrides()
@@ -495,6 +497,7 @@ def _build(entry: dict[str, Any], env: Mapping[str, str]) -> Provider:
         secret_header=secret_header.lower() if secret_header else None,
         secret_query=secret_query,
         stream_usage=bool(entry.get("stream_usage", False)),
+        drop_empty_messages=bool(entry.get("drop_empty_messages", True)),
         forward_headers=frozenset(name.lower().encode() for name in entry.get("forward_headers", ())),
         known_models=tuple(entry.get("models", ())),
         timeouts=TimeoutOverrides(**{name: _seconds(value) for name, value in entry.get("timeouts", {}).items()}),
