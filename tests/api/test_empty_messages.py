@@ -13,8 +13,8 @@ from tests.fakes.bodies import CHAT
 from tests.fakes.tables import entry
 
 USER = {"role": "user", "content": "hi"}
-CALL = {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
-                                                              "function": {"name": "f", "arguments": "{}"}}]}  # fmt: skip
+FUNCTION = {"name": "f", "arguments": "{}"}
+CALL = {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": FUNCTION}]}
 TOOL_EMPTY = {"role": "tool", "tool_call_id": "c1", "content": ""}
 
 
@@ -45,8 +45,8 @@ def test_nothing_left_is_a_400() -> None:
 async def test_empty_messages_are_dropped_before_forwarding(fake_provider, gateway) -> None:
     fake = await fake_provider()
     client = await gateway(entry("p", fake.url))
-    sent = {"model": "p/m", "messages": [{"role": "system", "content": ""}, USER, {"role": "assistant",
-                                                                                  "content": []}]}  # fmt: skip
+    empty = [{"role": "system", "content": ""}, {"role": "assistant", "content": []}]
+    sent = {"model": "p/m", "messages": [empty[0], USER, empty[1]]}
     response = await client.post(CHAT, json=sent)
     assert response.status == 200
     assert json.loads(fake.last.body) == {"model": "m", "messages": [USER]}
