@@ -35,7 +35,8 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False, dro
         # Read once: a reload during this request does not change the table it finishes on.
         settings, table, model_filter, policies = state.settings, state.table, state.model_filter, state.policies
         exchange = request[EXCHANGE]
-        raw = await read_body(request, settings.max_request_body_size, settings.read_timeout, held)
+        limit = table.body_limit(operation, settings.max_request_body_size)
+        raw = await read_body(request, limit, settings.read_timeout, held)
         exchange.bytes_in = len(raw)
         held.take_parse(raw)
         parsed = parse(raw)
@@ -45,7 +46,7 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False, dro
         candidates = resolve.resolve(
             table, parsed.model, operation, query_provider=request.query.get("provider"), body_provider=parsed.provider
         )
-        route = _first_allowed(request, exchange, candidates, model_filter, table.names)
+        route = first_allowed(request, exchange, candidates, model_filter, table.names)
         provider = route.provider
         rewrite = False
         if drop_empty and provider.drop_empty_messages:
@@ -90,7 +91,7 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False, dro
     return holding_body(serve)
 
 
-def _first_allowed(
+def first_allowed(
     request: web.Request, exchange: Exchange, candidates: Candidates, model_filter: ModelFilter, names: Names
 ) -> Route:
     """The first candidate the gateway's model filter and the client's policy allow, each judging the route (the

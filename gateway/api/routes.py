@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.api import health, inference, models, proxy
+from gateway.api import health, inference, models, proxy, uploads
 from gateway.dialects import DIALECTS, Dialect
 from gateway.dialects import openai as openai_dialect
 from gateway.errors import Handler
@@ -44,6 +44,12 @@ def model_route(
     return ApiRoute(path, ("POST",), handler, operation)
 
 
+def upload_route(path: str, operation: str) -> ApiRoute:
+    """A POST whose multipart body names a model, its upload relayed as it arrives to the provider's endpoint of
+    the operation's name."""
+    return ApiRoute(path, ("POST",), uploads.upload_call(operation), operation)
+
+
 ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("/health", ("GET",), health.health, "other", public=True, inference=False),
     ApiRoute("/ready", ("GET",), health.ready, "other", public=True, inference=False),
@@ -66,7 +72,11 @@ ROUTES: tuple[ApiRoute, ...] = (
         openai_dialect.parse_model_request,
         endpoint="images_generations",
     ),
+    upload_route("/v1/images/edits", "images_edits"),
+    upload_route("/v1/images/variations", "images_variations"),
     model_route("/v1/audio/speech", "audio_speech", openai_dialect.parse_model_request),
+    upload_route("/v1/audio/transcriptions", "audio_transcriptions"),
+    upload_route("/v1/audio/translations", "audio_translations"),
     model_route("/v1/rerank", "rerank", openai_dialect.parse_model_request),
     ApiRoute("/proxy/{provider}/{path:[\\s\\S]*}", PROXY_METHODS, proxy.proxy, "proxy"),
 )
