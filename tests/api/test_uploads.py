@@ -16,7 +16,6 @@ from aiohttp import web
 
 from tests.fakes.tables import entry, table_of
 from tests.fakes.uploads import (
-    BOUNDARY,
     SRT,
     STREAM_EVENTS,
     TEXT,
