@@ -57,6 +57,7 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False, dro
                 exchange.request_body = body
                 rewrite = True
         filters.check_vision(settings.enable_vision, provider, body)
+        await auth.reserve_tokens(request, len(raw), body)
         rules = policies[provider.id]
         exchange.scanner = SseUsage() if stream else JsonUsage()
         # Streams report usage only when asked; the client's own stream_options always win.
