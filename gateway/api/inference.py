@@ -10,7 +10,7 @@ from aiohttp import web
 
 from gateway.access import auth
 from gateway.api.inbound import Held, holding_body, read_body
-from gateway.dialects.openai import ModelRequest, UsageChunkStrip
+from gateway.dialects.openai import ModelRequest, UsageChunkStrip, without_empty_messages
 from gateway.errors import Handler
 from gateway.exchange import EXCHANGE, Exchange
 from gateway.routing import filters, resolve
@@ -34,23 +34,26 @@ def model_call(
     parse: Parser,
     *,
     stream_usage: bool = False,
+    drop_empty: bool = False,
     stream_scanner: Callable[[], SseUsage] = SseUsage,
     pin: Pin | None = None,
     answered: Answered | None = None,
     budget: bool = True,
 ) -> Handler:
     """The handler of one operation: the provider's endpoint of that name serves it. `stream_usage`: streams may be
-    asked for a final usage chunk (`stream_options`), for providers whose table entry says so. `stream_scanner`
-    reads usage from the dialect's stream events; `pin` and `answered` are for APIs whose answers leave state at
-    the provider (the Responses API). `budget`: the call may use tokens, so they are reserved from the client's
-    token budget first (counting tokens uses none)."""
+    asked for a final usage chunk (`stream_options`), for providers whose table entry says so. `drop_empty`: the
+    body's `messages` lose their empty entries, for providers whose table entry does not turn that off.
+    `stream_scanner` reads usage from the dialect's stream events; `pin` and `answered` are for APIs whose answers
+    leave state at the provider (the Responses API). `budget`: the call may use tokens, so they are reserved from
+    the client's token budget first (counting tokens uses none)."""
 
     async def serve(request: web.Request, held: Held) -> web.StreamResponse:
         state = request.app[STATE]
         # Read once: a reload during this request does not change the table it finishes on.
         settings, table, model_filter, policies = state.settings, state.table, state.model_filter, state.policies
         exchange = request[EXCHANGE]
-        raw = await read_body(request, settings.max_request_body_size, settings.read_timeout, held)
+        limit = table.body_limit(operation, settings.max_request_body_size)
+        raw = await read_body(request, limit, settings.read_timeout, held)
         exchange.bytes_in = len(raw)
         held.take_parse(raw)
         parsed = parse(raw)
@@ -65,8 +68,16 @@ def model_call(
             body_provider=parsed.provider,
             pinned=pin(request, parsed) if pin is not None else None,
         )
-        route = _first_allowed(request, exchange, candidates, model_filter, table.names)
+        route = first_allowed(request, exchange, candidates, model_filter, table.names)
         provider = route.provider
+        rewrite = False
+        if drop_empty and provider.drop_empty_messages:
+            kept = without_empty_messages(body["messages"])
+            if kept is not None:
+                # Checked and sent alike: the body without them, re-encoded (only then).
+                body = {**body, "messages": kept}
+                exchange.request_body = body
+                rewrite = True
         filters.check_vision(settings.enable_vision, provider, body)
         if budget:
             await auth.reserve_tokens(request, len(raw), body)
@@ -85,7 +96,7 @@ def model_call(
                 request_id=exchange.request_id,
                 inference=True,
             ),
-            outbound.request_body(raw, body, route.model, route.requested, "provider" in body, ask),
+            outbound.request_body(raw, body, route.model, route.requested, "provider" in body, ask, rewrite),
         )
         response = await call.relay(
             request,
@@ -107,7 +118,7 @@ def model_call(
     return holding_body(serve)
 
 
-def _first_allowed(
+def first_allowed(
     request: web.Request, exchange: Exchange, candidates: Candidates, model_filter: ModelFilter, names: Names
 ) -> Route:
     """The first candidate the gateway's model filter and the client's policy allow, each judging the route (the

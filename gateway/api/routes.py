@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.api import health, inference, models, proxy, responses
+from gateway.api import health, inference, models, proxy, responses, uploads
 from gateway.dialects import DIALECTS, Dialect
 from gateway.dialects import anthropic as anthropic_dialect
 from gateway.dialects import openai as openai_dialect
@@ -38,6 +38,7 @@ def model_route(
     *,
     endpoint: str | None = None,
     stream_usage: bool = False,
+    drop_empty: bool = False,
     dialect: str = "openai",
     stream_scanner: Callable[[], SseUsage] = SseUsage,
     pin: inference.Pin | None = None,
@@ -51,6 +52,7 @@ def model_route(
         endpoint or operation,
         parse,
         stream_usage=stream_usage,
+        drop_empty=drop_empty,
         stream_scanner=stream_scanner,
         pin=pin,
         answered=answered,
@@ -59,12 +61,18 @@ def model_route(
     return ApiRoute(path, ("POST",), handler, operation, dialect)
 
 
+def upload_route(path: str, operation: str) -> ApiRoute:
+    """A POST whose multipart body names a model, its upload relayed as it arrives to the provider's endpoint of
+    the operation's name."""
+    return ApiRoute(path, ("POST",), uploads.upload_call(operation), operation)
+
+
 ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("/health", ("GET",), health.health, "other", public=True, inference=False),
     ApiRoute("/ready", ("GET",), health.ready, "other", public=True, inference=False),
     ApiRoute("/v1/models", ("GET",), models.list_models, "models", inference=False),
     ApiRoute("/v1/models/{model:.+}", ("GET",), models.retrieve_model, "models", inference=False),
-    model_route("/v1/chat/completions", "chat", openai_dialect.parse_chat, stream_usage=True),
+    model_route("/v1/chat/completions", "chat", openai_dialect.parse_chat, stream_usage=True, drop_empty=True),
     # The operation names are OpenTelemetry's GenAI ones where it has one; the endpoint is the table's name.
     model_route("/v1/embeddings", "embeddings", openai_dialect.parse_model_request),
     model_route(
@@ -81,7 +89,11 @@ ROUTES: tuple[ApiRoute, ...] = (
         openai_dialect.parse_model_request,
         endpoint="images_generations",
     ),
+    upload_route("/v1/images/edits", "images_edits"),
+    upload_route("/v1/images/variations", "images_variations"),
     model_route("/v1/audio/speech", "audio_speech", openai_dialect.parse_model_request),
+    upload_route("/v1/audio/transcriptions", "audio_transcriptions"),
+    upload_route("/v1/audio/translations", "audio_translations"),
     model_route("/v1/rerank", "rerank", openai_dialect.parse_model_request),
     # OpenAI's Responses API: creating one is a chat; the follow-ups go to the provider that made the response.
     model_route(
