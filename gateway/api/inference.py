@@ -47,7 +47,8 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False) -> 
         route = _first_allowed(request, exchange, candidates, model_filter, table.names)
         provider = route.provider
         filters.check_vision(settings.enable_vision, provider, body)
-        await auth.reserve_tokens(request, len(raw), body)
+        if auth.CLIENT in request:  # a client with a token budget reserves from it
+            await auth.reserve_tokens(request, len(raw), body)
         rules = policies[provider.id]
         exchange.scanner = SseUsage() if stream else JsonUsage()
         # Streams report usage only when asked; the client's own stream_options always win.
