@@ -191,14 +191,15 @@ async def _answer(
         except TLSFailed:
             raise
         except TransportError as exc:
-            if not exc.retryable:
+            if not exc.retryable or not upstream.resendable:
                 raise
             wait = retry.delay(exchange.retries)
             if wait is None or loop.time() + wait >= budget_end:
                 raise
             reason = str(exc)
         else:
-            if answer.status not in RETRY_STATUSES:
+            if answer.status not in RETRY_STATUSES or not upstream.resendable:
+                # A streamed upload that has gone out (even in part) cannot be sent again: its answer is final.
                 return answer
             asked = answer.headers
             if answer.status == 429 and retry_after(asked) is None:
