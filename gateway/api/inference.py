@@ -79,7 +79,7 @@ def model_call(
                 exchange.request_body = body
                 rewrite = True
         filters.check_vision(settings.enable_vision, provider, body)
-        if budget:
+        if budget and auth.CLIENT in request:  # a client with a token budget reserves from it
             await auth.reserve_tokens(request, len(raw), body)
         rules = policies[provider.id]
         exchange.scanner = stream_scanner() if stream else JsonUsage()
