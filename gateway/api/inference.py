@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import orjson
 from aiohttp import web
+from aiohttp.typedefs import RawHeaders
 
 from gateway.access import auth
 from gateway.api.inbound import Held, holding_body, read_body
+from gateway.config.providers import Provider
 from gateway.dialects.openai import ModelRequest, UsageChunkStrip
 from gateway.errors import Handler
 from gateway.exchange import EXCHANGE, Exchange
@@ -23,11 +26,17 @@ from gateway.upstream.scrub import query_secret
 from gateway.upstream.transport import UpstreamRequest
 
 Parser = Callable[[bytes], ModelRequest]
+# A route of another dialect: (the provider, the model it receives) -> the translator of its answer.
+Translator = Callable[[Provider, str], call.Translate]
 
 
-def model_call(operation: str, parse: Parser, *, stream_usage: bool = False) -> Handler:
+def model_call(
+    operation: str, parse: Parser, *, stream_usage: bool = False, translator: Translator | None = None
+) -> Handler:
     """The handler of one operation: the provider's endpoint of that name serves it. `stream_usage`: streams may be
-    asked for a final usage chunk (`stream_options`), for providers whose table entry says so."""
+    asked for a final usage chunk (`stream_options`), for providers whose table entry says so. `translator`: the
+    route speaks another dialect, whose parser gave the request in OpenAI's shape and whose translator gives the
+    answer back in its own."""
 
     async def serve(request: web.Request, held: Held) -> web.StreamResponse:
         state = request.app[STATE]
@@ -39,6 +48,8 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False) -> 
         held.take_parse(raw)
         parsed = parse(raw)
         body = parsed.body
+        if translator is not None:
+            raw = orjson.dumps(body)  # the request as the dialect translated it: what the provider receives
         exchange.stream = stream = parsed.stream
         exchange.request_body = body
         candidates = resolve.resolve(
@@ -56,9 +67,10 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False) -> 
             route.endpoint.method,
             route.endpoint.url,
             outbound.upstream_headers(
-                request.raw_headers,
+                request.raw_headers if translator is None else _translated(request.raw_headers),
                 provider,
-                disable_compression=settings.disable_compression,
+                # A translated answer is read by the gateway: it comes unencoded.
+                disable_compression=settings.disable_compression or translator is not None,
                 request_id=exchange.request_id,
                 inference=True,
             ),
@@ -73,12 +85,22 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False) -> 
             rules.retry,
             settings.write_timeout,
             # The usage chunk asked for on the client's behalf is read, not relayed: the client gets what the
-            # provider would have sent it.
-            UsageChunkStrip() if ask else None,
+            # provider would have sent it (a translated stream reads it itself).
+            UsageChunkStrip() if ask and translator is None else None,
             secret=query_secret(provider),
+            translate=None if translator is None else translator(provider, route.model),
         )
 
     return holding_body(serve)
+
+
+_BODY_HEADERS = frozenset({b"content-type", b"content-encoding"})
+
+
+def _translated(headers: RawHeaders) -> RawHeaders:
+    """The client's headers for a body the gateway wrote itself (JSON, unencoded)."""
+    kept = tuple(pair for pair in headers if pair[0].lower() not in _BODY_HEADERS)
+    return (*kept, (b"Content-Type", b"application/json"))
 
 
 def _first_allowed(
