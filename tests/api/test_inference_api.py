@@ -18,9 +18,7 @@ from tests.fakes.gateways import TINY, Gateway, start_gateway
 from tests.fakes.providers import (
     EMBEDDING_ANSWER,
     PROVIDER_HEADERS,
-    FakeProvider,
     SurfacesProvider,
-    answering,
     start_provider,
 )
 from tests.fakes.tables import PROVIDER_KEY, shipped_table
@@ -222,7 +220,9 @@ async def test_a_provider_not_asked_for_stream_usage_ends_with_usage_null(
     assert mistral.last.json() == {"model": "mistral-small", "messages": [_HI], "stream": True}
 
 
-async def test_the_first_event_arrives_while_the_provider_holds_the_rest(aiohttp_client: Any, aiohttp_server: Any) -> None:
+async def test_the_first_event_arrives_while_the_provider_holds_the_rest(
+    aiohttp_client: Any, aiohttp_server: Any
+) -> None:
     release = asyncio.Event()
 
     async def held(request: web.Request) -> web.StreamResponse:
