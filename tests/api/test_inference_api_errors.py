@@ -50,20 +50,56 @@ async def test_the_seeds_own_example_of_an_error(client: Any) -> None:
         ("/chat", b"{not json", (400, "BAD_REQUEST", "the request body is not valid JSON")),
         ("/chat", b"[]", (400, "BAD_REQUEST", "the request body must be a JSON object")),
         ("/chat", {"model": "gpt-4o"}, (400, "BAD_REQUEST", "messages is required and must be a non-empty array")),
-        ("/chat", {"model": "gpt-4o", "messages": HI, "max_tokens": 5}, (400, "BAD_REQUEST", "unknown field 'max_tokens'")),
-        ("/chat", {"model": "gpt-4o", "messages": HI, "maxTokens": 0}, (400, "BAD_REQUEST", "maxTokens must be a positive integer")),
-        ("/chat", {"model": "gpt-4o", "messages": HI, "stream": True}, (400, "BAD_REQUEST", "stream must be false here (or left out); use /chat/stream")),
-        ("/chat", {"model": "gpt-4o", "messages": [{"role": {}, "content": "x"}]}, (400, "BAD_REQUEST", "messages[0].role must be one of")),
-        ("/chat", {"model": "gpt-4o", "messages": HI, "toolChoice": {"x": 1}}, (400, "BAD_REQUEST", "toolChoice must be")),
+        (
+            "/chat",
+            {"model": "gpt-4o", "messages": HI, "max_tokens": 5},
+            (400, "BAD_REQUEST", "unknown field 'max_tokens'"),
+        ),
+        (
+            "/chat",
+            {"model": "gpt-4o", "messages": HI, "maxTokens": 0},
+            (400, "BAD_REQUEST", "maxTokens must be a positive integer"),
+        ),
+        (
+            "/chat",
+            {"model": "gpt-4o", "messages": HI, "stream": True},
+            (400, "BAD_REQUEST", "stream must be false here (or left out); use /chat/stream"),
+        ),
+        (
+            "/chat",
+            {"model": "gpt-4o", "messages": [{"role": {}, "content": "x"}]},
+            (400, "BAD_REQUEST", "messages[0].role must be one of"),
+        ),
+        (
+            "/chat",
+            {"model": "gpt-4o", "messages": HI, "toolChoice": {"x": 1}},
+            (400, "BAD_REQUEST", "toolChoice must be"),
+        ),
         ("/embed", {"model": "text-embedding-3-small"}, (400, "BAD_REQUEST", "input is required")),
         ("/images", {"model": "gpt-image-1"}, (400, "BAD_REQUEST", "prompt is required")),
         ("/chat", {"model": "llama-3", "messages": HI}, (404, "NOT_FOUND", "no provider serves model 'llama-3'")),
-        ("/chat", {"model": "gpt-4o", "messages": HI, "provider": "nope"}, (404, "NOT_FOUND", "unknown provider 'nope'")),
-        ("/images", {"model": "claude-3", "prompt": "p"}, (404, "NOT_FOUND", "provider 'anthropic' does not serve images_generations")),
-        ("/chat", {"model": "gemini-2.0-flash", "messages": HI}, (503, "SERVICE_UNAVAILABLE", "provider 'google' is not configured: missing API key: set GOOGLE_API_KEY")),
-        ("/chat", {"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * 3000}]}, (413, "PAYLOAD_TOO_LARGE", "request body")),
+        (
+            "/chat",
+            {"model": "gpt-4o", "messages": HI, "provider": "nope"},
+            (404, "NOT_FOUND", "unknown provider 'nope'"),
+        ),
+        (
+            "/images",
+            {"model": "claude-3", "prompt": "p"},
+            (404, "NOT_FOUND", "provider 'anthropic' does not serve images_generations"),
+        ),
+        (
+            "/chat",
+            {"model": "gemini-2.0-flash", "messages": HI},
+            (503, "SERVICE_UNAVAILABLE", "provider 'google' is not configured: missing API key: set GOOGLE_API_KEY"),
+        ),
+        (
+            "/chat",
+            {"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * 3000}]},
+            (413, "PAYLOAD_TOO_LARGE", "request body"),
+        ),
     ],
-)  # fmt: skip
+)
 async def test_the_gateways_refusals(client: Any, path: str, body: Any, expected: tuple[int, str, str]) -> None:
     data = body if isinstance(body, bytes) else orjson.dumps(body)
     response = await client.post(API + path, data=data, headers={"Content-Type": "application/json"})
@@ -120,22 +156,49 @@ def _provider_error(status: int, payload: Any, headers: dict[str, str] | None = 
     ("status", "payload", "expected"),
     [
         # What the provider says of the request keeps its status; its message, without the gateway's key.
-        (400, {"error": {"message": f"bad temperature for key {PROVIDER_KEY}", "type": "invalid_request_error"}},
-         (400, "BAD_REQUEST", "provider 'openai' answered 400: bad temperature for key [REDACTED]")),
-        (404, {"error": {"message": "The model `gpt-9` does not exist"}},
-         (404, "NOT_FOUND", "provider 'openai' answered 404: The model `gpt-9` does not exist")),
-        (429, {"error": {"message": "Rate limit reached"}},
-         (429, "RATE_LIMITED", "provider 'openai' answered 429: Rate limit reached")),
-        (403, {"error": "your organisation cannot use this model"},
-         (502, "UPSTREAM_ERROR", "provider 'openai' answered 403: your organisation cannot use this model")),
-        (400, [{"error": {"code": 400, "message": "Google's list of errors", "status": "INVALID_ARGUMENT"}}],
-         (400, "BAD_REQUEST", "provider 'openai' answered 400: Google's list of errors")),
-        (503, b"<html><body>Service Unavailable</body></html>", (502, "UPSTREAM_ERROR", "provider 'openai' answered 503")),
-        (500, b"upstream connect error", (502, "UPSTREAM_ERROR", "provider 'openai' answered 500: upstream connect error")),
+        (
+            400,
+            {"error": {"message": f"bad temperature for key {PROVIDER_KEY}", "type": "invalid_request_error"}},
+            (400, "BAD_REQUEST", "provider 'openai' answered 400: bad temperature for key [REDACTED]"),
+        ),
+        (
+            404,
+            {"error": {"message": "The model `gpt-9` does not exist"}},
+            (404, "NOT_FOUND", "provider 'openai' answered 404: The model `gpt-9` does not exist"),
+        ),
+        (
+            429,
+            {"error": {"message": "Rate limit reached"}},
+            (429, "RATE_LIMITED", "provider 'openai' answered 429: Rate limit reached"),
+        ),
+        (
+            403,
+            {"error": "your organisation cannot use this model"},
+            (502, "UPSTREAM_ERROR", "provider 'openai' answered 403: your organisation cannot use this model"),
+        ),
+        (
+            400,
+            [{"error": {"code": 400, "message": "Google's list of errors", "status": "INVALID_ARGUMENT"}}],
+            (400, "BAD_REQUEST", "provider 'openai' answered 400: Google's list of errors"),
+        ),
+        (
+            503,
+            b"<html><body>Service Unavailable</body></html>",
+            (502, "UPSTREAM_ERROR", "provider 'openai' answered 503"),
+        ),
+        (
+            500,
+            b"upstream connect error",
+            (502, "UPSTREAM_ERROR", "provider 'openai' answered 500: upstream connect error"),
+        ),
         (200, b"not json", (502, "UPSTREAM_ERROR", "provider 'openai': the provider's answer is not JSON")),
-        (200, {"object": "chat.completion"}, (502, "UPSTREAM_ERROR", "provider 'openai': the provider's chat answer has no choices")),
+        (
+            200,
+            {"object": "chat.completion"},
+            (502, "UPSTREAM_ERROR", "provider 'openai': the provider's chat answer has no choices"),
+        ),
     ],
-)  # fmt: skip
+)
 async def test_provider_errors_become_envelopes(
     aiohttp_client: Any, aiohttp_server: Any, status: int, payload: Any, expected: tuple[int, str, str]
 ) -> None:
