@@ -3,6 +3,7 @@ Python line `make run` prints, run with the venv's python (the one with `openai`
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -68,3 +69,20 @@ def test_the_python_line_make_run_prints_runs_with_the_venvs_python(demo_gateway
     done = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, timeout=LIMIT, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"{STORY}\n"
+
+
+def test_the_readme_curl_for_the_inference_api_runs_against_the_demo_gateway(demo_gateway: str) -> None:
+    blocks = re.findall(r"^```sh\n(.*?)^```", (ROOT / "README.md").read_text("utf-8"), re.M | re.S)
+    (command,) = [block for block in blocks if "/api/v1/inference/chat" in block]
+    assert README_URL in command
+    done = subprocess.run(
+        ["/bin/sh", "-c", command.replace(README_URL, demo_gateway)],
+        capture_output=True,
+        text=True,
+        timeout=LIMIT,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["success"] is True
+    assert answer["data"]["content"] == "You said: hi" and answer["data"]["provider"] == "demo"
