@@ -340,3 +340,9 @@ async def test_models_lists_every_served_providers_models_or_one(seed: Seed) -> 
         # anthropic's list shape (the table's models_list) has no owner and a created_at the fake leaves out.
         "data": [{"id": "claude-sonnet-4-20250514", "provider": "anthropic", "ownedBy": "anthropic", "created": 0}],
     }
+
+
+async def test_empty_messages_are_dropped_as_on_the_openai_route(seed: Seed) -> None:
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": ""}, _HI]}
+    assert (await seed.post("/chat", body)).status == 200
+    assert seed.openai.last.body == b'{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}'
