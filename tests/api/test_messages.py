@@ -240,3 +240,11 @@ async def test_an_image_is_refused_while_vision_is_off(gw: Gateway, fake: Anthro
         },
     }
     assert fake.requests == []
+
+
+async def test_an_unknown_path_under_v1_messages_is_a_404_in_anthropics_envelope(gw: Gateway) -> None:
+    async with sdk(gw) as client:
+        with pytest.raises(anthropic.NotFoundError) as unknown:
+            await client.messages.batches.retrieve("msgbatch_1")
+    body = unknown.value.body
+    assert isinstance(body, dict) and body["type"] == "error" and body["error"]["type"] == "not_found_error"
