@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.api import health, inference, models, proxy
+from gateway.api import health, inference, mcp, models, proxy
 from gateway.dialects import DIALECTS, Dialect
 from gateway.dialects import openai as openai_dialect
 from gateway.errors import Handler
@@ -67,6 +67,7 @@ ROUTES: tuple[ApiRoute, ...] = (
     ),
     model_route("/v1/audio/speech", "audio_speech", openai_dialect.parse_model_request),
     model_route("/v1/rerank", "rerank", openai_dialect.parse_model_request),
+    ApiRoute("/v1/mcp/tools", ("GET",), mcp.list_tools, "mcp_tools", inference=False),
     ApiRoute("/proxy/{provider}/{path:[\\s\\S]*}", PROXY_METHODS, proxy.proxy, "proxy"),
 )
 
