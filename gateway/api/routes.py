@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.api import health, inference, models, proxy, responses, uploads
+from gateway.api import health, inference, mcp, models, proxy, responses, uploads
 from gateway.dialects import DIALECTS, Dialect, envelope
 from gateway.dialects import anthropic as anthropic_dialect
 from gateway.dialects import openai as openai_dialect
@@ -133,6 +133,7 @@ ROUTES: tuple[ApiRoute, ...] = (
         dialect="anthropic",
         budget=False,  # counting uses no tokens: nothing to reserve or charge
     ),
+    ApiRoute("/v1/mcp/tools", ("GET",), mcp.list_tools, "mcp_tools", inference=False),
     ApiRoute("/proxy/{provider}/{path:[\\s\\S]*}", PROXY_METHODS, proxy.proxy, "proxy"),
     model_route(
         f"{INFERENCE_API}/chat",
