@@ -36,8 +36,16 @@ class Usage(NamedTuple):
             return None
         prompt = value.get("prompt_tokens")
         if prompt is not None:
+            # The common shape, checked inline (it is read for every answer).
             completion = value.get("completion_tokens")
-            return cls(prompt, completion) if _count(prompt) and _count(completion) else None
+            if (
+                type(prompt) is int
+                and type(completion) is int
+                and 0 <= prompt <= MAX_TOKENS
+                and 0 <= completion <= MAX_TOKENS
+            ):
+                return cls(prompt, completion)
+            return None
         inputs, outputs = value.get("input_tokens"), value.get("output_tokens")
         if not (_count(inputs) and _count(outputs)):
             return None

@@ -123,7 +123,10 @@ class ModelFilter:
 def has_image_input(body: Mapping[str, Any]) -> bool:
     """Whether any message carries an image part: chat's and Anthropic's `messages`, the Responses API's `input`
     items, and the parts a tool result holds inside a part (Anthropic's `tool_result`)."""
-    return _has_image(body.get("messages")) or _has_image(body.get("input"))
+    if _has_image(body.get("messages")):
+        return True
+    inputs = body.get("input")
+    return inputs is not None and _has_image(inputs)
 
 
 def _has_image(messages: Any) -> bool:
