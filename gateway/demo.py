@@ -449,6 +449,12 @@ async def responses_create(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def responses_input_tokens(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    words = sum(len(_text_of(item.get("content")).split()) for item in _input_items(body.get("input")))
+    return web.json_response({"object": "response.input_tokens", "input_tokens": words})
+
+
 def _kept(request: web.Request) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
     return request.app[RESPONSES].get(request.match_info["response_id"])
 
@@ -502,6 +508,7 @@ def create_demo_app() -> web.Application:
     app.router.add_post("/v1/messages/count_tokens", count_tokens)
     app[RESPONSES] = {}
     app.router.add_post("/v1/responses", responses_create)
+    app.router.add_post("/v1/responses/input_tokens", responses_input_tokens)
     app.router.add_get("/v1/responses/{response_id}", responses_get)
     app.router.add_delete("/v1/responses/{response_id}", responses_delete)
     app.router.add_get("/v1/responses/{response_id}/input_items", responses_input_items)

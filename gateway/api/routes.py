@@ -113,6 +113,16 @@ ROUTES: tuple[ApiRoute, ...] = (
         pin=responses.pin,
         answered=responses.answered,
     ),
+    # Counting a request's input tokens (OpenAI's `responses.input_tokens.count`) uses none; a previous response
+    # it continues is at its provider.
+    model_route(
+        "/v1/responses/input_tokens",
+        "count_tokens",
+        openai_dialect.parse_model_request,
+        endpoint="responses_input_tokens",
+        pin=responses.pin,
+        budget=False,
+    ),
     ApiRoute("/v1/responses/{response_id}", ("GET", "DELETE"), responses.followup(), "responses"),
     ApiRoute("/v1/responses/{response_id}/input_items", ("GET",), responses.followup("/input_items"), "responses"),
     ApiRoute("/v1/responses/{response_id}/cancel", ("POST",), responses.followup("/cancel"), "responses"),

@@ -81,6 +81,8 @@ async def test_the_demo_answers_the_responses_and_messages_apis(aiohttp_server, 
         assert again.output_text == "You said: hello"
         items = await client.responses.input_items.list(made.id)
         assert [item.type for item in items.data] == ["message"]
+        counted = await client.responses.input_tokens.count(model="demo-echo", input="how many words")
+        assert counted.input_tokens == 3
         follow = await client.responses.create(model="demo-echo", input="more", previous_response_id=made.id)
         assert follow.previous_response_id == made.id
         await client.responses.delete(made.id)

@@ -17,7 +17,7 @@ from gateway.config.settings import Settings
 from gateway.runtime.state import STATE
 from tests.fakes.access import write_keys
 from tests.fakes.gateways import Gateway, auth_settings, start_gateway, telemetry_settings
-from tests.fakes.native import ResponsesProvider, response_events
+from tests.fakes.native import INPUT_TOKENS, ResponsesProvider, response_events
 from tests.fakes.tables import entry, serving, table_of
 from tests.fakes.telemetry import samples
 
@@ -241,3 +241,26 @@ async def test_an_image_in_the_input_is_refused_while_vision_is_off(
             await client.responses.create(model="b-model", input=[{"role": "user", "content": [picture]}])
     assert refused.value.code == "vision_disabled"
     assert providers[1].requests == []
+
+
+async def test_input_tokens_are_counted_where_the_previous_response_is_without_charging(
+    aiohttp_client: Any, providers: tuple[ResponsesProvider, ResponsesProvider], tmp_path: Path
+) -> None:
+    a, b = providers
+    keys = write_keys(tmp_path, {"coder": {"policy": "tpm"}}, {"tpm": {"tokens_per_minute": 1000}})
+    table = table_of(
+        serving(entry("a", a.url + "/v1", model_prefixes=["shared"]), responses="/responses"),
+        serving(entry("b", b.url + "/v1"), responses="/responses", responses_input_tokens="/responses/input_tokens"),
+    )
+    gw = await start_gateway(aiohttp_client, table, auth_settings(auth_keys_file=str(keys.path)))
+    async with sdk(gw, keys.key("coder")) as client:
+        made = await client.responses.create(model="b/m", input="hi")
+        counted = await client.responses.input_tokens.with_raw_response.count(
+            model="shared", input="more", previous_response_id=made.id
+        )
+    assert await counted.http_response.aread() == INPUT_TOKENS
+    assert b.last.path == "/v1/responses/input_tokens"
+    assert b.last.json() == {"model": "shared", "input": "more", "previous_response_id": "resp_b1"}
+    # 8 + 3 tokens for the response; counting reserved and charged nothing.
+    assert counted.headers["x-ratelimit-remaining-tokens"] == "989"
+    assert a.requests == []

@@ -102,6 +102,9 @@ RESPONSE_USAGE = {"input_tokens": 8, "input_tokens_details": {"cached_tokens": 0
                   "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 11}  # fmt: skip
 
 
+INPUT_TOKENS = b'{"object":"response.input_tokens","input_tokens":7}'
+
+
 def response_object(rid: str, text: str, model: str, status: str = "completed") -> dict[str, Any]:
     done = status == "completed"
     part = {"type": "output_text", "text": text, "annotations": []}
@@ -133,7 +136,7 @@ class ResponsesProvider(FakeProvider):
     """A provider of the Responses API under /v1 whose ids start with `resp_{name}`, so a test sees who made one.
     POST /v1/responses answers the response object (text "Hi from {name}"), or its typed stream; model `held`
     holds the stream after its first event. The follow-ups (GET, DELETE, input_items, cancel) answer for the ids
-    this provider made and 404 others, in OpenAI's envelope."""
+    this provider made and 404 others, in OpenAI's envelope; /v1/responses/input_tokens answers INPUT_TOKENS."""
 
     name: str
     release: asyncio.Event = field(default_factory=asyncio.Event)
@@ -141,8 +144,11 @@ class ResponsesProvider(FakeProvider):
     made: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.routes = {"/v1/responses": self.create}
+        self.routes = {"/v1/responses": self.create, "/v1/responses/input_tokens": self.count}
         self.default = self.followup
+
+    async def count(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=INPUT_TOKENS, content_type="application/json")
 
     def next_id(self) -> str:
         return f"resp_{self.name}{len(self.made) + 1}"
