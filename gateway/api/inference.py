@@ -1,5 +1,6 @@
 """Routes whose JSON body names a model (chat completions, and every endpoint family like it): read, parse in the
-route's dialect, resolve the candidates, check, then hand the call to `upstream`.
+route's dialect, resolve the candidates, check, then hand the call to `upstream`. A model group's request goes
+through `groups.py`, which tries its deployments in the order its strategy gives.
 """
 
 from __future__ import annotations
@@ -9,13 +10,14 @@ from collections.abc import Callable
 from aiohttp import web
 
 from gateway.access import auth
+from gateway.api.groups import Snapshot, group_call
 from gateway.api.inbound import Held, holding_body, read_body
 from gateway.dialects.openai import ModelRequest, UsageChunkStrip
 from gateway.errors import Handler
 from gateway.exchange import EXCHANGE, Exchange
 from gateway.routing import filters, resolve
 from gateway.routing.filters import ModelFilter, Names
-from gateway.routing.resolve import Candidates, Route
+from gateway.routing.resolve import Candidates, Grouped, Route
 from gateway.runtime.state import STATE
 from gateway.telemetry.scanners import JsonUsage, SseUsage
 from gateway.upstream import call, outbound
@@ -33,6 +35,7 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False) -> 
         state = request.app[STATE]
         # Read once: a reload during this request does not change the table it finishes on.
         settings, table, model_filter, policies = state.settings, state.table, state.model_filter, state.policies
+        groups = state.groups
         exchange = request[EXCHANGE]
         raw = await read_body(request, settings.max_request_body_size, settings.read_timeout, held)
         exchange.bytes_in = len(raw)
@@ -41,10 +44,14 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False) -> 
         body = parsed.body
         exchange.stream = stream = parsed.stream
         exchange.request_body = body
-        candidates = resolve.resolve(
+        candidates = resolve.target(
             table, parsed.model, operation, query_provider=request.query.get("provider"), body_provider=parsed.provider
         )
-        route = _first_allowed(request, exchange, candidates, model_filter, table.names)
+        if type(candidates) is Grouped:
+            view = groups[candidates.group.name.lower()]
+            snapshot = Snapshot(settings, table.names, model_filter, policies, state.fleet)
+            return await group_call(request, operation, raw, parsed, candidates, view, snapshot, stream_usage)
+        route = _first_allowed(request, exchange, candidates, model_filter, table.names)  # type: ignore[arg-type]
         provider = route.provider
         filters.check_vision(settings.enable_vision, provider, body)
         rules = policies[provider.id]

@@ -1,15 +1,17 @@
 """Which providers may serve a request, in order, and under which model name: pure functions of the table.
 
 Order of the rules: `?provider=`, then a `provider` body field, then a `provider/model` id, then a model group of
-the table (its deployments, in the table's order), then the table's prefix rules. Only a provider that declares
-the request's operation (its endpoint) and is configured is a candidate.
+the table (its name, optionally with strategy tags: `llama@price@latency`), then the table's prefix rules. Only a
+provider that declares the request's operation (its endpoint) and is configured is a candidate. `target` answers a
+group as the group itself (the inference handler routes among its deployments); `resolve` as its deployments in
+the table's order.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-from gateway.config.providers import Endpoint, ModelGroup, Provider, ProviderTable
+from gateway.config.providers import STRATEGY_TAGS, Endpoint, ModelGroup, Provider, ProviderTable
 from gateway.errors import InvalidRequest, NoProvider, ProviderNotConfigured
 
 
@@ -29,6 +31,15 @@ class Route(NamedTuple):
 Candidates = tuple[Route, ...]
 
 
+class Grouped(NamedTuple):
+    """A request for a model group: the group, its strategy tags (canonical, joined with '+'; None: the group's
+    default) and the name the client sent, tags and all."""
+
+    group: ModelGroup
+    tags: str | None
+    requested: str
+
+
 def resolve(
     table: ProviderTable,
     model: str,
@@ -39,6 +50,21 @@ def resolve(
 ) -> Candidates:
     """The providers that may serve `model` for `operation`, best first (never empty); NoProvider naming the model
     when nothing matches, ProviderNotConfigured when what matches is not configured."""
+    found = target(table, model, operation, query_provider=query_provider, body_provider=body_provider)
+    if type(found) is Grouped:
+        return _group_routes(table, found.group, model, operation)
+    return found  # type: ignore[return-value]
+
+
+def target(
+    table: ProviderTable,
+    model: str,
+    operation: str,
+    *,
+    query_provider: str | None = None,
+    body_provider: str | None = None,
+) -> Candidates | Grouped:
+    """As `resolve`, but a model group is answered as itself, for the handler to route among its deployments."""
     explicit = query_provider or body_provider
     if explicit:
         provider = table.lookup(explicit)
@@ -52,9 +78,16 @@ def resolve(
             if not tail:
                 raise InvalidRequest(f"model {model!r} names a provider but no model", code="invalid_model")
             return (_route(provider, tail, model, operation),)
-    group = table.group(model)
-    if group is not None:
-        return _group_routes(table, group, model, operation)
+    groups = table.groups
+    if groups:
+        group = groups.get(model.lower())
+        if group is not None:
+            return Grouped(group, None, model)
+        if "@" in model:
+            name, _, tags = model.partition("@")
+            group = groups.get(name.lower())
+            if group is not None:
+                return Grouped(group, strategy_tags(tags), model)
     provider = table.by_prefix(model)
     if provider is None:
         raise NoProvider(
@@ -62,6 +95,19 @@ def resolve(
             "(e.g. openai/gpt-4o), the ?provider= query or a provider field"
         )
     return (_route(provider, model, model, operation),)
+
+
+def strategy_tags(tags: str) -> str:
+    """`latency@price` (what follows a group's name and its first `@`) -> `price+latency`: each tag known, in one
+    order whatever order they were written in; 400 naming the known tags otherwise."""
+    written = tags.split("@")
+    unknown = [tag for tag in written if tag not in STRATEGY_TAGS]
+    if unknown:
+        known = ", ".join(f"@{tag}" for tag in STRATEGY_TAGS)
+        raise InvalidRequest(
+            f"unknown strategy tag {'@' + unknown[0]!r}: the known tags are {known}", code="invalid_strategy"
+        )
+    return "+".join(tag for tag in STRATEGY_TAGS if tag in written)
 
 
 def named(table: ProviderTable, name: str) -> Provider:

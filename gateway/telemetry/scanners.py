@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -93,10 +94,12 @@ class JsonUsage(UsageScanner):
 
 
 class SseUsage(UsageScanner):
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
         self._pending = b""
         self.events = 0
-        # perf_counter when the first line with content passed (time to first token); found once, then unchecked.
+        # `clock` (perf_counter; a model group's routing passes its own, which is perf_counter outside tests) when
+        # the first line with content passed (time to first token); found once, then unchecked.
+        self._clock = clock
         self.first_content_at: float | None = None
 
     def feed(self, chunk: bytes) -> None:
@@ -108,7 +111,7 @@ class SseUsage(UsageScanner):
         self._pending = data[cut + 1 :] if len(data) - cut - 1 <= MAX_SSE_LINE else b""
         complete = data[: cut + 1]
         if self.first_content_at is None and _CONTENT.search(complete):
-            self.first_content_at = time.perf_counter()
+            self.first_content_at = self._clock()
         if _USAGE in complete:
             self._scan(complete)
 
