@@ -291,14 +291,15 @@ def access_provider() -> ChatProvider:
 class Deployment(FakeProvider):
     """One deployment of a model group: an OpenAI-compatible chat provider (any path) with a failure pattern, a
     latency and a token rate that are deterministic. It answers `script`'s statuses in turn (then 200s); a failure
-    is an error JSON with that status. A 200 advances `clock` (the gateway's fleet clock) by `ttft` before its first
-    content, and streamed, by (`tokens` - 1) / `rate` before the rest; with `gate`, it waits after the first content
-    until the test, having read that content from the gateway, sets it, so the gateway reads the clock at each
-    point before it moves on. `cut` breaks the stream off after the first content. Every answer reports `tokens`
-    output tokens."""
+    is an error JSON with that status. Any answer first advances `clock` (the gateway's fleet clock) by `stall`. A 200
+    advances it by `ttft` before its first content, and streamed, by (`tokens` - 1) / `rate` before the rest; with
+    `gate`, it waits after the first content until the test, having read that content from the gateway, sets it,
+    so the gateway reads the clock at each point before it moves on. `cut` breaks the stream off after the first
+    content. Every answer reports `tokens` output tokens."""
 
     script: list[int] = field(default_factory=list)
     clock: Callable[[float], None] | None = None  # advances the fake clock by its argument
+    stall: float = 0.0
     ttft: float = 0.0
     rate: float = 10.0
     tokens: int = 11
@@ -319,6 +320,7 @@ class Deployment(FakeProvider):
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())
+        self._advance(self.stall)
         if self.script:
             status = self.script.pop(0)
             if status != 200:

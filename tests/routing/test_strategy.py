@@ -29,7 +29,10 @@ def measured(member: Member, ttft: float | None = None, rate: float | None = Non
     return member
 
 
-def choose(group: tuple[Member, ...], strategy: str, demand: Demand = Demand(100, 100), explore: float = 0.0) -> str:
+MIX = Demand(100, 100)
+
+
+def choose(group: tuple[Member, ...], strategy: str, demand: Demand = MIX, explore: float = 0.0) -> str:
     found = pick(group, STRATEGIES[strategy], NOW, random.Random(1), explore, demand, ())
     assert found is not None
     return found.provider.id
@@ -193,7 +196,9 @@ def test_a_slow_deployment_that_becomes_fast_is_found_again() -> None:
             break
     assert explored == 1
     # 2.0 -> 0.23: a gap of 61 s (about two TAU) leaves 9 % of the old average, and b is ahead again.
-    assert slow.live.measure.ttft == pytest.approx(2.0 + (1 - 0.7 * math.exp(-(HORIZON + 1) / TAU)) * (0.05 - 2.0), rel=1e-3)
+    assert slow.live.measure.ttft == pytest.approx(
+        2.0 + (1 - 0.7 * math.exp(-(HORIZON + 1) / TAU)) * (0.05 - 2.0), rel=1e-3
+    )
     assert slow.live.measure.ttft < fast.live.measure.ttft
     assert pick((fast, slow), strategy, later, rng, 0.0, Demand(1, 1), ()) is slow
 
