@@ -1,7 +1,11 @@
-"""`/v1/models`: every served provider's list, or one provider's (`?provider=`), filtered for the client; and
-`/v1/models/{id}`, one model, as the SDKs' `models.retrieve` asks for it."""
+"""`/v1/models`: every served provider's list, or one provider's (`?provider=`), filtered for the client, with the
+table's model groups listed once each (with the deployments behind them); and `/v1/models/{id}`, one model, as
+the SDKs' `models.retrieve` asks for it."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -10,6 +14,8 @@ from gateway.access import auth
 from gateway.errors import GatewayError, ModelNotFound, UpstreamReply
 from gateway.exchange import EXCHANGE, Listing
 from gateway.routing import resolve
+from gateway.routing.deployments import GroupView
+from gateway.routing.filters import ModelFilter, Names
 from gateway.runtime.state import STATE
 from gateway.upstream import listing
 from gateway.upstream.call import TRANSPORT
@@ -49,7 +55,10 @@ async def list_models(request: web.Request) -> web.Response:
             limits,
             found.failures,
         )
-        body = listing.listing(auth.visible_models(request, data, table.names))
+        found.listed = [model["id"] for model in data]
+        groups = _groups(request, state.groups.values(), model_filter, table.names)
+        body = listing.listing([*groups, *auth.visible_models(request, data, table.names)])
+        return web.Response(body=orjson.dumps(body), content_type=_JSON)
     found.listed = [model["id"] for model in data]
     return web.Response(body=orjson.dumps(body), content_type=_JSON)
 
@@ -77,3 +86,31 @@ async def retrieve_model(request: web.Request) -> web.Response:
         raise ModelNotFound(f"The model '{model_id}' does not exist or you do not have access to it.")
     found.listed = [visible[0]["id"]]
     return web.Response(body=orjson.dumps(visible[0]), content_type=_JSON)
+
+
+def _groups(
+    request: web.Request, views: Iterable[GroupView], model_filter: ModelFilter, names: Names
+) -> list[dict[str, Any]]:
+    """Each model group once, with the deployments this client may use (by the same judgement as a request); a
+    group with none is left out. From the table: no provider is asked."""
+    listed = []
+    for view in views:
+        deployments = [
+            {"provider": member.provider.id, "model": member.model}
+            for member in view.members
+            if model_filter.allows(member.provider.id, member.model)
+            and auth.allows_model(request, member.provider.id, member.model, names)
+        ]
+        if deployments:
+            group = view.group
+            listed.append(
+                {
+                    "id": group.name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "gateway",
+                    "strategy": group.strategy,
+                    "deployments": deployments,
+                }
+            )
+    return listed

@@ -22,7 +22,7 @@ from tests.fakes.gateways import Gateway, auth_settings, start_gateway
 from tests.fakes.net import free_port
 from tests.fakes.providers import Deployment
 from tests.fakes.tables import group_table
-from tests.fakes.telemetry import captured_logs, events_named
+from tests.fakes.telemetry import captured_logs, events_named, samples
 
 
 class Fixture:
@@ -355,3 +355,66 @@ async def test_the_openai_sdk_reaches_a_group(routed: Any) -> None:
     assert completion.choices[0].message.content == "from b"
     assert (raw.headers["x-gateway-provider"], raw.headers["x-gateway-model"]) == ("b", "m")
     await client.close()
+
+
+# --- what shows the choice: access line, metrics, /v1/models -----------------------------------------------
+
+
+async def test_the_access_line_and_the_metrics_name_the_choice(routed: Any) -> None:
+    f = await routed(
+        {"a": {"script": [503] * 5}, "b": {}},
+        telemetry_enable=True,
+        telemetry_metrics_port=0,
+        host="127.0.0.1",
+    )
+    with captured_logs() as logs:
+        for _ in range(5):
+            assert (await f.ask("g@latency")).status == 200
+        await f.gateway.settled(5)
+    line = events_named(logs, "request")[0]
+    assert (line["provider"], line["model"], line["group"], line["strategy"], line["fallbacks"]) == (
+        "b",
+        "m",
+        "g",
+        "latency",
+        1,
+    )
+    found = await samples(f.gateway.app)
+    a, b = (
+        {"gen_ai_provider_name": "a", "gen_ai_request_model": "m"},
+        {"gen_ai_provider_name": "b", "gen_ai_request_model": "m"},
+    )
+    assert found.value("llmgw_group_requests_total", group="g", strategy="latency") == 5
+    assert found.value("llmgw_group_fallbacks_total", group="g") == 5
+    assert found.value("llmgw_breaker_state", **a) == 2
+    assert found.value("llmgw_breaker_state", **b) == 0
+    assert found.value("llmgw_breaker_transitions_total", state="open", **a) == 1
+    assert found.value("llmgw_deployment_calls_total", outcome="failed", **a) == 5
+    assert found.value("llmgw_deployment_calls_total", outcome="served", **b) == 5
+    # The deployment's model is a known label of the GenAI series.
+    assert (
+        found.value("gen_ai_server_request_duration_seconds_count", gen_ai_operation_name="chat", error_type="", **b)
+        == 5
+    )
+
+
+async def test_v1_models_lists_each_group_once_with_its_deployments(routed: Any, tmp_path: Path) -> None:
+    keys = write_keys(tmp_path, {"full": {}, "narrow": {"policy": "narrow"}}, {"narrow": {"models": ["b/*"]}})
+    f = await routed({"a": {}, "b": {}}, {"strategy": "price+latency"}, **_auth(keys.path))
+
+    async def groups(client: str) -> list[dict[str, Any]]:
+        response = await f.gateway.client.get("/v1/models", headers={"Authorization": f"Bearer {keys.key(client)}"})
+        assert response.status == 200
+        return [m for m in (await response.json())["data"] if "deployments" in m]
+
+    assert await groups("full") == [
+        {
+            "id": "g",
+            "object": "model",
+            "created": 0,
+            "owned_by": "gateway",
+            "strategy": "price+latency",
+            "deployments": [{"provider": "a", "model": "m"}, {"provider": "b", "model": "m"}],
+        }
+    ]
+    assert [g["deployments"] for g in await groups("narrow")] == [[{"provider": "b", "model": "m"}]]
