@@ -49,11 +49,16 @@ class Member(NamedTuple):
         return f"{self.provider.id}/{self.model}"
 
 
-class Serving(NamedTuple):
-    """A group's members that serve one operation, and why the others cannot (not configured)."""
+class Serving:
+    """A group's members that serve one operation, why the others cannot (not configured), and the strategies'
+    rankings of them (`strategy.py`: reused for a moment, so a pick does not score every member)."""
 
-    members: tuple[Member, ...]
-    unconfigured: tuple[str, ...]
+    __slots__ = ("members", "rankings", "unconfigured")
+
+    def __init__(self, members: tuple[Member, ...], unconfigured: tuple[str, ...] = ()) -> None:
+        self.members = members
+        self.unconfigured = unconfigured
+        self.rankings: dict[str, object] = {}  # strategy name -> its ranking
 
 
 class GroupView:

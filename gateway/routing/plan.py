@@ -38,7 +38,7 @@ class Plan:
         """The deployment to try now, or None when the attempts, the time or the deployments have run out."""
         if self.tried >= self.group.attempts or now >= self.deadline:
             return None
-        member = pick(self.serving.members, self.strategy, now, self.rng, self.group.explore, self.demand, self.skip)
+        member = pick(self.serving, self.strategy, now, self.rng, self.group.explore, self.demand, self.skip)
         if member is not None:
             self.skip.add(member.place)
         return member

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from gateway.routing.deployments import Fleet, Member
+from gateway.routing.deployments import Fleet, Member, Serving
 from gateway.routing.measure import HORIZON, TAU
 from gateway.routing.resolve import strategy_tags
-from gateway.routing.strategy import DEFAULT_OUTPUT, STRATEGIES, Demand, pick
+from gateway.routing.strategy import DEFAULT_OUTPUT, REFRESH, STRATEGIES, Demand, pick, pick_exactly
 from tests.fakes.tables import group_table
 
 NOW = 1000.0
@@ -33,8 +33,11 @@ MIX = Demand(100, 100)
 
 
 def choose(group: tuple[Member, ...], strategy: str, demand: Demand = MIX, explore: float = 0.0) -> str:
-    found = pick(group, STRATEGIES[strategy], NOW, random.Random(1), explore, demand, ())
+    """The first pick, through a fresh ranking; the exact pass (every member scored now) agrees."""
+    found = pick(Serving(group), STRATEGIES[strategy], NOW, random.Random(1), explore, demand, ())
     assert found is not None
+    exact = pick_exactly(group, STRATEGIES[strategy], NOW, random.Random(1), explore, demand, ())
+    assert exact is found
     return found.provider.id
 
 
@@ -118,12 +121,14 @@ def test_a_free_deployment_wins_price_and_free_ones_are_told_apart_by_the_other_
 
 def test_fallback_goes_in_the_table_s_order_past_open_breakers_and_skips() -> None:
     a, b, c = members(*({"provider": p, "model": "m"} for p in "abc"))
-    strategy = STRATEGIES["fallback"]
-    assert pick((a, b, c), strategy, NOW, random.Random(), 0.0, Demand(1, 1), ()) is a
-    assert pick((a, b, c), strategy, NOW, random.Random(), 0.0, Demand(1, 1), {0}) is b
+    strategy, serving = STRATEGIES["fallback"], Serving((a, b, c))
+    assert pick(serving, strategy, NOW, random.Random(), 0.0, Demand(1, 1), ()) is a
+    assert pick(serving, strategy, NOW, random.Random(), 0.0, Demand(1, 1), {0}) is b
     b.live.breaker.blocked_until = NOW + 1
-    assert pick((a, b, c), strategy, NOW, random.Random(), 0.0, Demand(1, 1), {0}) is c
-    assert pick((a, b, c), strategy, NOW, random.Random(), 0.0, Demand(1, 1), {0, 2}) is None
+    assert pick(serving, strategy, NOW, random.Random(), 0.0, Demand(1, 1), {0}) is c
+    assert pick(serving, strategy, NOW, random.Random(), 0.0, Demand(1, 1), {0, 2}) is None
+    a.live.breaker.blocked_until = NOW + 1
+    assert pick(serving, strategy, NOW, random.Random(), 0.0, Demand(1, 1), ()) is c
 
 
 def binomial_bound(n: int, p: float, sigmas: float = 5.0) -> tuple[float, float]:
@@ -138,26 +143,41 @@ def test_weights_within_binomial_bounds() -> None:
         {"provider": "c", "model": "m", "weight": 0},
     )
     rng = random.Random(20261126)
+    serving = Serving(group)
     n = 20_000
     counts = {"a": 0, "b": 0, "c": 0}
     for _ in range(n):
-        found = pick(group, STRATEGIES["weighted"], NOW, rng, 0.0, Demand(1, 1), ())
+        found = pick(serving, STRATEGIES["weighted"], NOW, rng, 0.0, Demand(1, 1), ())
         assert found is not None
         counts[found.provider.id] += 1
     low, high = binomial_bound(n, 0.75)
     assert low <= counts["a"] <= high
     assert counts["c"] == 0  # weight 0: only once the others are out
-    assert pick(group, STRATEGIES["weighted"], NOW, rng, 0.0, Demand(1, 1), {0, 1}) is group[2]
+    assert pick(serving, STRATEGIES["weighted"], NOW, rng, 0.0, Demand(1, 1), {0, 1}) is group[2]
+
+
+def test_weights_stay_proportional_among_open_deployments() -> None:
+    group = members(*({"provider": p, "model": "m", "weight": w} for p, w in zip("abc", (2, 1, 1), strict=True)))
+    group[1].live.breaker.blocked_until = NOW + 1  # b is open: a gets 2/3, c 1/3
+    rng, serving, n = random.Random(5), Serving(group), 20_000
+    counts = {"a": 0, "b": 0, "c": 0}
+    for _ in range(n):
+        found = pick(serving, STRATEGIES["weighted"], NOW, rng, 0.0, Demand(1, 1), ())
+        assert found is not None
+        counts[found.provider.id] += 1
+    low, high = binomial_bound(n, 2 / 3)
+    assert counts["b"] == 0
+    assert low <= counts["a"] <= high
 
 
 def test_unmeasured_deployments_get_the_exploration_share() -> None:
     a, b, c = members(*({"provider": p, "model": "m"} for p in "abc"))
     measured(a, ttft=0.1)
-    rng = random.Random(7)
+    rng, serving = random.Random(7), Serving((a, b, c))
     n = 20_000
     seen = {"a": 0, "b": 0, "c": 0}
     for _ in range(n):
-        found = pick((a, b, c), STRATEGIES["latency"], NOW, rng, 0.05, Demand(1, 1), ())
+        found = pick(serving, STRATEGIES["latency"], NOW, rng, 0.05, Demand(1, 1), ())
         assert found is not None
         seen[found.provider.id] += 1
     low, high = binomial_bound(n, 0.05)
@@ -180,15 +200,15 @@ def test_a_slow_deployment_that_becomes_fast_is_found_again() -> None:
     fast, slow = members({"provider": "a", "model": "m"}, {"provider": "b", "model": "m"})
     measured(fast, ttft=0.3)
     measured(slow, ttft=2.0)
-    rng = random.Random(3)
+    rng, serving = random.Random(3), Serving((fast, slow))
     strategy = STRATEGIES["latency"]
-    assert pick((fast, slow), strategy, NOW, rng, 0.05, Demand(1, 1), ()) is fast
+    assert pick(serving, strategy, NOW, rng, 0.05, Demand(1, 1), ()) is fast
     # Nobody sends b traffic, so its figure is not renewed: past HORIZON it is unmeasured and explored again.
     later = NOW + HORIZON + 1
     fast.live.measure.observe(later, 0.3, None, None)  # a keeps being measured
     explored = 0
     for _ in range(200):
-        found = pick((fast, slow), strategy, later, rng, 0.05, Demand(1, 1), ())
+        found = pick(serving, strategy, later, rng, 0.05, Demand(1, 1), ())
         if found is slow:
             explored += 1
             # b has recovered: its new sample replaces the old average (a gap of over a minute).
@@ -200,7 +220,34 @@ def test_a_slow_deployment_that_becomes_fast_is_found_again() -> None:
         2.0 + (1 - 0.7 * math.exp(-(HORIZON + 1) / TAU)) * (0.05 - 2.0), rel=1e-3
     )
     assert slow.live.measure.ttft < fast.live.measure.ttft
-    assert pick((fast, slow), strategy, later, rng, 0.0, Demand(1, 1), ()) is slow
+    # The ranking made at `later` stands for REFRESH seconds; the next one puts b first.
+    assert pick(serving, strategy, later, rng, 0.0, Demand(1, 1), ()) is fast
+    assert pick(serving, strategy, later + REFRESH, rng, 0.0, Demand(1, 1), ()) is slow
+
+
+def test_a_ranking_is_reused_for_refresh_seconds_and_a_blocked_choice_is_scored_afresh() -> None:
+    a, b, c = members(*({"provider": p, "model": "m"} for p in "abc"))
+    for member, ttft in ((a, 0.1), (b, 0.2), (c, 0.3)):
+        measured(member, ttft=ttft)
+    serving, latency = Serving((a, b, c)), STRATEGIES["latency"]
+    assert pick(serving, latency, NOW, random.Random(), 0.0, Demand(1, 1), ()) is a
+    c.live.measure.ttft = 0.01  # c is now the fastest
+    assert pick(serving, latency, NOW + 0.5, random.Random(), 0.0, Demand(1, 1), ()) is a  # the ranking of NOW
+    a.live.breaker.blocked_until = NOW + 10
+    assert pick(serving, latency, NOW + 0.5, random.Random(), 0.0, Demand(1, 1), ()) is b  # its next, still
+    assert pick(serving, latency, NOW + REFRESH, random.Random(), 0.0, Demand(1, 1), ()) is c
+
+
+def test_price_with_a_blocked_cheapest_goes_to_the_next_cheapest() -> None:
+    group = members(
+        *(
+            {"provider": p, "model": "m", "input_price": price, "output_price": price}
+            for p, price in zip("abc", (1.0, 2.0, 3.0), strict=True)
+        )
+    )
+    group[0].live.breaker.blocked_until = NOW + 1
+    found = pick(Serving(group), STRATEGIES["price"], NOW, random.Random(), 0.0, MIX, ())
+    assert found is group[1]
 
 
 def test_measurements_are_kept_across_a_reload_for_surviving_deployments() -> None:
