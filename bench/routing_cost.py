@@ -129,9 +129,8 @@ def main() -> None:
     args = parser.parse_args()
     small = table(args.deployments, 1)
     large = table(args.deployments, args.groups)
-    print(
-        f"| strategy | pinned route | 1 group of {args.deployments} | {args.groups} groups of {args.deployments} | added |"
-    )
+    size, count = args.deployments, args.groups
+    print(f"| strategy | pinned route | 1 group of {size} | {count} groups of {size} | added |")
     print("| --- | --- | --- | --- | --- |")
     for strategy, model in STRATEGY_MODELS.items():
         # The pinned figure again beside each strategy's: the two are compared within the same minute.
