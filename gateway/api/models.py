@@ -70,6 +70,13 @@ async def retrieve_model(request: web.Request) -> web.Response:
     table, model_filter, policies = state.table, state.model_filter, state.policies
     model_id = request.match_info["model"]
     exchange.listing = found = Listing()
+    view = state.groups.get(model_id.lower())
+    if view is not None:
+        # A model group answers as /v1/models lists it, from the table.
+        entries = _groups(request, (view,), model_filter, table.names)
+        if not entries:
+            raise ModelNotFound(f"The model '{model_id}' does not exist or you do not have access to it.")
+        return web.Response(body=orjson.dumps(entries[0]), content_type=_JSON)
     route = resolve.resolve(table, model_id, "models")[0]
     provider = route.provider
     exchange.provider, exchange.model = provider.id, route.model

@@ -418,3 +418,18 @@ async def test_v1_models_lists_each_group_once_with_its_deployments(routed: Any,
         }
     ]
     assert [g["deployments"] for g in await groups("narrow")] == [[{"provider": "b", "model": "m"}]]
+
+
+async def test_v1_models_retrieve_answers_a_group_as_the_list_does(routed: Any) -> None:
+    f = await routed({"a": {}, "b": {}}, disallowed_models=("a/m",))
+    response = await f.gateway.client.get("/v1/models/G")
+    assert response.status == 200
+    assert await response.json() == {
+        "id": "g",
+        "object": "model",
+        "created": 0,
+        "owned_by": "gateway",
+        "strategy": "fallback",
+        "deployments": [{"provider": "b", "model": "m"}],
+    }
+    assert f.calls() == {"a": 0, "b": 0}
