@@ -9,13 +9,13 @@ other deployment is tried, whatever happens to the body.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from aiohttp import web
 
 from gateway.access import auth
 from gateway.config.settings import Settings
-from gateway.dialects.openai import ModelRequest, UsageChunkStrip
+from gateway.dialects.openai import ModelRequest, UsageChunkStrip, without_empty_messages
 from gateway.errors import GatewayError, InvalidRequest, NoProvider, UpstreamError, UpstreamTimeout
 from gateway.exchange import EXCHANGE
 from gateway.routing import filters
@@ -58,6 +58,7 @@ async def group_call(
     view: GroupView,
     snapshot: Snapshot,
     stream_usage: bool,
+    drop_empty: bool = False,
 ) -> web.StreamResponse:
     settings, names, model_filter, policies, fleet = snapshot
     exchange = request[EXCHANGE]
@@ -73,6 +74,11 @@ async def group_call(
         raise InvalidRequest(
             "image inputs are disabled on this gateway (set ENABLE_VISION=true to allow them)", code="vision_disabled"
         )
+    if auth.CLIENT in request:  # a client with a token budget reserves from it, once for the request
+        await auth.reserve_tokens(request, len(raw), body)
+    # Messages without content are dropped for the providers whose entry says so (found once, when first needed).
+    kept: list[dict[str, Any]] | None = None
+    looked = False
     clock = fleet.clock
     plan = Plan(group, serving, strategy, fleet.rng, clock(), Demand(len(raw) // _BYTES_PER_TOKEN, _max_output(body)))
     transport = request.app[call.TRANSPORT]
@@ -88,6 +94,13 @@ async def group_call(
         exchange.retries, exchange.error_type, exchange.upstream_status = 0, None, None
         exchange.fallbacks = plan.fallbacks
         rules = policies[pid]
+        sent, rewrite = body, False
+        if drop_empty and provider.drop_empty_messages:
+            if not looked:
+                kept, looked = without_empty_messages(body["messages"]), True
+            if kept is not None:
+                sent, rewrite = {**body, "messages": kept}, True
+        exchange.request_body = sent
         ask = stream_usage and stream and provider.stream_usage and "stream_options" not in body
         exchange.usage_requested = ask
         upstream = UpstreamRequest(
@@ -100,7 +113,7 @@ async def group_call(
                 request_id=exchange.request_id,
                 inference=True,
             ),
-            outbound.request_body(raw, body, model, grouped.requested, "provider" in body, ask),
+            outbound.request_body(raw, sent, model, grouped.requested, "provider" in body, ask, rewrite),
         )
         limits = _within(rules.limits(stream), plan.remaining(clock()))
         breaker = member.live.breaker

@@ -8,10 +8,11 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import AsyncIterable, Iterable
 from typing import Protocol, cast
 
 import httptools
+import structlog
 from multidict import CIMultiDict
 
 from gateway.upstream.transport import (
@@ -25,6 +26,8 @@ from gateway.upstream.transport import (
 )
 
 __all__ = ["Connection", "Deadlines"]
+
+log = structlog.get_logger("gateway.upstream")
 
 # Reading pauses when this much of an answer waits for a slow client, and resumes once the relay has taken it.
 _HIGH_WATER = 256 * 1024
@@ -80,8 +83,11 @@ class Connection(asyncio.Protocol):
         "_complete",
         "_deadlines",
         "_early",
+        "_sending",
+        "_write_paused",
         "_expired",
         "_error",
+        "_framing",
         "_head_bytes",
         "_header_size",
         "_headers",
@@ -120,6 +126,7 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.requests = 0
         self.idle_since = 0.0
+        self._write_paused = False
         self._reset()
 
     def _reset(self) -> None:
@@ -132,6 +139,7 @@ class Connection(asyncio.Protocol):
         self._headers: list[tuple[str, str]] = []
         self._head_bytes = 0
         self._header_size = 0
+        self._framing = 0
         self._body: deque[bytes] = deque()
         self._buffered = 0
         self._complete = False
@@ -140,6 +148,7 @@ class Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._head_only = False
         self._early = False
+        self._sending = False
 
     # asyncio.Protocol
 
@@ -155,11 +164,15 @@ class Connection(asyncio.Protocol):
             return
         heading = not self.status
         if heading:
-            if not self._head_bytes and self.transport is not None and self.transport.get_write_buffer_size():
+            if not self._head_bytes and (
+                self._sending or (self.transport is not None and self.transport.get_write_buffer_size())
+            ):
                 # The provider answers while part of the request is still ours to write: it has not read it all,
                 # and what it has not read would be taken for the next request's bytes. Never reused.
                 self._early = True
             self._head_bytes += len(data)
+        else:
+            self._framing += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -174,6 +187,10 @@ class Connection(asyncio.Protocol):
             # refused as soon as it is too long, never buffered without bound.
             if heading and not self.status and self._head_bytes > _MAX_HEAD:
                 self._fail(InvalidAnswer("the provider's response head is too large"))
+            elif self._framing > _MAX_HEAD:
+                # Bytes since the last body bytes: chunk sizes, extensions, trailers. llhttp keeps a trailer field
+                # that never ends, so without this bound a provider could fill the gateway's memory after the body.
+                self._fail(InvalidAnswer("the provider's chunk framing or trailers are too large"))
 
     def eof_received(self) -> bool:
         return False  # close the transport: a half-closed provider connection is of no further use
@@ -194,11 +211,13 @@ class Connection(asyncio.Protocol):
                 self._error = Disconnected("the provider closed the connection")
         self._wake()
 
-    def pause_writing(self) -> None:  # the request is written whole; the transport buffers it
-        pass
+    def pause_writing(self) -> None:
+        # A request written whole is buffered by the transport; a streamed one waits here for the provider to read.
+        self._write_paused = True
 
     def resume_writing(self) -> None:
-        pass
+        self._write_paused = False
+        self._wake()
 
     # llhttp callbacks
 
@@ -223,7 +242,15 @@ class Connection(asyncio.Protocol):
             # After the head: a trailer field of a chunked body, which llhttp reports like a header. The gateway
             # relays no trailers; it must not become one of the answer's headers either.
             return
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        try:
+            # aiohttp writes header values as UTF-8: a UTF-8 value reaches the client byte for byte.
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            # Any other bytes >= 0x80 (Latin-1, say) could only reach the client re-encoded, which is another
+            # value: the field is not relayed, and the log says which (never its value).
+            log.warning("provider header not relayed: its value is not UTF-8", header=name.decode("latin-1"))
+            return
+        self._headers.append((name.decode("latin-1"), text))
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -261,6 +288,7 @@ class Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self._head_only:
             return
+        self._framing = 0
         self._body.append(body)
         self._buffered += len(body)
         if self._buffered > _HIGH_WATER and not self._paused and self.transport is not None:
@@ -287,6 +315,31 @@ class Connection(asyncio.Protocol):
             self.transport.writelines((head, body))
         else:
             self.transport.write(head)
+
+    async def send_stream(self, chunks: AsyncIterable[bytes], *, chunked: bool, stall: float | None) -> None:
+        """Write a streamed body after `send`'s head, a chunk at a time, taking the next one only when the provider
+        has read enough of the last (the transport's write buffer below its high-water mark): an upload is never
+        held whole. Stops early when the provider answers or fails first; its answer is then read as usual, and the
+        connection is never reused. `stall` bounds how long the provider may leave the buffer full (HeadTimedOut)."""
+        transport = self.transport
+        assert transport is not None
+        self._sending = True
+        try:
+            async for chunk in chunks:
+                if self.status or self._head_bytes or self._error is not None or self.closed:
+                    self._early = True  # the rest of the request will never be read as such
+                    return
+                if chunk:
+                    if chunked:
+                        transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+                    else:
+                        transport.write(chunk)
+                while self._write_paused and not (self.status or self._head_bytes or self._error or self.closed):
+                    await self._wait(None if stall is None else self._loop.time() + stall)
+            if chunked and not self.closed:
+                transport.write(b"0\r\n\r\n")
+        finally:
+            self._sending = False
 
     async def head(self, until: float | None = None) -> None:
         """Wait for the answer's status line and headers; HeadTimedOut at loop time `until`."""
