@@ -433,3 +433,13 @@ async def test_v1_models_retrieve_answers_a_group_as_the_list_does(routed: Any) 
         "deployments": [{"provider": "b", "model": "m"}],
     }
     assert f.calls() == {"a": 0, "b": 0}
+
+
+async def test_empty_messages_are_dropped_for_a_deployment_as_for_a_pinned_provider(routed: Any) -> None:
+    f = await routed({"a": {"script": [503]}, "b": {}})
+    body = chat("g")
+    body["messages"] = [{"role": "system", "content": ""}, {"role": "user", "content": "hi"}]
+    assert (await f.gateway.client.post(CHAT, json=body)).status == 200
+    # Both deployments got the same body, without the empty message, and their own model name.
+    for deployment in f.deployments.values():
+        assert deployment.last.json() == {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
