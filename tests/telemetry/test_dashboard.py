@@ -12,12 +12,12 @@ import orjson
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.config.providers import parse_table
 from gateway.exchange import EXCHANGE
 from tests.fakes.bodies import chat
 from tests.fakes.gateways import ROOT, gateway_app, telemetry_settings
 from tests.fakes.net import free_port
 from tests.fakes.providers import ChatProvider
-from gateway.config.providers import parse_table
 from tests.fakes.tables import TELEMETRY_ENV, telemetry_table_yaml
 from tests.fakes.telemetry import scrape
 
@@ -88,7 +88,10 @@ async def as_client(request: web.Request, handler: Any) -> web.StreamResponse:
 async def test_every_dashboard_query_names_an_exported_metric(aiohttp_server: Any, aiohttp_client: Any) -> None:
     fake = await ChatProvider().start(aiohttp_server)
     # With a model group whose first deployment is down: its request falls over, and every routing series has one.
-    group = "\nmodels:\n  grouped:\n    deployments:\n      - {provider: down, model: x}\n      - {provider: fake, model: plain}\n"
+    group = (
+        "\nmodels:\n  grouped:\n    deployments:\n"
+        "      - {provider: down, model: x}\n      - {provider: fake, model: plain}\n"
+    )
     table = parse_table(telemetry_table_yaml(fake.port, free_port()) + group, TELEMETRY_ENV, source="test.yaml")
     app = gateway_app(telemetry_settings(), table)
     app.middlewares.append(as_client)
