@@ -8,12 +8,14 @@ other deployment is tried, whatever happens to the body.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from aiohttp import web
+from aiohttp.typedefs import RawHeaders
 
 from gateway.access import auth
+from gateway.config.providers import Provider
 from gateway.config.settings import Settings
 from gateway.dialects.openai import ModelRequest, UsageChunkStrip, without_empty_messages
 from gateway.errors import GatewayError, InvalidRequest, NoProvider, UpstreamError, UpstreamTimeout
@@ -39,6 +41,10 @@ FALLBACK_STATUSES = frozenset({401, 403, 404, 408, 429})
 _BYTES_PER_TOKEN = 4
 
 
+# A route of another dialect: (the provider, the model it receives) -> the translator of its answer.
+Translator = Callable[[Provider, str], call.Translate]
+
+
 class Snapshot(NamedTuple):
     """What the handler read of the state at its start: the request finishes on these."""
 
@@ -59,7 +65,11 @@ async def group_call(
     snapshot: Snapshot,
     stream_usage: bool,
     drop_empty: bool = False,
+    translator: Translator | None = None,
+    client_headers: RawHeaders | None = None,
 ) -> web.StreamResponse:
+    """`client_headers`: the client's headers as the provider may see them (the route's dialect may have rewritten
+    the body); `translator`, for a route of another dialect, as in `inference.model_call`."""
     settings, names, model_filter, policies, fleet = snapshot
     exchange = request[EXCHANGE]
     group = grouped.group
@@ -107,9 +117,10 @@ async def group_call(
             provider.endpoints[operation].method,
             provider.endpoints[operation].url,
             outbound.upstream_headers(
-                request.raw_headers,
+                request.raw_headers if client_headers is None else client_headers,
                 provider,
-                disable_compression=settings.disable_compression,
+                # A translated answer is read by the gateway: it comes unencoded.
+                disable_compression=settings.disable_compression or translator is not None,
                 request_id=exchange.request_id,
                 inference=True,
             ),
@@ -148,8 +159,10 @@ async def group_call(
             exchange,
             started,
             settings.write_timeout,
-            UsageChunkStrip() if ask else None,
-            secret=query_secret(provider),
+            # A translated stream reads the usage chunk asked for on the client's behalf itself.
+            UsageChunkStrip() if ask and translator is None else None,
+            query_secret(provider),
+            None if translator is None else translator(provider, model),
         )
         _measure(member, exchange.error_type, scanner, now, clock())
         return response

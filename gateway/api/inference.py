@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import orjson
 from aiohttp import web
+from aiohttp.typedefs import RawHeaders
 
 from gateway.access import auth
 from gateway.api.groups import Snapshot, group_call
+from gateway.api.groups import Translator as Translator  # routes.py names it here, with the handler
 from gateway.api.inbound import Held, holding_body, read_body
 from gateway.dialects.openai import ModelRequest, UsageChunkStrip, without_empty_messages
 from gateway.errors import Handler
@@ -27,10 +30,19 @@ from gateway.upstream.transport import UpstreamRequest
 Parser = Callable[[bytes], ModelRequest]
 
 
-def model_call(operation: str, parse: Parser, *, stream_usage: bool = False, drop_empty: bool = False) -> Handler:
+def model_call(
+    operation: str,
+    parse: Parser,
+    *,
+    stream_usage: bool = False,
+    drop_empty: bool = False,
+    translator: Translator | None = None,
+) -> Handler:
     """The handler of one operation: the provider's endpoint of that name serves it. `stream_usage`: streams may be
     asked for a final usage chunk (`stream_options`), for providers whose table entry says so. `drop_empty`: the
-    body's `messages` lose their empty entries, for providers whose table entry does not turn that off."""
+    body's `messages` lose their empty entries, for providers whose table entry does not turn that off.
+    `translator`: the route speaks another dialect, whose parser gave the request in OpenAI's shape and whose
+    translator gives the answer back in its own."""
 
     async def serve(request: web.Request, held: Held) -> web.StreamResponse:
         state = request.app[STATE]
@@ -44,6 +56,8 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False, dro
         held.take_parse(raw)
         parsed = parse(raw)
         body = parsed.body
+        if translator is not None:
+            raw = orjson.dumps(body)  # the request as the dialect translated it: what the provider receives
         exchange.stream = stream = parsed.stream
         exchange.request_body = body
         candidates = resolve.target(
@@ -52,8 +66,19 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False, dro
         if type(candidates) is Grouped:
             view = groups[candidates.group.name.lower()]
             snapshot = Snapshot(settings, table.names, model_filter, policies, state.fleet)
+            client_headers = request.raw_headers if translator is None else _translated(request.raw_headers)
             return await group_call(
-                request, operation, raw, parsed, candidates, view, snapshot, stream_usage, drop_empty
+                request,
+                operation,
+                raw,
+                parsed,
+                candidates,
+                view,
+                snapshot,
+                stream_usage,
+                drop_empty,
+                translator,
+                client_headers,
             )
         route = first_allowed(request, exchange, candidates, model_filter, table.names)  # type: ignore[arg-type]
         provider = route.provider
@@ -77,9 +102,10 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False, dro
             route.endpoint.method,
             route.endpoint.url,
             outbound.upstream_headers(
-                request.raw_headers,
+                request.raw_headers if translator is None else _translated(request.raw_headers),
                 provider,
-                disable_compression=settings.disable_compression,
+                # A translated answer is read by the gateway: it comes unencoded.
+                disable_compression=settings.disable_compression or translator is not None,
                 request_id=exchange.request_id,
                 inference=True,
             ),
@@ -94,12 +120,22 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False, dro
             rules.retry,
             settings.write_timeout,
             # The usage chunk asked for on the client's behalf is read, not relayed: the client gets what the
-            # provider would have sent it.
-            UsageChunkStrip() if ask else None,
+            # provider would have sent it (a translated stream reads it itself).
+            UsageChunkStrip() if ask and translator is None else None,
             secret=query_secret(provider),
+            translate=None if translator is None else translator(provider, route.model),
         )
 
     return holding_body(serve)
+
+
+_BODY_HEADERS = frozenset({b"content-type", b"content-encoding"})
+
+
+def _translated(headers: RawHeaders) -> RawHeaders:
+    """The client's headers for a body the gateway wrote itself (JSON, unencoded)."""
+    kept = tuple(pair for pair in headers if pair[0].lower() not in _BODY_HEADERS)
+    return (*kept, (b"Content-Type", b"application/json"))
 
 
 def first_allowed(
