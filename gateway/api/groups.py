@@ -45,6 +45,19 @@ _BYTES_PER_TOKEN = 4
 Translator = Callable[[Provider, str], call.Translate]
 
 
+class GroupCall(NamedTuple):
+    """How the route calls a provider, as `inference.model_call` was told: usage asked for in streams, empty
+    messages dropped, another dialect's translator, the client's headers as a provider may see them, the stream
+    scanner of the dialect, and whether the client's token budget is reserved from."""
+
+    stream_usage: bool = False
+    drop_empty: bool = False
+    translator: Translator | None = None
+    client_headers: RawHeaders | None = None
+    stream_scanner: Callable[[], SseUsage] = SseUsage
+    budget: bool = True
+
+
 class Snapshot(NamedTuple):
     """What the handler read of the state at its start: the request finishes on these."""
 
@@ -63,14 +76,10 @@ async def group_call(
     grouped: Grouped,
     view: GroupView,
     snapshot: Snapshot,
-    stream_usage: bool,
-    drop_empty: bool = False,
-    translator: Translator | None = None,
-    client_headers: RawHeaders | None = None,
+    how: GroupCall,
 ) -> web.StreamResponse:
-    """`client_headers`: the client's headers as the provider may see them (the route's dialect may have rewritten
-    the body); `translator`, for a route of another dialect, as in `inference.model_call`."""
     settings, names, model_filter, policies, fleet = snapshot
+    stream_usage, drop_empty, translator, client_headers, stream_scanner, budget = how
     exchange = request[EXCHANGE]
     group = grouped.group
     serving = view.serving(operation)
@@ -84,7 +93,7 @@ async def group_call(
         raise InvalidRequest(
             "image inputs are disabled on this gateway (set ENABLE_VISION=true to allow them)", code="vision_disabled"
         )
-    if auth.CLIENT in request:  # a client with a token budget reserves from it, once for the request
+    if budget and auth.CLIENT in request:  # a client with a token budget reserves from it, once for the request
         await auth.reserve_tokens(request, len(raw), body)
     # Messages without content are dropped for the providers whose entry says so (found once, when first needed).
     kept: list[dict[str, Any]] | None = None
@@ -150,7 +159,13 @@ async def group_call(
         breaker.success(clock())
         member.live.served += 1
         # The scanner times the first token by the fleet's clock, as the measurements are kept.
-        scanner = exchange.scanner = SseUsage(clock) if stream else JsonUsage()
+        scanner: SseUsage | JsonUsage
+        if stream:
+            scanner = streamed = stream_scanner()
+            streamed.clock = clock
+        else:
+            scanner = JsonUsage()
+        exchange.scanner = scanner
         response = await call.deliver(
             request,
             answer,

@@ -1,10 +1,11 @@
 """Which providers may serve a request, in order, and under which model name: pure functions of the table.
 
-Order of the rules: `?provider=`, then a `provider` body field, then a `provider/model` id, then a model group of
-the table (its name, optionally with strategy tags: `llama@price@latency`), then the table's prefix rules. Only a
-provider that declares the request's operation (its endpoint) and is configured is a candidate. `target` answers a
-group as the group itself (the inference handler routes among its deployments); `resolve` as its deployments in
-the table's order.
+Order of the rules: `?provider=`, then a `provider` body field, then a `provider/model` id, then the provider the
+request is pinned to (the one that holds its previous response), then a model group of the table (its name,
+optionally with strategy tags: `llama@price@latency`), then the table's prefix rules. Only a provider that
+declares the request's operation (its endpoint) and is configured is a candidate. `target` answers a group as the
+group itself (the inference handler routes among its deployments); `resolve` as its deployments in the table's
+order.
 """
 
 from __future__ import annotations
@@ -47,10 +48,13 @@ def resolve(
     *,
     query_provider: str | None = None,
     body_provider: str | None = None,
+    pinned: str | None = None,
 ) -> Candidates:
     """The providers that may serve `model` for `operation`, best first (never empty); NoProvider naming the model
-    when nothing matches, ProviderNotConfigured when what matches is not configured."""
-    found = target(table, model, operation, query_provider=query_provider, body_provider=body_provider)
+    when nothing matches, ProviderNotConfigured when what matches is not configured. `pinned` names the provider
+    that holds state the request refers to (a previous response): when the client names no provider, only it may
+    serve, so the request never lands where that state is unknown."""
+    found = target(table, model, operation, query_provider=query_provider, body_provider=body_provider, pinned=pinned)
     if type(found) is Grouped:
         return _group_routes(table, found.group, model, operation)
     return found  # type: ignore[return-value]
@@ -63,8 +67,10 @@ def target(
     *,
     query_provider: str | None = None,
     body_provider: str | None = None,
+    pinned: str | None = None,
 ) -> Candidates | Grouped:
-    """As `resolve`, but a model group is answered as itself, for the handler to route among its deployments."""
+    """As `resolve`, but a model group is answered as itself, for the handler to route among its deployments (a
+    request pinned to one provider gets that provider's deployments of the group, as candidates)."""
     explicit = query_provider or body_provider
     if explicit:
         provider = table.lookup(explicit)
@@ -79,6 +85,9 @@ def target(
                 raise InvalidRequest(f"model {model!r} names a provider but no model", code="invalid_model")
             return (_route(provider, tail, model, operation),)
     groups = table.groups
+    pinned_to = table.lookup(pinned) if pinned else None
+    if pinned_to is not None:
+        return _pinned_routes(table, pinned_to, _untagged(table, model) if groups else model, operation)
     if groups:
         group = groups.get(model.lower())
         if group is not None:
@@ -108,6 +117,16 @@ def strategy_tags(tags: str) -> str:
             f"unknown strategy tag {'@' + unknown[0]!r}: the known tags are {known}", code="invalid_strategy"
         )
     return "+".join(tag for tag in STRATEGY_TAGS if tag in written)
+
+
+def _untagged(table: ProviderTable, model: str) -> str:
+    """A group's name without its strategy tags (checked), any other model name as it is."""
+    if "@" in model and table.group(model) is None:
+        name, _, tags = model.partition("@")
+        if table.group(name) is not None:
+            strategy_tags(tags)
+            return name
+    return model
 
 
 def named(table: ProviderTable, name: str) -> Provider:
@@ -155,6 +174,24 @@ def _group_routes(table: ProviderTable, group: ModelGroup, requested: str, opera
     if unconfigured:
         raise ProviderNotConfigured(f"no provider of model {group.name!r} is configured: {'; '.join(unconfigured)}")
     raise NoProvider(f"no provider of model {group.name!r} serves {operation}")
+
+
+def _pinned_routes(table: ProviderTable, provider: Provider, model: str, operation: str) -> Candidates:
+    """A model group's deployments on the pinned provider, or the model as named there."""
+    group = table.group(model)
+    if group is None:
+        return (_route(provider, model, model, operation),)
+    routes = tuple(
+        _route(provider, deployment.model, model, operation)
+        for deployment in group.deployments
+        if deployment.provider == provider.id
+    )
+    if not routes:
+        raise NoProvider(
+            f"the previous response was made by provider {provider.id!r}, which does not serve model group "
+            f"{group.name!r}; name the model as {provider.id}/<model>"
+        )
+    return routes
 
 
 def _strip_own_prefix(table: ProviderTable, provider: Provider, model: str) -> str:

@@ -16,6 +16,7 @@ from gateway.config.providers import ProviderTable
 from gateway.config.settings import Settings
 from gateway.routing.deployments import Fleet, Views
 from gateway.routing.filters import ModelFilter
+from gateway.runtime.responses import ResponseOwners
 from gateway.upstream.timeouts import CallPolicy, call_policies
 
 ReloadListener = Callable[[str], None]
@@ -37,6 +38,8 @@ class GatewayState:
     # a new table keeps), and the current table's view of each group, swapped with the table.
     fleet: Fleet = field(default_factory=Fleet)
     groups: Views = field(init=False)
+    # Which provider made each response of the Responses API; kept across table reloads.
+    responses: ResponseOwners = field(default_factory=ResponseOwners)
 
     def __post_init__(self) -> None:
         self.swap(self.table)
