@@ -19,9 +19,10 @@ from gateway.runtime.state import STATE
 from tests.fakes.access import FakeClock, write_keys
 from tests.fakes.bodies import CHAT, chat
 from tests.fakes.gateways import Gateway, auth_settings, start_gateway
+from tests.fakes.native import AnthropicProvider
 from tests.fakes.net import free_port
 from tests.fakes.providers import Deployment
-from tests.fakes.tables import group_table
+from tests.fakes.tables import PROVIDER_KEY, entry, group_table, serving, table_of
 from tests.fakes.telemetry import captured_logs, events_named, samples
 
 
@@ -443,3 +444,38 @@ async def test_empty_messages_are_dropped_for_a_deployment_as_for_a_pinned_provi
     # Both deployments got the same body, without the empty message, and their own model name.
     for deployment in f.deployments.values():
         assert deployment.last.json() == {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+# --- another dialect -----------------------------------------------------------------------------------------
+
+
+async def test_a_group_on_the_messages_route_falls_over_and_answers_in_anthropic_s_envelope(
+    aiohttp_server: Any, aiohttp_client: Any
+) -> None:
+    fake = await AnthropicProvider().start(aiohttp_server)
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    table = table_of(
+        serving(entry("down", dead, "xheader"), messages="/messages"),
+        serving(entry("claude", fake.url + "/v1", "xheader"), messages="/messages"),
+        env={"DOWN_API_KEY": PROVIDER_KEY, "CLAUDE_API_KEY": PROVIDER_KEY},
+        models={
+            "sonnet": {
+                "deployments": [{"provider": "down", "model": "x"}, {"provider": "claude", "model": "claude-fake"}]
+            },
+            "gone": {"deployments": [{"provider": "down", "model": "x"}]},
+        },
+    )
+    gw = await start_gateway(aiohttp_client, table)
+    body = b'{"model":"sonnet@latency","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}'
+    response = await gw.client.post("/v1/messages", data=body, headers={"Content-Type": "application/json"})
+    assert response.status == 200
+    assert (await response.json())["content"][0]["text"] == "Hello from the fake"
+    assert (response.headers["x-gateway-provider"], response.headers["x-gateway-model"]) == ("claude", "claude-fake")
+    assert fake.last.json()["model"] == "claude-fake"
+    response = await gw.client.post(
+        "/v1/messages", data=body.replace(b"sonnet@latency", b"gone"), headers={"Content-Type": "application/json"}
+    )
+    assert response.status == 503
+    answer = await response.json()
+    assert answer["type"] == "error"
+    assert answer["error"]["message"].startswith("no deployment of model 'gone' could serve the request: down/x: ")
