@@ -15,7 +15,7 @@ import pytest
 from anthropic._constants import ANTHROPIC_API_VERSION
 
 from gateway.config.settings import Settings
-from tests.fakes.access import write_keys
+from tests.fakes.access import FakeClock, write_keys
 from tests.fakes.gateways import Gateway, auth_settings, start_gateway, telemetry_settings
 from tests.fakes.native import (
     COUNT,
@@ -183,7 +183,7 @@ async def test_x_api_key_authenticates_the_sdk_and_the_budget_is_charged_its_usa
 ) -> None:
     keys = write_keys(tmp_path, {"coder": {"policy": "tpm"}}, {"tpm": {"tokens_per_minute": 100}})
     settings = auth_settings(auth_keys_file=str(keys.path))
-    gw = await start_gateway(aiohttp_client, claude_table(fake), settings)
+    gw = await start_gateway(aiohttp_client, claude_table(fake), settings, clock=FakeClock())
     hi = [{"role": "user", "content": "hi"}]
     async with sdk(gw, keys.key("coder")) as client:
         await client.messages.create(model="claude-fake", max_tokens=8, messages=hi)

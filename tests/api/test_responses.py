@@ -15,7 +15,7 @@ import pytest
 
 from gateway.config.settings import Settings
 from gateway.runtime.state import STATE
-from tests.fakes.access import write_keys
+from tests.fakes.access import FakeClock, write_keys
 from tests.fakes.gateways import Gateway, auth_settings, start_gateway, telemetry_settings
 from tests.fakes.native import INPUT_TOKENS, ResponsesProvider, response_events
 from tests.fakes.tables import entry, serving, table_of
@@ -252,7 +252,7 @@ async def test_input_tokens_are_counted_where_the_previous_response_is_without_c
         serving(entry("a", a.url + "/v1", model_prefixes=["shared"]), responses="/responses"),
         serving(entry("b", b.url + "/v1"), responses="/responses", responses_input_tokens="/responses/input_tokens"),
     )
-    gw = await start_gateway(aiohttp_client, table, auth_settings(auth_keys_file=str(keys.path)))
+    gw = await start_gateway(aiohttp_client, table, auth_settings(auth_keys_file=str(keys.path)), clock=FakeClock())
     async with sdk(gw, keys.key("coder")) as client:
         made = await client.responses.create(model="b/m", input="hi")
         counted = await client.responses.input_tokens.with_raw_response.count(

@@ -69,10 +69,14 @@ async def start_gateway(
     table: ProviderTable,
     settings: Settings = TINY,
     server_kwargs: dict[str, Any] | None = None,
+    clock: Callable[[], float] | None = None,
     **changes: Any,
 ) -> Gateway:
-    """The gateway app on a test server; each request's Exchange is kept once its handler has ended."""
+    """The gateway app on a test server; each request's Exchange is kept once its handler has ended. `clock`
+    stands in for the wall clock of the rate limits (a budget that refills only when the test says so)."""
     app = create_app(replace(settings, **changes), table)
+    if clock is not None:
+        app[CLOCK] = clock
     gateway_exchanges: list[Exchange] = []
 
     @web.middleware
