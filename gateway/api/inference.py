@@ -5,6 +5,7 @@ route's dialect, resolve the candidates, check, then hand the call to `upstream`
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -28,6 +29,9 @@ from gateway.upstream.transport import UpstreamRequest
 Parser = Callable[[bytes], ModelRequest]
 # A route of another dialect: (the provider, the model it receives) -> the translator of its answer.
 Translator = Callable[[Provider, str], call.Translate]
+# A request the provider takes in another encoding than JSON: (the parsed body, the model the provider receives)
+# -> (the bytes it receives, their content type).
+Encoder = Callable[[dict[str, Any], str], tuple[bytes, bytes]]
 
 
 def model_call(
@@ -37,12 +41,14 @@ def model_call(
     stream_usage: bool = False,
     drop_empty: bool = False,
     translator: Translator | None = None,
+    encode: Encoder | None = None,
 ) -> Handler:
     """The handler of one operation: the provider's endpoint of that name serves it. `stream_usage`: streams may be
     asked for a final usage chunk (`stream_options`), for providers whose table entry says so. `drop_empty`: the
     body's `messages` lose their empty entries, for providers whose table entry does not turn that off.
     `translator`: the route speaks another dialect, whose parser gave the request in OpenAI's shape and whose
-    translator gives the answer back in its own."""
+    translator gives the answer back in its own; `encode`, with it, writes that request in the provider's encoding
+    when it is not JSON (a form upload)."""
 
     async def serve(request: web.Request, held: Held) -> web.StreamResponse:
         state = request.app[STATE]
@@ -55,7 +61,7 @@ def model_call(
         held.take_parse(raw)
         parsed = parse(raw)
         body = parsed.body
-        if translator is not None:
+        if translator is not None and encode is None:
             raw = orjson.dumps(body)  # the request as the dialect translated it: what the provider receives
         exchange.stream = stream = parsed.stream
         exchange.request_body = body
@@ -80,18 +86,23 @@ def model_call(
         # Streams report usage only when asked; the client's own stream_options always win.
         ask = stream_usage and stream and provider.stream_usage and "stream_options" not in body
         exchange.usage_requested = ask
+        if encode is None:
+            payload = outbound.request_body(raw, body, route.model, route.requested, "provider" in body, ask, rewrite)
+            content_type = _JSON
+        else:
+            payload, content_type = encode(body, route.model)
         upstream = UpstreamRequest(
             route.endpoint.method,
             route.endpoint.url,
             outbound.upstream_headers(
-                request.raw_headers if translator is None else _translated(request.raw_headers),
+                request.raw_headers if translator is None else translated_headers(request.raw_headers, content_type),
                 provider,
                 # A translated answer is read by the gateway: it comes unencoded.
                 disable_compression=settings.disable_compression or translator is not None,
                 request_id=exchange.request_id,
                 inference=True,
             ),
-            outbound.request_body(raw, body, route.model, route.requested, "provider" in body, ask, rewrite),
+            payload,
         )
         return await call.relay(
             request,
@@ -112,12 +123,13 @@ def model_call(
 
 
 _BODY_HEADERS = frozenset({b"content-type", b"content-encoding"})
+_JSON = b"application/json"
 
 
-def _translated(headers: RawHeaders) -> RawHeaders:
-    """The client's headers for a body the gateway wrote itself (JSON, unencoded)."""
+def translated_headers(headers: RawHeaders, content_type: bytes) -> RawHeaders:
+    """The client's headers for a body the gateway wrote itself (of `content_type`, unencoded)."""
     kept = tuple(pair for pair in headers if pair[0].lower() not in _BODY_HEADERS)
-    return (*kept, (b"Content-Type", b"application/json"))
+    return (*kept, (b"Content-Type", content_type))
 
 
 def first_allowed(

@@ -39,12 +39,18 @@ def model_route(
     drop_empty: bool = False,
     dialect: str = "openai",
     translator: inference.Translator | None = None,
+    encode: inference.Encoder | None = None,
 ) -> ApiRoute:
     """A POST whose JSON body names a model, relayed to the provider's endpoint named `endpoint` (by default the
     operation's name): only providers that declare it serve the route. A route of another dialect than OpenAI's
     names it, with the `translator` of its answers (its parser gives the request in OpenAI's shape)."""
     handler = inference.model_call(
-        endpoint or operation, parse, stream_usage=stream_usage, drop_empty=drop_empty, translator=translator
+        endpoint or operation,
+        parse,
+        stream_usage=stream_usage,
+        drop_empty=drop_empty,
+        translator=translator,
+        encode=encode,
     )
     return ApiRoute(path, ("POST",), handler, operation, dialect)
 
@@ -119,6 +125,22 @@ ROUTES: tuple[ApiRoute, ...] = (
         endpoint="images_generations",
         dialect="envelope",
         translator=envelope.answer_for(envelope.images_data),
+    ),
+    ApiRoute(
+        f"{INFERENCE_API}/transcribe",
+        ("POST",),
+        # JSON (base64 audio, sent on as a form upload) or a multipart form (relayed as it arrives).
+        uploads.json_or_form(
+            inference.model_call(
+                "audio_transcriptions",
+                envelope.parse_transcribe,
+                translator=envelope.answer_for(envelope.transcription_data),
+                encode=envelope.transcription_form,
+            ),
+            uploads.upload_call("audio_transcriptions", envelope.answer_for(envelope.transcription_data)),
+        ),
+        "audio_transcriptions",
+        "envelope",
     ),
     ApiRoute(f"{INFERENCE_API}/models", ("GET",), models.list_models_envelope, "models", "envelope", inference=False),
 )
