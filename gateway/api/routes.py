@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.api import health, inference, models, proxy, uploads
+from gateway.api import health, inference, mcp, models, proxy, uploads
 from gateway.dialects import DIALECTS, Dialect, envelope
 from gateway.dialects import openai as openai_dialect
 from gateway.errors import Handler
@@ -93,6 +93,7 @@ ROUTES: tuple[ApiRoute, ...] = (
     upload_route("/v1/audio/transcriptions", "audio_transcriptions"),
     upload_route("/v1/audio/translations", "audio_translations"),
     model_route("/v1/rerank", "rerank", openai_dialect.parse_model_request),
+    ApiRoute("/v1/mcp/tools", ("GET",), mcp.list_tools, "mcp_tools", inference=False),
     ApiRoute("/proxy/{provider}/{path:[\\s\\S]*}", PROXY_METHODS, proxy.proxy, "proxy"),
     model_route(
         f"{INFERENCE_API}/chat",
