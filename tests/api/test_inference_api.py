@@ -24,9 +24,10 @@ from tests.fakes.providers import (
     EMBEDDING_ANSWER,
     PROVIDER_HEADERS,
     SurfacesProvider,
+    answering,
     start_provider,
 )
-from tests.fakes.tables import PROVIDER_KEY, shipped_table
+from tests.fakes.tables import PROVIDER_KEY, entry, serving, shipped_table, table_of
 
 API = "/api/v1/inference"
 JSON = "application/json"
@@ -431,3 +432,27 @@ async def _parsed_form(body: bytes, content_type: str) -> dict[str, Any]:
         assert isinstance(name, str) and isinstance(data, bytes)
         out[name] = data if part.get_filename() else data.decode()
     return out
+
+
+async def test_a_model_group_serves_the_api_with_its_fallbacks(aiohttp_client: Any, aiohttp_server: Any) -> None:
+    down = await start_provider(aiohttp_server, answering({"error": {"message": "busy"}}, 503))
+    up = await SurfacesProvider().start(aiohttp_server)
+    entries = [
+        serving(entry(pid, f"{url}/v1"), audio_transcriptions="/audio/transcriptions")
+        for pid, url in (("a", down.url), ("b", up.url))
+    ]
+    deployments = [{"provider": "a", "model": "m-a"}, {"provider": "b", "model": "m-b"}]
+    table = table_of(*entries, models={"smart": {"deployments": deployments}})
+    gateway = await start_gateway(aiohttp_client, table, TINY)
+    chat = await gateway.client.post(f"{API}/chat", json={"model": "smart", "messages": [_HI]})
+    assert chat.status == 200
+    data = (await body_of(chat))["data"]
+    assert (data["provider"], data["model"], data["content"]) == ("b", "m-b", "one two three four five")
+    audio = {"model": "smart", "audio": base64.b64encode(WAV).decode()}
+    heard = await gateway.client.post(f"{API}/transcribe", json=audio)
+    assert (await body_of(heard))["data"]["text"] == "Hello there"
+    # Each deployment got the form with its own model name, under a boundary of its own.
+    first, second = down.requests[-1], up.last
+    assert (await _parsed_form(first.body, first.headers["Content-Type"]))["model"] == "m-a"
+    assert (await _parsed_form(second.body, second.headers["Content-Type"]))["model"] == "m-b"
+    assert first.headers["Content-Type"] != second.headers["Content-Type"]
