@@ -25,10 +25,12 @@ class Usage(NamedTuple):
 
     input_tokens: int
     output_tokens: int
+    cached_tokens: int = 0  # of the input tokens, those read from the provider's prompt cache
 
     @classmethod
     def of(cls, value: Any) -> Usage | None:
-        """OpenAI's `usage` object (prompt_tokens, completion_tokens), or None when it is not one."""
+        """OpenAI's `usage` object (prompt_tokens, completion_tokens, prompt_tokens_details.cached_tokens), or None
+        when it is not one."""
         if not isinstance(value, dict):
             return None
         prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
@@ -39,6 +41,11 @@ class Usage(NamedTuple):
             and 0 <= prompt <= MAX_TOKENS
             and 0 <= completion <= MAX_TOKENS
         ):
+            # Read only once a usage object is found (at most once per answer), never per chunk.
+            details = value.get("prompt_tokens_details")
+            cached = details.get("cached_tokens") if isinstance(details, dict) else None
+            if type(cached) is int and 0 < cached <= prompt:
+                return cls(prompt, completion, cached)
             return cls(prompt, completion)
         return None
 
@@ -48,6 +55,9 @@ class AnswerReader(Protocol):
 
     @property
     def usage(self) -> Usage | None: ...
+
+    # perf_counter when the first line with content passed (time to first token); None for whole answers.
+    first_content_at: float | None
 
     def feed(self, chunk: bytes) -> None: ...
 
@@ -84,7 +94,12 @@ class Exchange:
     bytes_in: int = 0  # request body bytes read from the client
     usage_requested: bool = False  # the gateway asked the provider for stream usage the client did not ask for
     upstream_request_id: str | None = None  # the provider's own x-request-id, relayed as X-Upstream-Request-ID
-    request_body: dict[str, Any] | None = None  # the parsed request body, kept for development-mode logs only
+    request_body: dict[str, Any] | None = None  # the parsed request body, for the sinks (development logs, usage)
+    requested_model: str | None = None  # the model name the client sent (a group, an alias, `provider/model`)
+    # Routing (routing/): the model group and strategy that chose the provider, and the candidates passed over.
+    group: str | None = None
+    strategy: str | None = None
+    fallbacks: int = 0
     # Per-operation details hang off the record; only the operation that has them fills them in.
     listing: Listing | None = None
 

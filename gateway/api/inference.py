@@ -41,6 +41,7 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False) -> 
         body = parsed.body
         exchange.stream = stream = parsed.stream
         exchange.request_body = body
+        exchange.requested_model = parsed.model
         candidates = resolve.resolve(
             table, parsed.model, operation, query_provider=request.query.get("provider"), body_provider=parsed.provider
         )

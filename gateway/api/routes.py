@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.api import health, inference, models, proxy
+from gateway.api import health, inference, models, proxy, usage
 from gateway.dialects import DIALECTS, Dialect
 from gateway.dialects import openai as openai_dialect
 from gateway.errors import Handler
@@ -68,6 +68,11 @@ ROUTES: tuple[ApiRoute, ...] = (
     model_route("/v1/audio/speech", "audio_speech", openai_dialect.parse_model_request),
     model_route("/v1/rerank", "rerank", openai_dialect.parse_model_request),
     ApiRoute("/proxy/{provider}/{path:[\\s\\S]*}", PROXY_METHODS, proxy.proxy, "proxy"),
+    # The usage store's API (each client its own rows, admins all) and its page (which asks for a key itself).
+    ApiRoute("/v1/usage", ("GET",), usage.usage_summary, "usage", inference=False),
+    ApiRoute("/v1/usage/export", ("GET",), usage.usage_export, "usage", inference=False),
+    ApiRoute("/v1/requests/{id}", ("GET",), usage.request_record, "usage", inference=False),
+    ApiRoute("/usage", ("GET",), usage.usage_page, "other", public=True, inference=False),
 )
 
 
