@@ -115,7 +115,7 @@ class SqliteStore:
                 return total
 
     async def fetch(self, sql: str, params: Sequence[Any]) -> list[Row]:
-        db = self._reader
+        db = self._reader or self._writer
         assert db is not None, "the store is not open"
         async with db.execute(sql, tuple(params)) as cursor:
             return [tuple(r) for r in await cursor.fetchall()]

@@ -1,0 +1,43 @@
+"""Usage rows for the store tests: a row in the store's column order from a few named fields."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.usage.record import COLUMNS
+
+BASE_TS = 1_800_000_000.0  # 2027-01-15T08:00:00Z, on the hour
+
+
+def usage_row(**fields: Any) -> tuple[Any, ...]:
+    values: dict[str, Any] = {
+        "request_id": "r",
+        "ts": BASE_TS,
+        "client": None,
+        "route": "/v1/chat/completions",
+        "operation": "chat",
+        "provider": "p",
+        "model_requested": None,
+        "model": "m",
+        "model_group": None,
+        "strategy": None,
+        "status": 200,
+        "error_type": None,
+        "duration_ms": 10.0,
+        "ttft_ms": None,
+        "input_tokens": None,
+        "output_tokens": None,
+        "cached_tokens": None,
+        "cost": None,
+        "stream": False,
+        "retries": 0,
+        "fallbacks": 0,
+        "metadata": None,
+        "end_user": None,
+        "request_body": None,
+        "response_body": None,
+    }
+    unknown = set(fields) - set(values)
+    assert not unknown, f"not columns: {unknown}"
+    values.update(fields)
+    return tuple(values[name] for name in COLUMNS)
