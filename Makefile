@@ -9,6 +9,8 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DEMO_PORT ?= 8081
 METRICS_PORT ?= 9464
+# `make run`'s usage store: a SQLite file in the temporary folder (USAGE_DB=path moves it).
+USAGE_DB ?= $(or $(TMPDIR),/tmp)/llm-gateway/usage.db
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
 .PHONY: help install run test lint fmt typecheck pytest helm-lint image lock clean bench bench-smoke bench-deps bench-instructions
@@ -28,7 +30,7 @@ $(STAMP): pyproject.toml
 # $(METRICS_PORT). Taken ports are said in one line before anything starts. The gateway is exec'd, so a signal to
 # make (kill, Ctrl-C) reaches it and it drains; the banner comes once its /health answers; the background
 # watcher's trap stops the demo when the gateway has ended.
-run: install ## demo upstream + gateway, offline, with metrics (HOST, PORT, DEMO_PORT, METRICS_PORT)
+run: install ## demo upstream + gateway, offline, with metrics and usage (HOST, PORT, DEMO_PORT, METRICS_PORT, USAGE_DB)
 	@$(BIN)/python -m gateway.demo --check-free PORT=$(HOST):$(PORT) DEMO_PORT=127.0.0.1:$(DEMO_PORT) \
 	  METRICS_PORT=$(HOST):$(METRICS_PORT) || exit 2; \
 	$(BIN)/python -m gateway.demo --host 127.0.0.1 --port $(DEMO_PORT) & demo=$$!; \
@@ -38,6 +40,7 @@ run: install ## demo upstream + gateway, offline, with metrics (HOST, PORT, DEMO
 	  while kill -0 $$$$ 2>/dev/null; do sleep 0.2; done ) & \
 	exec env DEMO_API_URL=http://127.0.0.1:$(DEMO_PORT)/v1 ENVIRONMENT=development \
 	  TELEMETRY_ENABLE=true TELEMETRY_METRICS_PORT=$(METRICS_PORT) \
+	  USAGE_STORE=$(USAGE_DB) USAGE_API_ENABLE=true \
 	  $(BIN)/python -m gateway --host $(HOST) --port $(PORT) --providers config/demo.providers.yaml
 
 test: lint typecheck helm-lint pytest bench-smoke ## lint, typecheck, helm-lint, pytest and bench-smoke (what CI runs)

@@ -11,12 +11,12 @@ import orjson
 import pytest
 
 from gateway.config.settings import Settings
-from gateway.usage.service import USAGE
 from tests.fakes.access import write_keys
 from tests.fakes.bodies import chat
 from tests.fakes.gateways import Gateway, start_gateway
 from tests.fakes.providers import ChatProvider
 from tests.fakes.tables import usage_table
+from tests.fakes.usage import store_ready, written
 
 
 def usage_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -27,16 +27,6 @@ def usage_settings(tmp_path: Path, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)
-
-
-async def written(gateway: Gateway, rows: int) -> None:
-    """Wait (bounded) until the writer has stored `rows` rows."""
-    usage = gateway.app[USAGE]
-    for _ in range(500):
-        if usage.writer.counters.written >= rows:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{usage.writer.counters.written} of {rows} rows written")
 
 
 @pytest.fixture
@@ -65,7 +55,7 @@ async def test_the_summary_buckets_and_rows_of_known_traffic(
 ) -> None:
     gateway = await start_gateway(aiohttp_client, usage_table(upstream.url), usage_settings(tmp_path))
     ids = await traffic(gateway)
-    await written(gateway, 4)
+    await written(gateway.app, 4)
     response = await gateway.client.get("/v1/usage", params={"group_by": "model", "include": "requests"})
     assert response.status == 200
     body = await response.json()
@@ -104,7 +94,7 @@ async def test_one_request_by_the_id_the_client_got(
         "/v1/chat/completions", json=chat("fake/plain", user="u-9"), headers={"X-Request-ID": "my-request-1"}
     )
     assert response.status == 200
-    await written(gateway, 1)
+    await written(gateway.app, 1)
     record = await gateway.client.get("/v1/requests/my-request-1")
     assert record.status == 200
     found = await record.json()
@@ -127,7 +117,7 @@ async def test_probes_and_the_usage_api_itself_leave_no_rows(
     for path in ("/health", "/v1/usage", "/usage", "/nowhere"):
         await (await gateway.client.get(path)).read()
     await (await gateway.client.post("/v1/chat/completions", json=chat("fake/plain"))).read()
-    await written(gateway, 1)
+    await written(gateway.app, 1)
     await asyncio.sleep(0.1)
     body = await (await gateway.client.get("/v1/usage")).json()
     assert body["summary"]["requests"] == 1
@@ -136,7 +126,7 @@ async def test_probes_and_the_usage_api_itself_leave_no_rows(
 async def test_csv_export(aiohttp_client: Any, upstream: ChatProvider, tmp_path: Path) -> None:
     gateway = await start_gateway(aiohttp_client, usage_table(upstream.url), usage_settings(tmp_path))
     ids = await traffic(gateway)
-    await written(gateway, 4)
+    await written(gateway.app, 4)
     response = await gateway.client.get("/v1/usage/export", params={"model": "plain"})
     assert response.status == 200
     assert response.headers["Content-Type"] == "text/csv; charset=utf-8"
@@ -163,7 +153,7 @@ async def test_bodies_are_stored_only_when_asked_truncated_and_redacted(
     body["messages"] = [{"role": "user", "content": "one two three four"}]
     response = await gateway.client.post("/v1/chat/completions", json=body, headers={"X-Request-ID": "with-body"})
     await response.read()
-    await written(gateway, 1)
+    await written(gateway.app, 1)
     found = await (await gateway.client.get("/v1/requests/with-body")).json()
     assert found["request_body"]["messages"] == [{"role": "user", "content": "one two ..."}]
     assert found["metadata"] == {"token": "[REDACTED]", "note": "my key gwk_0123456789ab_[REDACTED]"}
@@ -188,11 +178,7 @@ async def test_bad_parameters_are_400_in_the_openai_envelope(
     aiohttp_client: Any, upstream: ChatProvider, tmp_path: Path, params: dict[str, str], message: str
 ) -> None:
     gateway = await start_gateway(aiohttp_client, usage_table(upstream.url), usage_settings(tmp_path))
-    await asyncio.sleep(0)  # the store opens in the background
-    for _ in range(200):
-        if gateway.app[USAGE].ready:
-            break
-        await asyncio.sleep(0.01)
+    await store_ready(gateway.app)  # the store opens in the background
     response = await gateway.client.get("/v1/usage", params=params)
     assert response.status == 400
     error = (await response.json())["error"]
@@ -204,7 +190,7 @@ async def test_iso_and_epoch_times_select_the_same_range(
 ) -> None:
     gateway = await start_gateway(aiohttp_client, usage_table(upstream.url), usage_settings(tmp_path))
     await traffic(gateway)
-    await written(gateway, 4)
+    await written(gateway.app, 4)
     iso = await (
         await gateway.client.get("/v1/usage", params={"since": "2020-01-01", "until": "2100-01-01T00:00Z"})
     ).json()
@@ -252,7 +238,7 @@ async def test_with_auth_on_a_client_sees_its_own_rows_and_an_admin_everyones(
     bob = await gateway.client.post("/v1/chat/completions", json=chat("fake/plain"), headers=bearer("bob"))
     await bob.read()
     bob_id = bob.headers["X-Request-ID"]
-    await written(gateway, 5)
+    await written(gateway.app, 5)
 
     async def seen(name: str, **params: str) -> dict[str, Any]:
         response = await gateway.client.get("/v1/usage", params=params, headers=bearer(name))
