@@ -13,7 +13,7 @@ METRICS_PORT ?= 9464
 USAGE_DB ?= $(or $(TMPDIR),/tmp)/llm-gateway/usage.db
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: help install run test lint fmt typecheck pytest helm-lint image lock clean bench bench-smoke bench-deps bench-instructions
+.PHONY: help install run test lint fmt typecheck pytest helm-lint image lock clean bench bench-smoke bench-deps bench-instructions test-deps
 
 install: $(STAMP) ## .venv/ with the package (editable) and its test extras (the default target)
 
@@ -92,6 +92,23 @@ BENCH_INSTALL = $(BENCH_MISSING); \
 BENCH_SKIP = $(BENCH_MISSING); \
 	if [ -n "$$missing" ] && [ "$$(id -u)" != 0 ]; then \
 	  echo "$@: skipped: missing$$missing (not root, so not installed; see make bench-deps)"; exit 0; \
+	fi
+
+# What the tests need beyond Python: a real PostgreSQL (the usage store's suite starts its own servers) and Debian's
+# chromium with its driver (the usage page's test). As root, apt-get installs what is missing (a failure stops the
+# target: CI runs as root); any other user gets the list. Outside CI the tests skip what is not installed.
+TEST_MISSING = missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing="$$missing postgresql"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"
+test-deps: ## what the tests need beyond Python (PostgreSQL, chromium, chromium-driver): apt-get as root
+	@$(TEST_MISSING); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "$@: missing$$missing: run make test-deps as root, or apt-get install$$missing" >&2; exit 1; fi; \
+	  echo "$@: installing$$missing"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null || \
+	  { echo "$@: apt-get could not install$$missing" >&2; exit 1; }; \
 	fi
 
 bench-deps: ## the benchmark's tools (wrk, nginx, node, valgrind): apt-get as root
