@@ -47,7 +47,7 @@ from gateway.errors import (
     RateLimited,
     Unauthenticated,
 )
-from gateway.exchange import EXCHANGE, Exchange
+from gateway.exchange import EXCHANGE, MAX_TOKENS, Exchange
 from gateway.routing.filters import Names
 
 log = structlog.get_logger("gateway.auth")
@@ -80,6 +80,7 @@ class Access:
     limiter: Limiter = field(default_factory=MemoryLimiter)
     # Token charges on their way to a shared limiter (Redis): off the request path, awaited at shutdown.
     charges: set[asyncio.Task[None]] = field(default_factory=set)
+    reserve_output: int = 1024  # output tokens reserved for a body that sets no limit of its own
 
     def spend(self, client: Client, tokens: int) -> None:
         """Charge tokens an answer used to the client's budget, without making anyone wait for it."""
@@ -101,6 +102,23 @@ ACCESS = web.AppKey("access", Access)
 # A test seam: the clock the rate limiters read (wall-clock seconds). Set before the app starts.
 CLOCK = web.AppKey("ratelimit_clock", Clock)
 CLIENT = web.RequestKey("client", Client)
+# Four bytes a token: on the high side for text and JSON (the body's keys and punctuation count too); the answer's
+# reported usage settles it.
+BYTES_PER_TOKEN = 4
+# The body fields that cap an answer's output tokens (chat, legacy completions, Anthropic, the Responses API).
+_OUTPUT_CAPS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Tokens a request reserved from its client's budget before it went upstream."""
+
+    input: int  # estimated from the body's size
+    output: int  # the body's own cap, or the configured allowance
+    held: int  # what was taken from the budget: input + output, at most one window's worth
+
+
+RESERVED = web.RequestKey("reserved_tokens", Reservation)
 DECISION = web.RequestKey("ratelimit_decision", Decision)
 
 
@@ -137,14 +155,47 @@ def middlewares(settings: Settings, public: frozenset[str], not_inference: froze
     return [require_client]
 
 
-def charge_tokens(request: web.Request, exchange: Exchange, status: int, ended: float) -> None:
-    """A sink: the tokens a finished answer reported go to its client's token budget."""
+async def reserve_tokens(request: web.Request, body_size: int, body: dict[str, Any]) -> None:
+    """Before a request whose body names a model goes upstream: reserve what it may use from its client's token
+    budget (its input, estimated from the body's size, and its output allowance), or refuse it with 429 when the
+    budget is spent. Concurrent requests each see the reservations of those before them."""
     client = request.get(CLIENT)
-    if client is None or client.policy.tokens_per_minute is None or exchange.scanner is None:
+    if client is None or client.policy.tokens_per_minute is None:
         return
-    usage = exchange.scanner.usage
+    access = request.app[ACCESS]
+    estimate = -(-body_size // BYTES_PER_TOKEN)
+    output = _output_allowance(body, access.reserve_output)
+    # Never more than the whole budget: that already keeps every other request out until this one settles, and a
+    # larger hold would be cut at the debt floor and could not be settled exactly.
+    reservation = Reservation(estimate, output, min(estimate + output, client.policy.tokens_per_minute))
+    decision = await access.limiter.reserve(client.bucket, client.quota, reservation.held)
+    if decision.unavailable:
+        raise LimiterUnavailable("rate limits cannot be checked now; try again shortly", headers=decision.headers())
+    if not decision.allowed:
+        raise _rate_limited(decision, "tokens")
+    request[RESERVED] = reservation
+    request[DECISION] = decision
+
+
+def charge_tokens(request: web.Request, exchange: Exchange, status: int, ended: float) -> None:
+    """A sink: a finished answer's tokens go to its client's token budget, settling what was reserved. Without
+    a usage report (a stream the client left early, a provider that sends none), an estimate is charged: the
+    input as reserved and the relayed bytes as output tokens, never more than the output allowance. An answer
+    that is an error used nothing."""
+    client = request.get(CLIENT)
+    if client is None or client.policy.tokens_per_minute is None:
+        return
+    reserved = request.get(RESERVED)
+    usage = exchange.scanner.usage if exchange.scanner is not None else None
     if usage is not None:
-        request.app[ACCESS].spend(client, usage.input_tokens + usage.output_tokens)
+        used = usage.input_tokens + usage.output_tokens
+    elif reserved is None or status >= 400:
+        used = 0
+    else:
+        used = reserved.input + min(reserved.output, -(-exchange.bytes_out // BYTES_PER_TOKEN))
+    charge = used - (reserved.held if reserved is not None else 0)
+    if charge:
+        request.app[ACCESS].spend(client, charge)
 
 
 def setup(app: web.Application, settings: Settings, register: Callable[[LimiterCollector], None] | None = None) -> None:
@@ -162,6 +213,7 @@ def setup(app: web.Application, settings: Settings, register: Callable[[LimiterC
         oidc,
         settings.auth_oidc_policy_claim,
         settings.auth_oidc_name_claim,
+        reserve_output=settings.ratelimit_reserve_output_tokens,
     )
     app.cleanup_ctx.append(_lifecycle(settings, register))
     app.on_response_prepare.append(_ratelimit_headers)
@@ -244,9 +296,11 @@ async def reload_keys(access: Access) -> bool:
     return True
 
 
-def _rate_limited(decision: Decision) -> RateLimited:
-    requests_out = decision.requests is not None and decision.requests.remaining < 1
-    kind = "requests" if requests_out else "tokens"
+def _rate_limited(decision: Decision, kind: str | None = None) -> RateLimited:
+    """429 naming the spent budget: `kind` when the caller knows it, else the request budget if it is out."""
+    if kind is None:
+        kind = "requests" if decision.requests is not None and decision.requests.remaining < 1 else "tokens"
+    requests_out = kind == "requests"
     window = decision.requests if requests_out else decision.tokens
     limit = f" of {window.limit} {kind} per minute" if window is not None else ""
     error = RateLimited(
@@ -380,3 +434,12 @@ async def _ratelimit_headers(request: web.Request, response: web.StreamResponse)
     for name in [n for n in response.headers if n.lower().startswith("x-ratelimit-")]:
         del response.headers[name]
     response.headers.update(decision.headers())
+
+
+def _output_allowance(body: dict[str, Any], default: int) -> int:
+    """The body's own cap on output tokens when it sets a sane one, else `default`."""
+    for name in _OUTPUT_CAPS:
+        value = body.get(name)
+        if type(value) is int and 0 <= value <= MAX_TOKENS:
+            return value
+    return default

@@ -1,8 +1,11 @@
 """Per-client request and token budgets: token buckets that refill continuously over a window (a minute), kept
 in process memory or, with REDIS_URL, in Redis so that every replica spends one budget.
 
-A request takes one request token and needs a token budget above zero; the tokens an answer used are charged
-after it ends, so the budget may go below zero and then blocks until it has refilled. Both limiters run the same
+A request takes one request token and needs a token budget above zero. A request whose body names a model then
+reserves the tokens it may use (its input, estimated, and its output allowance) under the same rule, so
+concurrent requests cannot all pass on one budget; when it ends, the reservation is settled against the usage the
+answer reported (a refund or a further charge), so the budget may go below zero and then blocks until it has
+refilled. Both limiters run the same
 arithmetic: `_step` here, and the same steps in the Lua script that Redis runs atomically per check.
 """
 
@@ -11,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -91,9 +94,10 @@ class _Bucket:
 
 
 def _step(
-    bucket: _Bucket | None, quota: Quota, now: float, window: float, take: bool, spend: int
+    bucket: _Bucket | None, quota: Quota, now: float, window: float, take: bool, spend: int, reserve: bool = False
 ) -> tuple[_Bucket, bool]:
-    """Refill to `now`, then take one request (when `take` and allowed) and spend `spend` tokens."""
+    """Refill to `now`, then take one request (when `take` and allowed) and spend `spend` tokens (a negative spend
+    refunds, up to a full bucket). `reserve`: spend only while the token budget is above zero, else refuse."""
     rlimit, tlimit = quota.requests or 0, quota.tokens or 0
     if bucket is None:
         bucket = _Bucket(float(rlimit), float(tlimit), now)
@@ -106,9 +110,11 @@ def _step(
             allowed = False
         elif rlimit:
             requests -= 1
-    if tlimit:
+    if reserve and tlimit and tokens < _EPS:
+        allowed = False
+    elif tlimit:
         # A debt is at most one window's worth: whatever an answer reported, the budget is back within a window.
-        tokens = max(tokens - spend, 1.0 - tlimit)
+        tokens = min(tlimit, max(tokens - spend, 1.0 - tlimit))
     return _Bucket(requests, tokens, now), allowed
 
 
@@ -139,7 +145,10 @@ class Limiter(Protocol):
         """Take one request from `client`'s budget, or refuse."""
 
     async def charge(self, client: str, quota: Quota, tokens: int) -> None:
-        """Spend the tokens an answer used."""
+        """Spend the tokens an answer used (negative: give back part of a reservation)."""
+
+    async def reserve(self, client: str, quota: Quota, tokens: int) -> Decision:
+        """Spend `tokens` ahead of an answer while the budget is above zero, or refuse."""
 
     async def close(self) -> None: ...
 
@@ -172,6 +181,14 @@ class MemoryLimiter:
     async def charge(self, client: str, quota: Quota, tokens: int) -> None:
         self.charge_now(client, quota, tokens)
 
+    async def reserve(self, client: str, quota: Quota, tokens: int) -> Decision:
+        return self.reserve_now(client, quota, tokens)
+
+    def reserve_now(self, client: str, quota: Quota, tokens: int) -> Decision:
+        bucket, allowed = _step(self._buckets.get(client), quota, self.clock(), self.window, False, tokens, True)
+        self._buckets[client] = bucket
+        return _decide(quota, bucket.requests, bucket.tokens, allowed, self.window)
+
     def charge_now(self, client: str, quota: Quota, tokens: int) -> None:
         self._buckets[client], _ = _step(self._buckets.get(client), quota, self.clock(), self.window, False, tokens)
 
@@ -193,6 +210,7 @@ local rlimit = tonumber(ARGV[3])
 local tlimit = tonumber(ARGV[4])
 local take = tonumber(ARGV[5])
 local spend = tonumber(ARGV[6])
+local reserve = tonumber(ARGV[7])
 local state = redis.call('HMGET', KEYS[1], 'r', 't', 'at')
 local r = tonumber(state[1]) or rlimit
 local t = tonumber(state[2]) or tlimit
@@ -208,7 +226,11 @@ if take > 0 then
     r = r - 1
   end
 end
-if tlimit > 0 then t = math.max(t - spend, 1 - tlimit) end
+if reserve > 0 and tlimit > 0 and t < 1e-9 then
+  allowed = 0
+elseif tlimit > 0 then
+  t = math.min(tlimit, math.max(t - spend, 1 - tlimit))
+end
 local until_full = 0
 if rlimit > 0 then until_full = math.max(until_full, (rlimit - r) / rlimit) end
 if tlimit > 0 then until_full = math.max(until_full, (tlimit - t) / tlimit) end
@@ -269,18 +291,30 @@ class RedisLimiter:
     async def acquire(self, client: str, quota: Quota) -> Decision:
         result = await self._call(client, quota, take=True, spend=0)
         if result is None:
-            self.health.degraded_decisions += 1
-            if self.health.fail_open:
-                return self.fallback.acquire_now(client, quota)
-            return Decision(False, retry_after=self.retry_interval, unavailable=True)
+            return self._degraded(lambda: self.fallback.acquire_now(client, quota))
         allowed, requests, tokens = result
         return _decide(quota, requests, tokens, allowed, self.window)
+
+    async def reserve(self, client: str, quota: Quota, tokens: int) -> Decision:
+        result = await self._call(client, quota, take=False, spend=tokens, reserve=True)
+        if result is None:
+            return self._degraded(lambda: self.fallback.reserve_now(client, quota, tokens))
+        allowed, requests, level = result
+        return _decide(quota, requests, level, allowed, self.window)
+
+    def _degraded(self, local: Callable[[], Decision]) -> Decision:
+        self.health.degraded_decisions += 1
+        if self.health.fail_open:
+            return local()
+        return Decision(False, retry_after=self.retry_interval, unavailable=True)
 
     async def charge(self, client: str, quota: Quota, tokens: int) -> None:
         if await self._call(client, quota, take=False, spend=tokens) is None and self.health.fail_open:
             self.fallback.charge_now(client, quota, tokens)
 
-    async def _call(self, client: str, quota: Quota, *, take: bool, spend: int) -> tuple[bool, float, float] | None:
+    async def _call(
+        self, client: str, quota: Quota, *, take: bool, spend: int, reserve: bool = False
+    ) -> tuple[bool, float, float] | None:
         """The script's answer, or None while Redis is out of reach (the circuit is open)."""
         now = time.monotonic()
         if self._open_until is not None and (now < self._open_until or self._probing):
@@ -294,6 +328,7 @@ class RedisLimiter:
             quota.tokens or 0,
             1 if take else 0,
             spend,
+            1 if reserve else 0,
         ]
         try:
             # The socket time-outs bound each read; this bounds the whole call (connect, script load, answer).

@@ -48,6 +48,7 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False) -> 
         route = _first_allowed(request, exchange, candidates, model_filter, table.names)
         provider = route.provider
         filters.check_vision(settings.enable_vision, provider, body)
+        await auth.reserve_tokens(request, len(raw), body)
         rules = policies[provider.id]
         exchange.scanner = SseUsage() if stream else JsonUsage()
         # Streams report usage only when asked; the client's own stream_options always win.

@@ -95,6 +95,8 @@ class Settings:
     auth_oidc_leeway: float = 30.0
     redis_url: str | None = field(default=None, repr=False)  # may hold a password
     ratelimit_fail_open: bool = True
+    # Output tokens a request reserves from a token budget when its body sets no max_tokens (or the like).
+    ratelimit_reserve_output_tokens: int = 1024
     redis_timeout: float = 0.25
     redis_retry_interval: float = 5.0
     # Retries before the first byte, and hot reload of the provider table
@@ -163,6 +165,7 @@ class Settings:
             auth_oidc_leeway=reader.duration("AUTH_OIDC_LEEWAY", 30.0),
             redis_url=reader.text("REDIS_URL"),
             ratelimit_fail_open=reader.choice("RATELIMIT_REDIS_FAILURE", ("open", "closed"), "open") == "open",
+            ratelimit_reserve_output_tokens=reader.integer("RATELIMIT_RESERVE_OUTPUT_TOKENS", 1024),
             redis_timeout=reader.duration("REDIS_TIMEOUT", 0.25),
             redis_retry_interval=reader.duration("REDIS_RETRY_INTERVAL", 5.0),
             # Resilience

@@ -25,6 +25,7 @@ from gateway.config.settings import Settings
 from gateway.exchange import Exchange
 from gateway.upstream.http1.client import Http1Transport
 from gateway.upstream.outbound import HOP_BY_HOP
+from gateway.upstream.relayed import RelayedStream, RelayedWhole
 from gateway.upstream.scrub import SCRUBBED_MAX, Unscrubbable, scrubbed_body, scrubbed_head
 from gateway.upstream.timeouts import NO_RETRY, RETRY_STATUSES, Limits, RetryPolicy, retry_after
 from gateway.upstream.transport import (
@@ -360,7 +361,7 @@ def _whole_response(
     if edit is not None:
         body = edit.feed(body) + edit.finish()
     exchange.bytes_out = len(body)
-    return web.Response(status=answer.status, reason=reason or None, headers=headers, body=body)
+    return RelayedWhole(status=answer.status, reason=reason or None, headers=headers, body=body)
 
 
 def _start_response(
@@ -370,7 +371,7 @@ def _start_response(
     reason = answer.reason
     if secret is not None:
         headers, reason = scrubbed_head(answer, headers, exchange, secret)
-    response = web.StreamResponse(status=answer.status, reason=reason or None, headers=headers)
+    response = RelayedStream(status=answer.status, reason=reason or None, headers=headers)
     if answer.content_length is not None and not answer.chunked and not edited:
         response.content_length = answer.content_length
     if answer.content_type == "text/event-stream":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -18,11 +19,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.access.auth import ACCESS, reload_keys
+from gateway.access.ratelimit import Quota
 from gateway.exchange import EXCHANGE
 from tests.fakes.access import FakeClock, KeysFile, write_keys
 from tests.fakes.bodies import chat
 from tests.fakes.gateways import ROOT, auth_settings, gateway_app, gateway_args, running
-from tests.fakes.net import free_port, wait_listening
+from tests.fakes.net import free_port, read_until_cut, wait_listening
 from tests.fakes.providers import ChatProvider
 from tests.fakes.tables import PROVIDER_KEY, access_table
 
@@ -33,6 +35,7 @@ POLICIES = {
     "free": {"inference": False},
     "rpm": {"requests_per_minute": 2},
     "tpm": {"tokens_per_minute": 20},
+    "kilo": {"tokens_per_minute": 1000},
 }
 CLIENTS: dict[str, dict[str, Any]] = {
     "full": {},
@@ -41,6 +44,7 @@ CLIENTS: dict[str, dict[str, Any]] = {
     "free": {"policy": "free"},
     "rpm": {"policy": "rpm"},
     "tpm": {"policy": "tpm"},
+    "kilo": {"policy": "kilo"},
 }
 
 
@@ -252,19 +256,72 @@ async def test_token_limit_counts_usage_of_json_and_streamed_answers(
     headers = bearer(keys.key("tpm"))
     first = await gw.post("/v1/chat/completions", json=chat("fake/alpha-1", stream=True), headers=headers)
     await first.read()
-    assert first.headers["x-ratelimit-remaining-tokens"] == "20"
+    # While it runs, the request holds the whole budget (its reservation, capped at one window's worth).
+    assert first.headers["x-ratelimit-remaining-tokens"] == "0"
     assert "x-ratelimit-limit-requests" not in first.headers
-    # The stream reported 12 tokens: 8 are left.
+    # The stream reported 12 tokens: the reservation is settled and 8 are left, which the second holds.
     second = await gw.post("/v1/chat/completions", json=chat("fake/alpha-1"), headers=headers)
-    assert second.status == 200 and second.headers["x-ratelimit-remaining-tokens"] == "8"
-    assert second.headers["x-ratelimit-reset-tokens"] == "36s"
-    # 8 - 12 = -4: refused until the budget is above zero again (4 tokens at 1 per 3s, then one more).
+    assert second.status == 200 and second.headers["x-ratelimit-remaining-tokens"] == "0"
+    assert second.headers["x-ratelimit-reset-tokens"] == "1m36s"  # 8 - 20 = -12: 32 tokens at 1 per 3 s
+    # Settled at 12: 8 - 12 = -4: refused until the budget is above zero again (4 tokens at 1 per 3s, then one more).
     third = await gw.post("/v1/chat/completions", json=chat("fake/alpha-1"), headers=headers)
     assert third.status == 429
     assert third.headers["Retry-After"] == "15"
     assert (await envelope(third))["error"]["type"] == "tokens"
     clock.advance(15)
     assert (await gw.post("/v1/chat/completions", json=chat("fake/alpha-1"), headers=headers)).status == 200
+
+
+async def test_concurrent_requests_cannot_all_pass_on_one_token_budget(
+    gw: Client, keys: KeysFile, upstream: ChatProvider
+) -> None:
+    """Each request reserves what it may use before it goes upstream: while one holds the 20-token budget, the
+    others are refused, however many arrive at once; once it has settled (12 used), the next is admitted."""
+    headers = bearer(keys.key("tpm"))
+    first = await gw.post("/v1/chat/completions", json=chat("fake/held", stream=True), headers=headers)
+    assert first.status == 200
+    await upstream.holding.wait()
+    others = [gw.post("/v1/chat/completions", json=chat("fake/alpha-1"), headers=headers) for _ in range(10)]
+    refused = [await response for response in others]
+    assert [r.status for r in refused] == [429] * 10
+    assert {(await envelope(r))["error"]["type"] for r in refused} == {"tokens"}
+    assert len(upstream.requests) == 1  # none of them reached the provider
+    upstream.release.set()
+    await first.read()
+    after = await gw.post("/v1/chat/completions", json=chat("fake/alpha-1"), headers=headers)
+    assert after.status == 200
+
+
+def _sent(body: dict[str, Any]) -> int:
+    """The bytes aiohttp sends for `json=body`."""
+    return len(json.dumps(body).encode())
+
+
+async def test_a_stream_without_usage_is_charged_an_estimate_not_nothing(gw: Client, keys: KeysFile) -> None:
+    """The answer breaks off before any usage report: the reservation settles at the input estimate plus the
+    relayed bytes as tokens (never more than the body's max_tokens), 4 bytes a token."""
+    headers = bearer(keys.key("kilo"))
+    body = chat("fake/truncated", stream=True, max_tokens=500)
+    response = await gw.post("/v1/chat/completions", json=body, headers=headers)
+    relayed, cut = await read_until_cut(response)
+    assert cut and relayed.startswith(b"data: ")
+    limiter, quota = gw.app[ACCESS].limiter, Quota(tokens=1000)
+    held = 1000 - (-(-_sent(body) // 4) + 500)
+    settled = 1000 - (-(-_sent(body) // 4) + -(-len(relayed) // 4))
+    for _ in range(250):  # the sink settles once the handler has ended, just after the client saw the cut
+        level = limiter.reserve_now("key:kilo", quota, 0).tokens.remaining
+        if level != held:
+            break
+        await asyncio.sleep(0.02)
+    assert level == settled
+
+
+async def test_an_error_answer_gives_the_reservation_back(gw: Client, keys: KeysFile) -> None:
+    headers = bearer(keys.key("tpm"))
+    failed = await gw.post("/v1/chat/completions", json=chat("fake/fail"), headers=headers)
+    assert failed.status == 500
+    again = await gw.post("/v1/chat/completions", json=chat("fake/alpha-1"), headers=headers)
+    assert again.status == 200  # nothing was charged for the failure: the whole budget was there to hold
 
 
 async def test_keys_file_changes_are_taken_without_restart(gw: Client, keys: KeysFile, tmp_path: Path) -> None:

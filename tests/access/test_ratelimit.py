@@ -120,6 +120,26 @@ async def test_a_debt_is_at_most_one_window(limiter: Any, clock: FakeClock) -> N
     assert (await limiter.acquire("a", quota)).allowed
 
 
+async def test_a_reservation_is_refused_once_the_budget_is_spent_and_settles_exactly(
+    limiter: Any, clock: FakeClock
+) -> None:
+    """Reserved before the answer (so concurrent requests see each other), settled after it: a refund of what was
+    not used, never above a full bucket."""
+    quota = Quota(tokens=100)
+    first = await limiter.reserve("a", quota, 60)
+    assert first.allowed and first.tokens == Window(100, 40, 36.0)
+    second = await limiter.reserve("a", quota, 60)  # 40 left: admitted, into debt
+    assert second.allowed and second.tokens == Window(100, 0, 72.0)
+    third = await limiter.reserve("a", quota, 1)
+    assert not third.allowed and third.retry_after == pytest.approx(12.6)
+    assert not (await limiter.acquire("a", quota)).allowed  # the check at the door agrees
+    await limiter.charge("a", quota, 12 - 60)  # the first used 12 of its 60
+    await limiter.charge("a", quota, 30 - 60)  # the second 30
+    assert (await limiter.acquire("a", quota)).tokens == Window(100, 58, 25.2)  # 100 - 12 - 30
+    await limiter.charge("a", quota, -1_000)  # a refund never overfills
+    assert (await limiter.acquire("a", quota)).tokens == Window(100, 100, 0.0)
+
+
 async def test_redis_and_memory_make_the_same_decisions(redis_server: RedisServer) -> None:
     """The Lua script and the Python steps are one algorithm: a seeded random walk must agree step by step."""
     clock = FakeClock()
@@ -132,9 +152,14 @@ async def test_redis_and_memory_make_the_same_decisions(redis_server: RedisServe
             clock.advance(rng.choice([0, 0, 0.5, 3, 11]))
             client = rng.choice(["a", "b"])
             if rng.random() < 0.3:
-                spend = rng.randrange(0, 200)
+                spend = rng.randrange(-150, 200)
                 await memory.charge(client, quota, spend)
                 await shared.charge(client, quota, spend)
+                continue
+            if rng.random() < 0.3:
+                hold = rng.randrange(0, 300)
+                mine, theirs = await memory.reserve(client, quota, hold), await shared.reserve(client, quota, hold)
+                assert (mine.allowed, mine.headers()) == (theirs.allowed, theirs.headers())
                 continue
             mine, theirs = await memory.acquire(client, quota), await shared.acquire(client, quota)
             assert mine.allowed == theirs.allowed

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Protocol, cast
 
 import httptools
+import structlog
 from multidict import CIMultiDict
 
 from gateway.upstream.transport import (
@@ -25,6 +26,8 @@ from gateway.upstream.transport import (
 )
 
 __all__ = ["Connection", "Deadlines"]
+
+log = structlog.get_logger("gateway.upstream")
 
 # Reading pauses when this much of an answer waits for a slow client, and resumes once the relay has taken it.
 _HIGH_WATER = 256 * 1024
@@ -82,6 +85,7 @@ class Connection(asyncio.Protocol):
         "_early",
         "_expired",
         "_error",
+        "_framing",
         "_head_bytes",
         "_header_size",
         "_headers",
@@ -132,6 +136,7 @@ class Connection(asyncio.Protocol):
         self._headers: list[tuple[str, str]] = []
         self._head_bytes = 0
         self._header_size = 0
+        self._framing = 0
         self._body: deque[bytes] = deque()
         self._buffered = 0
         self._complete = False
@@ -160,6 +165,8 @@ class Connection(asyncio.Protocol):
                 # and what it has not read would be taken for the next request's bytes. Never reused.
                 self._early = True
             self._head_bytes += len(data)
+        else:
+            self._framing += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -174,6 +181,10 @@ class Connection(asyncio.Protocol):
             # refused as soon as it is too long, never buffered without bound.
             if heading and not self.status and self._head_bytes > _MAX_HEAD:
                 self._fail(InvalidAnswer("the provider's response head is too large"))
+            elif self._framing > _MAX_HEAD:
+                # Bytes since the last body bytes: chunk sizes, extensions, trailers. llhttp keeps a trailer field
+                # that never ends, so without this bound a provider could fill the gateway's memory after the body.
+                self._fail(InvalidAnswer("the provider's chunk framing or trailers are too large"))
 
     def eof_received(self) -> bool:
         return False  # close the transport: a half-closed provider connection is of no further use
@@ -223,7 +234,15 @@ class Connection(asyncio.Protocol):
             # After the head: a trailer field of a chunked body, which llhttp reports like a header. The gateway
             # relays no trailers; it must not become one of the answer's headers either.
             return
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        try:
+            # aiohttp writes header values as UTF-8: a UTF-8 value reaches the client byte for byte.
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            # Any other bytes >= 0x80 (Latin-1, say) could only reach the client re-encoded, which is another
+            # value: the field is not relayed, and the log says which (never its value).
+            log.warning("provider header not relayed: its value is not UTF-8", header=name.decode("latin-1"))
+            return
+        self._headers.append((name.decode("latin-1"), text))
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -261,6 +280,7 @@ class Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self._head_only:
             return
+        self._framing = 0
         self._body.append(body)
         self._buffered += len(body)
         if self._buffered > _HIGH_WATER and not self._paused and self.transport is not None:

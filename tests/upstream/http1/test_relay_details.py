@@ -147,3 +147,55 @@ async def test_a_status_beyond_599_is_a_bad_answer(relay) -> None:
     line, _, body = await answer_of(gw)
     assert line == b"HTTP/1.1 502 Bad Gateway"
     assert b"upstream_unreachable" in body
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+async def test_an_answer_without_a_content_type_reaches_the_client_without_one(relay, streamed) -> None:
+    """aiohttp gives an untyped body `application/octet-stream`; the provider sent no type, so none is added."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+    gw = await relay(*((head, b"hello") if streamed else (head + b"hello",)))
+    line, headers, body = await answer_of(gw)
+    assert (line, body) == (b"HTTP/1.1 200 OK", b"hello")
+    assert b"content-type" not in headers
+
+
+async def test_a_utf8_header_value_is_relayed_byte_for_byte(relay) -> None:
+    value = 'attachment; filename="caf\u00e9-\u97f3.mp3"'.encode()
+    gw = await relay(b"HTTP/1.1 200 OK\r\nContent-Disposition: " + value + b"\r\nContent-Length: 2\r\n\r\nok")
+    line, headers, body = await answer_of(gw)
+    assert (line, body, headers[b"content-disposition"]) == (b"HTTP/1.1 200 OK", b"ok", value)
+
+
+async def test_a_header_value_that_is_not_utf8_is_dropped_not_re_encoded(relay, caplog) -> None:
+    """Latin-1 `\\xe9` would have reached the client as UTF-8 `\\xc3\\xa9`: another value. It is not relayed, and the
+    log names the field without its value."""
+    gw = await relay(
+        b"HTTP/1.1 200 OK\r\nX-Latin: caf\xe9\r\nX-Kept: 1\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+    )
+    with captured_logs() as logs:
+        line, headers, body = await answer_of(gw)
+        await gw.settled()
+    assert (line, body, headers[b"x-kept"]) == (b"HTTP/1.1 200 OK", b"ok", b"1")
+    assert b"x-latin" not in headers
+    dropped = [e for e in logs if e.get("event") == "provider header not relayed: its value is not UTF-8"]
+    assert [(e["header"], e["log_level"]) for e in dropped] == [("X-Latin", "warning")]
+    assert "caf" not in str(dropped)
+    no_errors(logs, caplog)
+
+
+async def test_a_trailer_that_never_ends_is_cut_off_not_buffered(relay) -> None:
+    """After the last chunk a provider sends one trailer field without end: llhttp keeps every byte of it. The
+    gateway stops reading past 64 KiB, and the client's answer is cut (it never looks whole)."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+    endless = [b"0\r\nX-Trailer: "] + [b"a" * 16384] * 8  # 128 KiB and still no end of the field
+    gw = await relay(head, *endless)
+    with captured_logs() as logs:
+        async with raw_connection(gw.port) as raw:
+            await raw.send(REQUEST)
+            answer = await raw.response(LIMIT)
+        await gw.settled()
+    ended = [e for e in logs if e.get("event") == "upstream body ended early"]
+    assert [e["error"] for e in ended] == ["InvalidAnswer"]  # refused, not left to the read time-out
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"hello" in answer
+    assert not answer.endswith(b"0\r\n\r\n")  # no terminating chunk: the client knows the answer broke off
