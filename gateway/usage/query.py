@@ -126,7 +126,8 @@ async def _percentiles(store: Store, where: str, params: list[Any], count: int) 
 def _bucket_key(store: Store, group_by: GroupBy) -> str:
     seconds = _SECONDS.get(group_by)
     if seconds is None:
-        return {"model": "model", "provider": "provider", "client": "client"}[group_by]
+        # A request refused before routing has no model served: it counts under the name it asked for.
+        return {"model": "coalesce(model, model_requested)", "provider": "provider", "client": "client"}[group_by]
     if store.dialect == "postgresql":
         return f"(floor(ts / {seconds}) * {seconds})::bigint"
     return f"CAST(ts / {seconds} AS INTEGER) * {seconds}"
