@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 MODELS = ("demo-echo", "demo-story")
 STORY = "Once upon a time, a gateway relayed every byte as it arrived, and nobody waited for anything."
@@ -212,6 +212,59 @@ async def speech(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def _form(request: web.Request) -> tuple[dict[str, str], list[tuple[str, int]]]:
+    """A multipart upload's text fields, and each file's name and size (read as it comes, not kept)."""
+    fields: dict[str, str] = {}
+    files: list[tuple[str, int]] = []
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            continue
+        if part.filename is None:
+            fields[part.name or ""] = (await part.read(decode=True)).decode("utf-8", "replace")
+            continue
+        size = 0
+        while chunk := await part.read_chunk():
+            size += len(chunk)
+        files.append((part.filename, size))
+    return fields, files
+
+
+async def image_upload(request: web.Request) -> web.Response:
+    """Image edits and variations: the demo's PNG, whatever was sent."""
+    await _form(request)
+    return web.json_response({"created": 1735689600, "data": [{"b64_json": base64.b64encode(PNG).decode()}]})
+
+
+async def transcribe(request: web.Request) -> web.StreamResponse:
+    """Transcriptions and translations: an echo of what was uploaded, in the asked response_format (or streamed)."""
+    fields, files = await _form(request)
+    name, size = files[0] if files else ("nothing", 0)
+    text = f"heard {size} bytes of {name}"
+    if fields.get("stream") == "true":
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        words = text.split(" ")
+        for i, word in enumerate(words):
+            delta = {"type": "transcript.text.delta", "delta": word if i == 0 else " " + word}
+            await response.write(b"data: " + orjson.dumps(delta) + b"\n\n")
+        await response.write(b"data: " + orjson.dumps({"type": "transcript.text.done", "text": text}) + b"\n\n")
+        await response.write_eof()
+        return response
+    shape = fields.get("response_format", "json")
+    if shape == "text":
+        return web.Response(text=text + "\n", content_type="text/plain")
+    if shape == "srt":
+        return web.Response(text=f"1\n00:00:00,000 --> 00:00:01,000\n{text}\n", content_type="text/plain")
+    if shape == "vtt":
+        return web.Response(text=f"WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n{text}\n", content_type="text/plain")
+    if shape == "verbose_json":
+        segment = {"id": 0, "start": 0.0, "end": 1.0, "text": text}
+        return web.json_response({"task": "transcribe", "language": "english", "duration": 1.0, "text": text,
+                                  "segments": [segment]})  # fmt: skip
+    return web.json_response({"text": text})
+
+
 async def rerank(request: web.Request) -> web.Response:
     body = await _json_body(request)
     query = set(str(body.get("query", "")).lower().split())
@@ -231,7 +284,11 @@ def create_demo_app() -> web.Application:
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/moderations", moderations)
     app.router.add_post("/v1/images/generations", images)
+    app.router.add_post("/v1/images/edits", image_upload)
+    app.router.add_post("/v1/images/variations", image_upload)
     app.router.add_post("/v1/audio/speech", speech)
+    app.router.add_post("/v1/audio/transcriptions", transcribe)
+    app.router.add_post("/v1/audio/translations", transcribe)
     app.router.add_post("/v1/rerank", rerank)
     return app
 
@@ -247,6 +304,9 @@ Gateway on {gw} (demo upstream behind it, offline). Try:
   curl -s {gw}/v1/embeddings -H 'Content-Type: application/json' -d '{{"model": "demo-embed", "input": "hello"}}'
   curl -s {gw}/v1/audio/speech -H 'Content-Type: application/json' \
        -d '{{"model": "demo-tts", "voice": "alloy", "input": "hello"}}' -o hello.wav
+  curl -s {gw}/v1/audio/transcriptions -F model=demo/demo-whisper -F file=@hello.wav -F response_format=srt
+  curl -s {gw}/v1/audio/translations -F model=demo-whisper -F file=@hello.wav
+  curl -s {gw}/v1/images/edits -F model=demo-image -F image=@hello.wav -F prompt='add a hat'
 {metrics}
   {python} -c 'from openai import OpenAI
 c = OpenAI(base_url="{gw}/v1", api_key="unused")

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from gateway.access import auth
 from gateway.api.inbound import Held, holding_body, read_body
-from gateway.dialects.openai import ModelRequest, UsageChunkStrip
+from gateway.dialects.openai import ModelRequest, UsageChunkStrip, without_empty_messages
 from gateway.errors import Handler
 from gateway.exchange import EXCHANGE, Exchange
 from gateway.routing import filters, resolve
@@ -25,16 +25,18 @@ from gateway.upstream.transport import UpstreamRequest
 Parser = Callable[[bytes], ModelRequest]
 
 
-def model_call(operation: str, parse: Parser, *, stream_usage: bool = False) -> Handler:
+def model_call(operation: str, parse: Parser, *, stream_usage: bool = False, drop_empty: bool = False) -> Handler:
     """The handler of one operation: the provider's endpoint of that name serves it. `stream_usage`: streams may be
-    asked for a final usage chunk (`stream_options`), for providers whose table entry says so."""
+    asked for a final usage chunk (`stream_options`), for providers whose table entry says so. `drop_empty`: the
+    body's `messages` lose their empty entries, for providers whose table entry does not turn that off."""
 
     async def serve(request: web.Request, held: Held) -> web.StreamResponse:
         state = request.app[STATE]
         # Read once: a reload during this request does not change the table it finishes on.
         settings, table, model_filter, policies = state.settings, state.table, state.model_filter, state.policies
         exchange = request[EXCHANGE]
-        raw = await read_body(request, settings.max_request_body_size, settings.read_timeout, held)
+        limit = table.body_limit(operation, settings.max_request_body_size)
+        raw = await read_body(request, limit, settings.read_timeout, held)
         exchange.bytes_in = len(raw)
         held.take_parse(raw)
         parsed = parse(raw)
@@ -45,10 +47,19 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False) -> 
         candidates = resolve.resolve(
             table, parsed.model, operation, query_provider=request.query.get("provider"), body_provider=parsed.provider
         )
-        route = _first_allowed(request, exchange, candidates, model_filter, table.names)
+        route = first_allowed(request, exchange, candidates, model_filter, table.names)
         provider = route.provider
+        rewrite = False
+        if drop_empty and provider.drop_empty_messages:
+            kept = without_empty_messages(body["messages"])
+            if kept is not None:
+                # Checked and sent alike: the body without them, re-encoded (only then).
+                body = {**body, "messages": kept}
+                exchange.request_body = body
+                rewrite = True
         filters.check_vision(settings.enable_vision, provider, body)
-        await auth.reserve_tokens(request, len(raw), body)
+        if auth.CLIENT in request:  # a client with a token budget reserves from it
+            await auth.reserve_tokens(request, len(raw), body)
         rules = policies[provider.id]
         exchange.scanner = SseUsage() if stream else JsonUsage()
         # Streams report usage only when asked; the client's own stream_options always win.
@@ -64,7 +75,7 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False) -> 
                 request_id=exchange.request_id,
                 inference=True,
             ),
-            outbound.request_body(raw, body, route.model, route.requested, "provider" in body, ask),
+            outbound.request_body(raw, body, route.model, route.requested, "provider" in body, ask, rewrite),
         )
         return await call.relay(
             request,
@@ -83,7 +94,7 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False) -> 
     return holding_body(serve)
 
 
-def _first_allowed(
+def first_allowed(
     request: web.Request, exchange: Exchange, candidates: Candidates, model_filter: ModelFilter, names: Names
 ) -> Route:
     """The first candidate the gateway's model filter and the client's policy allow, each judging the route (the

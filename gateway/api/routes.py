@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.api import health, inference, models, proxy, usage
+from gateway.api import health, inference, models, proxy, uploads, usage
 from gateway.dialects import DIALECTS, Dialect
 from gateway.dialects import openai as openai_dialect
 from gateway.errors import Handler
@@ -36,11 +36,18 @@ def model_route(
     *,
     endpoint: str | None = None,
     stream_usage: bool = False,
+    drop_empty: bool = False,
 ) -> ApiRoute:
     """A POST whose JSON body names a model, relayed to the provider's endpoint named `endpoint` (by default the
     operation's name): only providers that declare it serve the route."""
-    handler = inference.model_call(endpoint or operation, parse, stream_usage=stream_usage)
+    handler = inference.model_call(endpoint or operation, parse, stream_usage=stream_usage, drop_empty=drop_empty)
     return ApiRoute(path, ("POST",), handler, operation)
+
+
+def upload_route(path: str, operation: str) -> ApiRoute:
+    """A POST whose multipart body names a model, its upload relayed as it arrives to the provider's endpoint of
+    the operation's name."""
+    return ApiRoute(path, ("POST",), uploads.upload_call(operation), operation)
 
 
 ROUTES: tuple[ApiRoute, ...] = (
@@ -48,7 +55,7 @@ ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("/ready", ("GET",), health.ready, "other", public=True, inference=False),
     ApiRoute("/v1/models", ("GET",), models.list_models, "models", inference=False),
     ApiRoute("/v1/models/{model:.+}", ("GET",), models.retrieve_model, "models", inference=False),
-    model_route("/v1/chat/completions", "chat", openai_dialect.parse_chat, stream_usage=True),
+    model_route("/v1/chat/completions", "chat", openai_dialect.parse_chat, stream_usage=True, drop_empty=True),
     # The operation names are OpenTelemetry's GenAI ones where it has one; the endpoint is the table's name.
     model_route("/v1/embeddings", "embeddings", openai_dialect.parse_model_request),
     model_route(
@@ -65,7 +72,11 @@ ROUTES: tuple[ApiRoute, ...] = (
         openai_dialect.parse_model_request,
         endpoint="images_generations",
     ),
+    upload_route("/v1/images/edits", "images_edits"),
+    upload_route("/v1/images/variations", "images_variations"),
     model_route("/v1/audio/speech", "audio_speech", openai_dialect.parse_model_request),
+    upload_route("/v1/audio/transcriptions", "audio_transcriptions"),
+    upload_route("/v1/audio/translations", "audio_translations"),
     model_route("/v1/rerank", "rerank", openai_dialect.parse_model_request),
     ApiRoute("/proxy/{provider}/{path:[\\s\\S]*}", PROXY_METHODS, proxy.proxy, "proxy"),
     # The usage store's API (each client its own rows, admins all) and its page (which asks for a key itself).

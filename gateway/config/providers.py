@@ -120,6 +120,8 @@ class Provider:
     secret_query: str | None = None
     # Ask for usage in streams; model names known for metric labels.
     stream_usage: bool = False
+    # Chat messages without content are dropped before the request is forwarded (the table may turn it off).
+    drop_empty_messages: bool = True
     known_models: tuple[str, ...] = ()
     timeouts: TimeoutOverrides = TimeoutOverrides()
     retries: RetryOverrides = RetryOverrides()
@@ -167,6 +169,11 @@ class ProviderTable:
     # model name -> by_prefix's answer: traffic names a few models, so a table with many prefix lengths costs one
     # lookup per request like a table with one. Bounded in entries and key length; a reload brings a fresh one.
     memo: dict[str, Provider | None] = field(default_factory=dict, repr=False, compare=False)
+    # endpoint name -> the largest request body its routes take, replacing SERVER_MAX_REQUEST_BODY_SIZE
+    body_limits: Mapping[str, int] = field(default_factory=dict)
+
+    def body_limit(self, endpoint: str, default: int) -> int:
+        return self.body_limits.get(endpoint, default) if self.body_limits else default
 
     def lookup(self, name: str) -> Provider | None:
         return self.names.get(name.lower())
@@ -240,11 +247,14 @@ def parse_table(text: str, env: Mapping[str, str], source: str = "<providers>") 
     if problems:
         raise ConfigError(source, problems)
     providers = {pid: _build(entry, env) for pid, entry in entries.items()}
-    return index_table(providers, source, _groups(groups, entries))
+    return index_table(providers, source, _groups(groups, entries), document.get("body_limits"))
 
 
 def index_table(
-    providers: Mapping[str, Provider], source: str = "", groups: Mapping[str, ModelGroup] | None = None
+    providers: Mapping[str, Provider],
+    source: str = "",
+    groups: Mapping[str, ModelGroup] | None = None,
+    body_limits: Mapping[str, int] | None = None,
 ) -> ProviderTable:
     names: dict[str, Provider] = {}
     prefixes: dict[str, Provider] = {}
@@ -255,7 +265,16 @@ def index_table(
             prefixes[prefix.lower()] = provider
     lengths = tuple(sorted({len(p) for p in prefixes}, reverse=True))
     by_name = {name.lower(): group for name, group in (groups or {}).items()}
-    return ProviderTable(dict(providers), source, names, prefixes, lengths, by_name, _price_index(providers, groups))
+    return ProviderTable(
+        dict(providers),
+        source,
+        names,
+        prefixes,
+        lengths,
+        by_name,
+        price_index=_price_index(providers, groups),
+        body_limits=dict(body_limits or {}),
+    )
 
 
 def _price_index(
@@ -528,6 +547,7 @@ def _build(entry: dict[str, Any], env: Mapping[str, str]) -> Provider:
         secret_header=secret_header.lower() if secret_header else None,
         secret_query=secret_query,
         stream_usage=bool(entry.get("stream_usage", False)),
+        drop_empty_messages=bool(entry.get("drop_empty_messages", True)),
         forward_headers=frozenset(name.lower().encode() for name in entry.get("forward_headers", ())),
         known_models=tuple(entry.get("models", ())),
         timeouts=TimeoutOverrides(**{name: _seconds(value) for name, value in entry.get("timeouts", {}).items()}),

@@ -125,6 +125,34 @@ def _model_request(body: dict[str, Any], model: str) -> ModelRequest:
     return ModelRequest(body, model, stream, provider)
 
 
+# What else makes a message without content a message: a call the model made, or its refusal.
+_CONTENT_BESIDES = ("tool_calls", "function_call", "refusal", "audio")
+# A tool's (or a legacy function's) answer is kept even when empty: dropping it would leave its call unanswered,
+# which providers reject.
+_ANSWERS = frozenset({"tool", "function"})
+
+
+def without_empty_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The messages without those that carry nothing (content `""`, null or missing without a tool call, an empty
+    list of parts), which several providers refuse with a 400 (seed 000's API ignores them); None when no message
+    is empty, so the body goes on as it came. 400 when nothing would be left."""
+    kept: list[dict[str, Any]] | None = None
+    for i, message in enumerate(messages):
+        content = message.get("content")
+        empty = (
+            (content is None or content == "" or content == [])
+            and message.get("role") not in _ANSWERS
+            and not any(message.get(key) for key in _CONTENT_BESIDES)
+        )
+        if empty and kept is None:
+            kept = messages[:i]
+        elif not empty and kept is not None:
+            kept.append(message)
+    if kept is not None and not kept:
+        raise InvalidRequest("every entry of 'messages' is empty; send one with content", code="invalid_messages")
+    return kept
+
+
 _USAGE = b'"usage"'
 
 

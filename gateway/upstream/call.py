@@ -17,7 +17,7 @@ from functools import partial
 from typing import Protocol
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -191,14 +191,15 @@ async def _answer(
         except TLSFailed:
             raise
         except TransportError as exc:
-            if not exc.retryable:
+            if not exc.retryable or not upstream.resendable:
                 raise
             wait = retry.delay(exchange.retries)
             if wait is None or loop.time() + wait >= budget_end:
                 raise
             reason = str(exc)
         else:
-            if answer.status not in RETRY_STATUSES:
+            if answer.status not in RETRY_STATUSES or not upstream.resendable:
+                # A streamed upload that has gone out (even in part) cannot be sent again: its answer is final.
                 return answer
             asked = answer.headers
             if answer.status == 429 and retry_after(asked) is None:
@@ -361,7 +362,9 @@ def _whole_response(
     if edit is not None:
         body = edit.feed(body) + edit.finish()
     exchange.bytes_out = len(body)
-    return RelayedWhole(status=answer.status, reason=reason or None, headers=headers, body=body)
+    # The plain class when a type is there to keep: the override costs a frame per answer.
+    kind = web.Response if hdrs.CONTENT_TYPE in headers else RelayedWhole
+    return kind(status=answer.status, reason=reason or None, headers=headers, body=body)
 
 
 def _start_response(
@@ -371,7 +374,8 @@ def _start_response(
     reason = answer.reason
     if secret is not None:
         headers, reason = scrubbed_head(answer, headers, exchange, secret)
-    response = RelayedStream(status=answer.status, reason=reason or None, headers=headers)
+    kind = web.StreamResponse if hdrs.CONTENT_TYPE in headers else RelayedStream
+    response = kind(status=answer.status, reason=reason or None, headers=headers)
     if answer.content_length is not None and not answer.chunked and not edited:
         response.content_length = answer.content_length
     if answer.content_type == "text/event-stream":

@@ -189,12 +189,19 @@ _INCLUDE_USAGE = b',"stream_options":{"include_usage":true}}'
 
 
 def request_body(
-    raw: bytes, body: dict[str, Any], model: str, requested: str, provider_field: bool, ask_usage: bool = False
+    raw: bytes,
+    body: dict[str, Any],
+    model: str,
+    requested: str,
+    provider_field: bool,
+    ask_usage: bool = False,
+    rewrite: bool = False,
 ) -> bytes:
     """The client's bytes unchanged, unless the model name (`requested` -> `model`) or the `provider` field must
-    change, or (`ask_usage`) the stream should end with a usage chunk and the client did not set `stream_options`."""
+    change, (`ask_usage`) the stream should end with a usage chunk and the client did not set `stream_options`, or
+    (`rewrite`) the gateway changed `body` itself (empty messages dropped)."""
     inject = ask_usage and "stream_options" not in body
-    if model == requested and not provider_field:
+    if model == requested and not provider_field and not rewrite:
         if not inject:
             return raw
         # Only the option is missing: splice it in before the closing brace instead of re-encoding the body.

@@ -22,7 +22,7 @@ adapter for another client (HTTP/2, an unusual proxy) implements the same two pr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import NamedTuple, Protocol
 
 from multidict import CIMultiDict
@@ -39,20 +39,50 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _IDEMPOTENCY_HEADERS = frozenset({b"idempotency-key", b"x-idempotency-key"})
 
 
+class StreamedBody:
+    """A request body sent as it is read (an upload), never held whole: `length` when it is known (sent with
+    Content-Length), else None (sent chunked). Its chunks can be taken once: as soon as the first one is, `started`
+    is set, and an attempt that fails after that is not retried (nothing is left to send again)."""
+
+    __slots__ = ("_chunks", "length", "started")
+
+    def __init__(self, chunks: AsyncIterator[bytes], length: int | None) -> None:
+        self._chunks = chunks
+        self.length = length
+        self.started = False
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._take()
+
+    async def _take(self) -> AsyncIterator[bytes]:
+        self.started = True
+        async for chunk in self._chunks:
+            yield chunk
+
+
 class UpstreamRequest(NamedTuple):
     """What the call layer sends: Host, framing and proxy headers are the transport's business."""
 
     method: str
     url: URL
     headers: Headers
-    body: bytes | None
+    body: bytes | StreamedBody | None
 
     @property
     def replayable(self) -> bool:
-        """Whether sending it twice is harmless (asked only when an attempt failed after it was written)."""
+        """Whether sending it twice is harmless (asked only when an attempt failed after it was written). A streamed
+        body that has begun to go out cannot be sent again, whatever the method."""
+        if not self.resendable:
+            return False
         if self.method in IDEMPOTENT_METHODS:
             return True
         return any(name.lower() in _IDEMPOTENCY_HEADERS for name, _ in self.headers)
+
+    @property
+    def resendable(self) -> bool:
+        """Whether the body can still be sent (again): always, unless it is a stream already begun."""
+        body = self.body
+        return not (isinstance(body, StreamedBody) and body.started)
 
 
 class Response(Protocol):

@@ -44,6 +44,16 @@ async def test_every_route_works_against_the_demo(aiohttp_server, aiohttp_client
         ) as out:
             await out.stream_to_file(target)
         assert target.read_bytes()[:4] == b"RIFF" and target.read_bytes()[8:12] == b"WAVE"
+        wav = target.read_bytes()
+        heard = f"heard {len(wav)} bytes of hello.wav"
+        transcript = await client.audio.transcriptions.create(model="demo/demo-whisper", file=target)
+        assert transcript.text == heard
+        srt = await client.audio.transcriptions.create(model="demo-whisper", file=target, response_format="srt")
+        assert srt == f"1\n00:00:00,000 --> 00:00:01,000\n{heard}\n"
+        events = await client.audio.transcriptions.create(model="demo-whisper", file=target, stream=True)
+        assert [e.text async for e in events if e.type == "transcript.text.done"] == [heard]
+        edited = await client.images.edit(model="demo-image", image=("dot.png", PNG, "image/png"), prompt="a hat")
+        assert edited.data and base64.b64decode(edited.data[0].b64_json or "") == PNG
     reranked = await gateway.post(
         "/v1/rerank", json={"model": "demo-rerank", "query": "red apple", "documents": ["blue sky", "red apple pie"]}
     )

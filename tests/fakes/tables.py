@@ -34,8 +34,9 @@ def entry(pid: str, url: str, auth_type: str = "none", **extra: Any) -> dict[str
     }
 
 
-def table_of(*entries: dict[str, Any], env: Mapping[str, str] | None = None) -> ProviderTable:
-    document = {"providers": {e["id"]: e for e in entries}}
+def table_of(*entries: dict[str, Any], env: Mapping[str, str] | None = None, **sections: Any) -> ProviderTable:
+    """A table of these entries; `sections` are the document's other top-level sections (`body_limits`, ...)."""
+    document = {"providers": {e["id"]: e for e in entries}, **sections}
     return parse_table(yaml.safe_dump(document), dict(env or {}), source="test.yaml")
 
 

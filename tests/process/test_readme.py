@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from gateway.demo import STORY
@@ -68,3 +69,28 @@ def test_the_python_line_make_run_prints_runs_with_the_venvs_python(demo_gateway
     done = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, timeout=LIMIT, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"{STORY}\n"
+
+
+def test_the_upload_commands_make_run_prints_work(demo_gateway: str, tmp_path: Path) -> None:
+    usage = subprocess.run(
+        [sys.executable, "-m", "gateway.demo", "--print-usage", "--gateway", demo_gateway],
+        capture_output=True,
+        text=True,
+        timeout=LIMIT,
+        cwd=ROOT,
+        check=True,
+    ).stdout
+    # The speech command (two lines) writes hello.wav; the upload commands send it.
+    speech = re.search(r"^  curl -s \S+/v1/audio/speech .*?-o hello.wav$", usage, re.M | re.S)
+    uploads = re.findall(r"^  curl -s \S+/v1/(?:audio/transcriptions|audio/translations|images/edits) .*$", usage, re.M)
+    assert speech is not None and len(uploads) == 3, usage
+    outputs = []
+    for command in [speech.group(0), *uploads]:
+        done = subprocess.run(["/bin/sh", "-c", command], capture_output=True, timeout=LIMIT, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+    size = (tmp_path / "hello.wav").stat().st_size
+    heard = f"heard {size} bytes of hello.wav"
+    assert outputs[1] == f"1\n00:00:00,000 --> 00:00:01,000\n{heard}\n".encode()
+    assert orjson.loads(outputs[2]) == {"text": heard}
+    assert orjson.loads(outputs[3])["data"][0]["b64_json"]

@@ -11,7 +11,7 @@ from yarl import URL
 
 from gateway.upstream.http1.connection import Connection
 from gateway.upstream.http1.pool import Origin, Pool
-from gateway.upstream.transport import Disconnected, Headers, InvalidHeader, UpstreamRequest
+from gateway.upstream.transport import Disconnected, Headers, InvalidHeader, StreamedBody, UpstreamRequest
 
 __all__ = ["Http1Transport", "request_head"]
 
@@ -55,10 +55,19 @@ class Http1Transport:
         origin = pool.origin(request.url)
         head = request_head(request.method, request.url, origin, request.headers, request.body)
         head_only = request.method == "HEAD"
+        body = request.body
         for _ in range(2):
             conn, reused = await pool.acquire(origin, connect)
             try:
-                conn.send(head, request.body, head_only=head_only)
+                if isinstance(body, StreamedBody):
+                    # The head's limit starts once the upload is out: a large one may take longer than the limit
+                    # itself. While it goes out, a provider that stops reading for that long ends it.
+                    window = None if head_by is None else max(head_by - self.loop.time(), 0.0)
+                    conn.send(head, None, head_only=head_only)
+                    await conn.send_stream(body, chunked=body.length is None, stall=window)
+                    head_by = None if window is None else self.loop.time() + window
+                else:
+                    conn.send(head, body, head_only=head_only)
                 await conn.head(head_by)
             except Disconnected as exc:
                 pool.discard(conn)
@@ -81,7 +90,7 @@ class Http1Transport:
         await self.pool.close()
 
 
-def request_head(method: str, url: URL, origin: Origin, headers: Headers, body: bytes | None) -> bytes:
+def request_head(method: str, url: URL, origin: Origin, headers: Headers, body: bytes | StreamedBody | None) -> bytes:
     """The request line and headers as sent: Host and framing are the transport's, the rest as given."""
     start = f"{method} {origin.target_prefix}{url.raw_path_qs} HTTP/1.1\r\nHost: {origin.host_header}\r\n"
     lines = b"".join([b"%s: %s\r\n" % pair for pair in headers])
@@ -89,8 +98,11 @@ def request_head(method: str, url: URL, origin: Origin, headers: Headers, body: 
     # last guard that one header stays one line on the wire.
     if lines.count(b"\n") != len(headers) or lines.count(b"\r") != len(headers):
         raise InvalidHeader("a header holds a line break")
-    framing = (
-        b"Content-Length: %d\r\n" % (len(body) if body else 0) if body is not None or method in _BODY_METHODS else b""
-    )
+    if isinstance(body, StreamedBody):
+        framing = b"Transfer-Encoding: chunked\r\n" if body.length is None else b"Content-Length: %d\r\n" % body.length
+    elif body is not None or method in _BODY_METHODS:
+        framing = b"Content-Length: %d\r\n" % (len(body) if body else 0)
+    else:
+        framing = b""
     proxy = f"Proxy-Authorization: {origin.proxy_authorization}\r\n".encode() if origin.proxy_authorization else b""
     return b"".join((start.encode("utf-8", "surrogateescape"), lines, proxy, framing, b"\r\n"))

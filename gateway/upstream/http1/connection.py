@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import AsyncIterable, Iterable
 from typing import Protocol, cast
 
 import httptools
@@ -83,6 +83,8 @@ class Connection(asyncio.Protocol):
         "_complete",
         "_deadlines",
         "_early",
+        "_sending",
+        "_write_paused",
         "_expired",
         "_error",
         "_framing",
@@ -124,6 +126,7 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.requests = 0
         self.idle_since = 0.0
+        self._write_paused = False
         self._reset()
 
     def _reset(self) -> None:
@@ -145,6 +148,7 @@ class Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._head_only = False
         self._early = False
+        self._sending = False
 
     # asyncio.Protocol
 
@@ -160,7 +164,9 @@ class Connection(asyncio.Protocol):
             return
         heading = not self.status
         if heading:
-            if not self._head_bytes and self.transport is not None and self.transport.get_write_buffer_size():
+            if not self._head_bytes and (
+                self._sending or (self.transport is not None and self.transport.get_write_buffer_size())
+            ):
                 # The provider answers while part of the request is still ours to write: it has not read it all,
                 # and what it has not read would be taken for the next request's bytes. Never reused.
                 self._early = True
@@ -205,11 +211,13 @@ class Connection(asyncio.Protocol):
                 self._error = Disconnected("the provider closed the connection")
         self._wake()
 
-    def pause_writing(self) -> None:  # the request is written whole; the transport buffers it
-        pass
+    def pause_writing(self) -> None:
+        # A request written whole is buffered by the transport; a streamed one waits here for the provider to read.
+        self._write_paused = True
 
     def resume_writing(self) -> None:
-        pass
+        self._write_paused = False
+        self._wake()
 
     # llhttp callbacks
 
@@ -307,6 +315,31 @@ class Connection(asyncio.Protocol):
             self.transport.writelines((head, body))
         else:
             self.transport.write(head)
+
+    async def send_stream(self, chunks: AsyncIterable[bytes], *, chunked: bool, stall: float | None) -> None:
+        """Write a streamed body after `send`'s head, a chunk at a time, taking the next one only when the provider
+        has read enough of the last (the transport's write buffer below its high-water mark): an upload is never
+        held whole. Stops early when the provider answers or fails first; its answer is then read as usual, and the
+        connection is never reused. `stall` bounds how long the provider may leave the buffer full (HeadTimedOut)."""
+        transport = self.transport
+        assert transport is not None
+        self._sending = True
+        try:
+            async for chunk in chunks:
+                if self.status or self._head_bytes or self._error is not None or self.closed:
+                    self._early = True  # the rest of the request will never be read as such
+                    return
+                if chunk:
+                    if chunked:
+                        transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+                    else:
+                        transport.write(chunk)
+                while self._write_paused and not (self.status or self._head_bytes or self._error or self.closed):
+                    await self._wait(None if stall is None else self._loop.time() + stall)
+            if chunked and not self.closed:
+                transport.write(b"0\r\n\r\n")
+        finally:
+            self._sending = False
 
     async def head(self, until: float | None = None) -> None:
         """Wait for the answer's status line and headers; HeadTimedOut at loop time `until`."""

@@ -15,7 +15,7 @@ from gateway.upstream.call import fetch
 from gateway.upstream.http1.client import Http1Transport, request_head
 from gateway.upstream.http1.connection import Connection
 from gateway.upstream.http1.pool import Pool
-from gateway.upstream.transport import UpstreamRequest
+from gateway.upstream.transport import StreamedBody, UpstreamRequest
 from tests.fakes.net import RawServer, wait_for
 
 LIMIT = 5.0  # the bound on every wait; nothing here should come near it
@@ -148,3 +148,49 @@ async def test_a_connection_answered_early_is_not_reusable_and_is_dropped_unflus
         assert provider.leftover <= LARGE - unsent
     finally:
         await pool.close()
+
+
+async def test_a_streamed_body_stops_at_an_early_answer_and_its_connection_is_not_reused(servers, transport) -> None:
+    # An upload the provider refuses on seeing its head: the gateway stops taking chunks from the client (the
+    # provider reads no more) and relays the answer; the connection is never reused.
+    provider = await servers(EarlyProvider(read_on=False))
+    taken = 0
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal taken
+        for _ in range(LARGE // 65536):
+            taken += 65536
+            yield b"a" * 65536
+
+    body = StreamedBody(chunks(), LARGE)
+    upload = UpstreamRequest("POST", url_of(provider, "/v1/audio/transcriptions"), [], body)
+    assert await call(transport, upload) == (413, b"too big!")
+    assert body.started and not upload.replayable
+    assert taken < LARGE // 2  # stopped at the answer, not after the whole upload
+    after = UpstreamRequest("GET", url_of(provider, "/v1/models"), [], None)
+    provider.go_on.set()
+    assert await call(transport, after) == (200, b"fresh")
+    assert provider.connections == 2
+
+
+async def test_a_streamed_body_without_a_length_goes_chunked(servers, transport) -> None:
+    class Echo(RawServer):
+        async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            head = await reader.readuntil(b"\r\n\r\n")
+            body = await reader.readuntil(b"0\r\n\r\n")
+            self.seen = head, body
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    provider = await servers(Echo())
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"hello "
+        yield b""
+        yield b"world"
+
+    upload = UpstreamRequest("POST", url_of(provider, "/up"), [], StreamedBody(chunks(), None))
+    assert await call(transport, upload) == (200, b"ok")
+    head, body = provider.seen
+    assert b"\r\nTransfer-Encoding: chunked\r\n" in head and b"Content-Length" not in head
+    assert body == b"6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n"
