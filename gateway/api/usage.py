@@ -134,10 +134,18 @@ def _csv(rows: list[Any]) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
+# A cell starting with one of these is a formula to a spreadsheet: client text (metadata, user, model) could run one.
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(value: Any) -> Any:
     if isinstance(value, dict | list):
-        return orjson.dumps(value).decode()
-    return "" if value is None else value
+        value = orjson.dumps(value).decode()
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA):
+        return "'" + value
+    return value
 
 
 async def usage_page(request: web.Request) -> web.Response:

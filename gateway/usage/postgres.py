@@ -77,8 +77,9 @@ class PostgresStore:
 
     async def insert(self, rows: Sequence[Row]) -> None:
         pool = await self._ensure_pool()
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.executemany(_INSERT, rows)
+        async with pool.acquire() as conn:
+            # COPY, binary: several times the rate of INSERTs, in one statement (so one transaction).
+            await conn.copy_records_to_table("usage_requests", records=rows, columns=COLUMNS)
 
     async def delete_before(self, ts: float, batch: int = 5000) -> int:
         pool = await self._ensure_pool()
