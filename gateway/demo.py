@@ -308,6 +308,7 @@ Gateway on {gw} (demo upstream behind it, offline). Try:
   curl -s {gw}/v1/audio/translations -F model=demo-whisper -F file=@hello.wav
   curl -s {gw}/v1/images/edits -F model=demo-image -F image=@hello.wav -F prompt='add a hat'
 {metrics}
+  curl -s '{gw}/v1/usage?group_by=model'      # usage so far; the page: {gw}/usage
   {python} -c 'from openai import OpenAI
 c = OpenAI(base_url="{gw}/v1", api_key="unused")
 answer = c.chat.completions.create(model="demo/demo-story", messages=[{{"role": "user", "content": "hi"}}])
