@@ -70,8 +70,10 @@ async def write_rate(url: str, rows: int, batch: int) -> tuple[float, int]:
             writer.sink(None, record, 200, ended)  # type: ignore[arg-type]
         made += min(1000, rows - made)
         await asyncio.sleep(0)
-    while writer.counters.written + writer.counters.dropped < rows:
-        await asyncio.sleep(0.005)
+    for _ in range(600_000):  # at most ten minutes
+        if writer.counters.written + writer.counters.dropped >= rows:
+            break
+        await asyncio.sleep(0.001)
     elapsed = time.perf_counter() - started
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -61,7 +61,7 @@ def create_app(settings: Settings, table: ProviderTable, routes: Sequence[ApiRou
     app.middlewares.extend(
         [
             observer(mounted.operations, sinks, gateway_metrics.live if gateway_metrics is not None else None),
-            error_renderer(mounted.dialects),
+            error_renderer(mounted.dialects, mounted.prefixes),
             *auth.middlewares(settings, mounted.public, mounted.not_inference),
         ]
     )
