@@ -126,6 +126,11 @@ ROUTES: tuple[ApiRoute, ...] = (
         translator=envelope.answer_for(envelope.images_data),
     ),
     ApiRoute(f"{INFERENCE_API}/models", ("GET",), models.list_models_envelope, "models", "envelope", inference=False),
+    # The usage store in the Inference API's shape (seed 001), the same rows and rules as /v1/usage.
+    ApiRoute(f"{INFERENCE_API}/usage", ("GET",), usage.inference_usage, "usage", "envelope", inference=False),
+    ApiRoute(
+        f"{INFERENCE_API}/requests/{{id}}", ("GET",), usage.inference_request, "usage", "envelope", inference=False
+    ),
 )
 
 # Paths no route matches speak the dialect of the API whose prefix they carry (a mistyped Inference API path gets

@@ -23,6 +23,7 @@ import orjson
 from aiohttp import web
 
 from gateway.access import auth
+from gateway.dialects import envelope
 from gateway.errors import InvalidRequest, NotFound, StoreUnavailable
 from gateway.runtime.state import STATE
 from gateway.usage import query
@@ -63,6 +64,54 @@ async def usage_summary(request: web.Request) -> web.Response:
             body["requests"] = rows
             body["next_cursor"] = cursor
     return web.Response(body=orjson.dumps(body), content_type=_JSON)
+
+
+async def inference_usage(request: web.Request) -> web.Response:
+    """Seed 001's `GET /api/v1/inference/usage` (`?provider=&since=&until=&limit=`): the summary and the latest
+    requests in the Inference API's envelope and camelCase."""
+    usage, client = _scope(request)
+    filters = _filters(request.query, client)
+    limit = _integer(request.query, "limit", DEFAULT_ROWS, query.MAX_ROWS)
+    async with _reading():
+        summary = await query.summary(usage.store, filters)
+        rows, _ = await query.requests(usage.store, filters, limit)
+    data = {
+        "summary": {
+            "totalRequests": summary["requests"],
+            "totalErrors": summary["errors"],
+            "totalInputTokens": summary["input_tokens"],
+            "totalOutputTokens": summary["output_tokens"],
+            "totalTokens": summary["total_tokens"],
+            "totalCost": summary["cost"],
+            "avgDurationMs": None if summary["avg_duration_ms"] is None else round(summary["avg_duration_ms"]),
+        },
+        "requests": [_camel(r) for r in rows],
+    }
+    return web.Response(body=envelope.success(data), content_type=_JSON)
+
+
+async def inference_request(request: web.Request) -> web.Response:
+    """Seed 001's `GET /api/v1/inference/requests/{id}`: one request's record, in the envelope."""
+    usage, client = _scope(request)
+    request_id = request.match_info["id"][:MAX_FILTER]
+    async with _reading():
+        found = await query.one(usage.store, request_id, client)
+    if found is None:
+        raise NotFound(f"no usage record for request id {request_id!r}")
+    return web.Response(body=envelope.success(_camel(found)), content_type=_JSON)
+
+
+def _camel(row: dict[str, Any]) -> dict[str, Any]:
+    """A row in the Inference API's camelCase: `request_id` -> `requestId` (the row's own `id` stays out)."""
+    return {_CAMEL.get(k) or _camel_name(k): v for k, v in row.items() if k != "id"}
+
+
+_CAMEL = {"request_id": "id", "time": "createdAt", "ts": "timestamp", "end_user": "user", "model_group": "group"}
+
+
+def _camel_name(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
 
 
 async def request_record(request: web.Request) -> web.Response:

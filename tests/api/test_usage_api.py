@@ -264,3 +264,38 @@ async def test_with_auth_on_a_client_sees_its_own_rows_and_an_admin_everyones(
     assert anonymous.status == 401
     # The page itself is public: it asks for a key and reads the API with it.
     assert (await gateway.client.get("/usage")).status == 200
+
+
+async def test_the_inference_api_shape_of_seed_001(aiohttp_client: Any, upstream: ChatProvider, tmp_path: Path) -> None:
+    gateway = await start_gateway(aiohttp_client, usage_table(upstream.url), usage_settings(tmp_path))
+    ids = await traffic(gateway)
+    await written(gateway.app, 4)
+    response = await gateway.client.get(
+        "/api/v1/inference/usage", params={"since": "2020-01-01", "provider": "fake", "limit": "2"}
+    )
+    assert response.status == 200
+    body = await response.json()
+    assert body["success"] is True
+    summary = body["data"]["summary"]
+    assert {k: v for k, v in summary.items() if k not in ("avgDurationMs", "totalCost")} == {
+        "totalRequests": 4,
+        "totalErrors": 1,
+        "totalInputTokens": 27,
+        "totalOutputTokens": 17,
+        "totalTokens": 44,
+    }
+    assert isinstance(summary["avgDurationMs"], int)
+    newest = body["data"]["requests"]
+    assert [r["id"] for r in newest] == [ids[3], ids[2]]
+    assert newest[1]["modelRequested"] == "grouped" and newest[1]["inputTokens"] == 5 and newest[1]["stream"] is True
+    one = await (await gateway.client.get(f"/api/v1/inference/requests/{ids[0]}")).json()
+    assert one["success"] is True and one["data"]["metadata"] == {"source": "external-client"}
+    assert one["data"]["user"] == "u-1" and one["data"]["createdAt"].endswith("Z")
+    missing = await gateway.client.get("/api/v1/inference/requests/nobody")
+    assert missing.status == 404
+    assert await missing.json() == {
+        "success": False,
+        "error": {"code": "NOT_FOUND", "message": "no usage record for request id 'nobody'"},
+    }
+    bad = await gateway.client.get("/api/v1/inference/usage", params={"since": "soon"})
+    assert bad.status == 400 and (await bad.json())["error"]["code"] == "BAD_REQUEST"
