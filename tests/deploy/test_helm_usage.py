@@ -33,7 +33,7 @@ def valid(rendered: Rendered) -> None:
 
 def test_off_by_default() -> None:
     rendered = render()
-    assert not [name for name in rendered.settings if name.startswith("USAGE_")]
+    assert rendered.settings["USAGE_STORE"] == "off"
     assert "usage" not in volumes(rendered)
     assert Settings.from_env(rendered.settings).usage_store is None
 

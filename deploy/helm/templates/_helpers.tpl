@@ -196,13 +196,13 @@ chart owns, or that looks like a credential, is refused rather than silently sha
 {{- end -}}
 {{- /* The usage store: a SQLite file on the chart's volume here; a PostgreSQL URL only by secretKeyRef. */ -}}
 {{- with .Values.usage -}}
-{{- if ne .store "off" -}}
 {{- $_ := set $derived "USAGE_RETENTION" (include "llm-gateway.envString" .retention) -}}
 {{- $_ := set $derived "USAGE_API_ENABLE" (ternary "true" "false" (.apiEnabled | default false)) -}}
 {{- $_ := set $derived "USAGE_STORE_BODIES" (ternary "true" "false" (.storeBodies | default false)) -}}
-{{- end -}}
 {{- if eq .store "sqlite" -}}
 {{- $_ := set $derived "USAGE_STORE" (printf "%s/usage.db" .sqlite.mountPath) -}}
+{{- else if eq .store "off" -}}
+{{- $_ := set $derived "USAGE_STORE" "off" -}}
 {{- end -}}
 {{- end -}}
 {{- /* Only a URL without credentials (checked in llm-gateway.validate); one from a Secret is a secretKeyRef. */ -}}
