@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.api import health, inference, models, proxy, uploads, usage
+from gateway.api import health, inference, mcp, models, proxy, uploads, usage
 from gateway.dialects import DIALECTS, Dialect, envelope
 from gateway.dialects import openai as openai_dialect
 from gateway.errors import Handler
@@ -87,6 +87,7 @@ ROUTES: tuple[ApiRoute, ...] = (
     upload_route("/v1/audio/transcriptions", "audio_transcriptions"),
     upload_route("/v1/audio/translations", "audio_translations"),
     model_route("/v1/rerank", "rerank", openai_dialect.parse_model_request),
+    ApiRoute("/v1/mcp/tools", ("GET",), mcp.list_tools, "mcp_tools", inference=False),
     ApiRoute("/proxy/{provider}/{path:[\\s\\S]*}", PROXY_METHODS, proxy.proxy, "proxy"),
     # The usage store's API (each client its own rows, admins all) and its page (which asks for a key itself).
     ApiRoute("/v1/usage", ("GET",), usage.usage_summary, "usage", inference=False),

@@ -155,12 +155,14 @@ AUTH_OIDC_NAME_CLAIM: auth.oidc.nameClaim
 AUTH_OIDC_LEEWAY: auth.oidc.leeway
 REDIS_URL: rateLimit.redis.url, or rateLimit.redis.existingSecret for a URL with a password
 RATELIMIT_REDIS_FAILURE: rateLimit.redis.failure
+RATELIMIT_RESERVE_OUTPUT_TOKENS: rateLimit.reserveOutputTokens
 REDIS_TIMEOUT: rateLimit.redis.timeout
 REDIS_RETRY_INTERVAL: rateLimit.redis.retryInterval
 USAGE_STORE: usage.store (usage.sqlite, or usage.postgresql.existingSecret)
 USAGE_RETENTION: usage.retention
 USAGE_API_ENABLE: usage.apiEnabled
 USAGE_STORE_BODIES: usage.storeBodies
+EXPOSE_MCP: config.MCP_EXPOSE
 {{- end -}}
 
 {{/*
@@ -187,6 +189,7 @@ chart owns, or that looks like a credential, is refused rather than silently sha
   "AUTH_OIDC_NAME_CLAIM" (.Values.auth.oidc.nameClaim | toString)
   "AUTH_OIDC_LEEWAY" (include "llm-gateway.envString" .Values.auth.oidc.leeway)
   "RATELIMIT_REDIS_FAILURE" (.Values.rateLimit.redis.failure | toString)
+  "RATELIMIT_RESERVE_OUTPUT_TOKENS" (include "llm-gateway.envString" .Values.rateLimit.reserveOutputTokens)
   "REDIS_TIMEOUT" (include "llm-gateway.envString" .Values.rateLimit.redis.timeout)
   "REDIS_RETRY_INTERVAL" (include "llm-gateway.envString" .Values.rateLimit.redis.retryInterval)
 -}}
