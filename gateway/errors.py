@@ -12,6 +12,7 @@
     ├── NoProvider                  404 no_provider
     ├── ModelNotFound               404 invalid_request_error / model_not_found
     ├── NotFound                    404 invalid_request_error / not_found (a usage record, an API that is off)
+    ├── ResponseNotFound            404 invalid_request_error / response_not_found
     ├── RateLimited                 429 requests / rate_limit_exceeded (+ Retry-After)
     ├── LimiterUnavailable          503 server_error / rate_limiter_unavailable
     ├── ServerBusy                  503 server_error / server_busy (+ Retry-After: bodies in flight at their limit)
@@ -95,6 +96,14 @@ class ModelNotFound(GatewayError):
     status = 404
     type = "invalid_request_error"
     code = "model_not_found"
+
+
+class ResponseNotFound(GatewayError):
+    """A Responses API id the gateway cannot place: not made through it (or forgotten), or another client's."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "response_not_found"
 
 
 class ModelNotAllowed(GatewayError):

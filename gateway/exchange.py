@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeGuard
 
 from aiohttp import web
 
@@ -29,25 +29,54 @@ class Usage(NamedTuple):
 
     @classmethod
     def of(cls, value: Any) -> Usage | None:
-        """OpenAI's `usage` object (prompt_tokens, completion_tokens, prompt_tokens_details.cached_tokens), or None
-        when it is not one."""
+        """A `usage` object, or None when it is not one: OpenAI's chat and completions shape (prompt_tokens,
+        completion_tokens), or the shape of Anthropic's Messages and OpenAI's Responses (input_tokens,
+        output_tokens). Anthropic counts cache writes and reads apart from `input_tokens`; they are input all the
+        same (billed, and what a token budget is about), so they are added to it. Cached tokens (the part of the
+        input read from the provider's prompt cache) come from `prompt_tokens_details` / `input_tokens_details`
+        or Anthropic's `cache_read_input_tokens`."""
         if not isinstance(value, dict):
             return None
-        prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
-        # Plain integers in a sane range only: `true` is an int to Python, and a provider's 2**64 - 1 is no count.
-        if (
-            type(prompt) is int
-            and type(completion) is int
-            and 0 <= prompt <= MAX_TOKENS
-            and 0 <= completion <= MAX_TOKENS
-        ):
+        prompt = value.get("prompt_tokens")
+        if prompt is not None:
+            completion = value.get("completion_tokens")
+            if not (_count(prompt) and _count(completion)):
+                return None
             # Read only once a usage object is found (at most once per answer), never per chunk.
-            details = value.get("prompt_tokens_details")
-            cached = details.get("cached_tokens") if isinstance(details, dict) else None
-            if type(cached) is int and 0 < cached <= prompt:
-                return cls(prompt, completion, cached)
-            return cls(prompt, completion)
-        return None
+            return cls(prompt, completion, _cached(value.get("prompt_tokens_details"), prompt))
+        inputs, outputs = value.get("input_tokens"), value.get("output_tokens")
+        if not (_count(inputs) and _count(outputs)):
+            return None
+        cached = 0
+        for name in _CACHE_FIELDS:
+            extra = value.get(name)
+            if extra is not None:
+                if not _count(extra):
+                    return None
+                inputs += extra
+                if name == _CACHE_READ:
+                    cached = extra
+        if inputs > MAX_TOKENS:
+            return None
+        return cls(inputs, outputs, cached or _cached(value.get("input_tokens_details"), inputs))
+
+
+# Anthropic's input tokens that `input_tokens` leaves out: written to the cache, and read from it.
+_CACHE_READ = "cache_read_input_tokens"
+_CACHE_FIELDS = ("cache_creation_input_tokens", _CACHE_READ)
+
+
+def _count(value: Any) -> TypeGuard[int]:
+    """A plain integer in a sane range: `true` is an int to Python, and a provider's 2**64 - 1 is no count."""
+    return type(value) is int and 0 <= value <= MAX_TOKENS
+
+
+def _cached(details: Any, limit: int) -> int:
+    """OpenAI's `*_tokens_details.cached_tokens` when it is a plain count no larger than the input; else 0."""
+    if not isinstance(details, dict):
+        return 0
+    cached = details.get("cached_tokens")
+    return cached if type(cached) is int and 0 < cached <= limit else 0
 
 
 class AnswerReader(Protocol):
