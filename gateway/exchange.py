@@ -125,7 +125,8 @@ class Exchange:
     upstream_request_id: str | None = None  # the provider's own x-request-id, relayed as X-Upstream-Request-ID
     request_body: dict[str, Any] | None = None  # the parsed request body, for the sinks (development logs, usage)
     requested_model: str | None = None  # the model name the client sent (a group, an alias, `provider/model`)
-    # Routing (routing/): the model group and strategy that chose the provider, and the candidates passed over.
+    # A request for a model group: its name, the strategy that ordered its deployments (tags joined with '+', or
+    # the group's default), and how many deployments were tried beyond the first. `retries` stays per upstream.
     group: str | None = None
     strategy: str | None = None
     fallbacks: int = 0

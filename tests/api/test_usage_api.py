@@ -81,6 +81,8 @@ async def test_the_summary_buckets_and_rows_of_known_traffic(
     assert (first["provider"], first["model"], first["status"], first["stream"]) == ("fake", "plain", 200, False)
     assert first["input_tokens"] == 11 and first["output_tokens"] == 7 and first["cost"] == pytest.approx(25e-6)
     assert streamed["stream"] is True and streamed["model_requested"] == "grouped" and streamed["model"] == "streamer"
+    # Routing says which group served it and how (the group's default strategy; no deployment passed over).
+    assert (streamed["model_group"], streamed["strategy"], streamed["fallbacks"]) == ("grouped", "fallback", 0)
     assert streamed["ttft_ms"] is not None and streamed["ttft_ms"] <= streamed["duration_ms"]
     assert failed["status"] == 500 and failed["cost"] is None and failed["input_tokens"] is None
     assert body["next_cursor"] is None
