@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -130,8 +131,11 @@ def test_make_run_prints_its_banner_once_the_gateway_answers_and_stops_when_make
     asked = urllib.request.Request(
         f"{gateway}/v1/chat/completions", data=chat, headers={"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(asked, timeout=10) as answer:
-        assert answer.status == 200
+    try:
+        with urllib.request.urlopen(asked, timeout=10) as answer:
+            assert answer.status == 200
+    except urllib.error.HTTPError as refused:  # say why, should it ever be refused
+        raise AssertionError(f"chat answered {refused.code}: {refused.read()[:500]!r}") from None
     wait_until(lambda: '"requests":1,' in get(f"{gateway}/v1/usage")[1], "no usage row")
     assert '"key":"demo-echo"' in get(f"{gateway}/v1/usage?group_by=model")[1]
     status, page = get(f"{gateway}/usage")
