@@ -35,6 +35,7 @@ class UsageScanner:
     # A usage report was there but not believed (counts that are not plain integers from 0 to 10 million): the
     # metrics count it, so a provider that sends `true` or 2**64 - 1 is seen rather than silently free.
     refused = False
+    first_content_at: float | None = None  # set by stream scanners (SseUsage)
 
     @property
     def usage(self) -> Usage | None:
