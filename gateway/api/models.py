@@ -1,5 +1,6 @@
-"""`/v1/models`: every served provider's list, or one provider's (`?provider=`), filtered for the client; and
-`/v1/models/{id}`, one model, as the SDKs' `models.retrieve` asks for it."""
+"""`/v1/models`: every served provider's list, or one provider's (`?provider=`), filtered for the client (and by
+`?service_type=`), each model with what the table knows of its capabilities; and `/v1/models/{id}`, one model, as
+the SDKs' `models.retrieve` asks for it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import orjson
 from aiohttp import web
 
 from gateway.access import auth
-from gateway.errors import GatewayError, ModelNotFound, UpstreamReply
+from gateway.config.capabilities import SERVICE_TYPES
+from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, UpstreamReply
 from gateway.exchange import EXCHANGE, Listing
 from gateway.routing import resolve
 from gateway.runtime.state import STATE
@@ -24,6 +26,11 @@ async def list_models(request: web.Request) -> web.Response:
     table, model_filter, policies = state.table, state.model_filter, state.policies
     timeout = state.settings.response_header_timeout
     exchange.listing = found = Listing()
+    wanted = request.query.get("service_type")
+    if wanted is not None and wanted not in SERVICE_TYPES:
+        raise InvalidRequest(
+            f"unknown service_type {wanted[:64]!r}; one of: {', '.join(SERVICE_TYPES)}", code="invalid_service_type"
+        )
     name = request.query.get("provider")
     if name:
         provider = resolve.named(table, name)
@@ -50,6 +57,9 @@ async def list_models(request: web.Request) -> web.Response:
             found.failures,
         )
         body = listing.listing(auth.visible_models(request, data, table.names))
+    if wanted is not None:
+        # Models whose type is unknown are not listed under any type.
+        body["data"] = [model for model in body["data"] if model.get("service_type") == wanted]
     found.listed = [model["id"] for model in data]
     return web.Response(body=orjson.dumps(body), content_type=_JSON)
 

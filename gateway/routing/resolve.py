@@ -2,13 +2,15 @@
 
 Order of the rules: `?provider=`, then a `provider` body field, then a `provider/model` id, then a model group of
 the table (its deployments, in the table's order), then the table's prefix rules. Only a provider that declares
-the request's operation (its endpoint) and is configured is a candidate.
+the request's operation (its endpoint) and is configured is a candidate, and, where the table knows the model's
+service type, only a model of the type the operation needs (a transcription never lands on a chat model).
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+from gateway.config.capabilities import ENDPOINT_SERVICE
 from gateway.config.providers import Endpoint, ModelGroup, Provider, ProviderTable
 from gateway.errors import InvalidRequest, NoProvider, ProviderNotConfigured
 
@@ -87,18 +89,39 @@ def endpoint(provider: Provider, operation: str) -> Endpoint:
     return found
 
 
+def mismatch(provider: Provider, model: str, operation: str) -> str | None:
+    """Why `model` cannot serve `operation` (its known service type is not the one the operation needs), or None."""
+    needed = ENDPOINT_SERVICE.get(operation)
+    if needed is None:
+        return None
+    own = provider.catalog.of(model).service_type
+    if own is None or own == needed:
+        return None
+    return (
+        f"model {model!r} of provider {provider.id!r} is of service type {own}; {operation} needs service type {needed}"
+    )
+
+
 def _route(provider: Provider, model: str, requested: str, operation: str) -> Route:
     found = endpoint(provider, operation)
+    wrong = mismatch(provider, model, operation)
+    if wrong is not None:
+        raise NoProvider(wrong)
     return Route(require_served(provider), model, requested, found)
 
 
 def _group_routes(table: ProviderTable, group: ModelGroup, requested: str, operation: str) -> Candidates:
     routes: list[Route] = []
     unconfigured: list[str] = []
+    mismatched: list[str] = []
     for deployment in group.deployments:
         provider = table.providers[deployment.provider]
         found = provider.endpoints.get(operation)
         if found is None:
+            continue
+        wrong = mismatch(provider, deployment.model, operation)
+        if wrong is not None:
+            mismatched.append(wrong)
             continue
         if provider.unavailable is not None:
             unconfigured.append(f"{provider.id} ({provider.unavailable})")
@@ -108,6 +131,8 @@ def _group_routes(table: ProviderTable, group: ModelGroup, requested: str, opera
         return tuple(routes)
     if unconfigured:
         raise ProviderNotConfigured(f"no provider of model {group.name!r} is configured: {'; '.join(unconfigured)}")
+    if mismatched:
+        raise NoProvider(f"no provider of model {group.name!r} serves {operation}: {'; '.join(mismatched)}")
     raise NoProvider(f"no provider of model {group.name!r} serves {operation}")
 
 

@@ -406,7 +406,7 @@ async def test_a_real_gateway_process_with_a_key_made_by_the_cli(process_gateway
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
         async with http.get(f"{base}/v1/models") as response:
             assert response.status == 401
-        async with http.get(f"{base}/v1/models", headers={"X-API-Key": key}) as response:
+        async with http.get(f"{base}/v1/models?service_type=llm", headers={"X-API-Key": key}) as response:
             assert response.status == 200
             assert [m["id"] for m in (await response.json())["data"]] == ["demo/demo-echo", "demo/demo-story"]
         async with http.get(f"{base}/health") as response:
