@@ -76,7 +76,7 @@ def upload_call(operation: str) -> Handler:
         state = request.app[STATE]
         settings, table, model_filter, policies = state.settings, state.table, state.model_filter, state.policies
         exchange = request[EXCHANGE]
-        limit = table.body_limit(operation, settings.max_request_body_size)
+        limit = table.body_limits.get(operation) or settings.max_request_body_size
         length = request.content_length
         if length is not None and length > limit:
             raise RequestTooLarge(f"request body of {length} bytes is over the limit of {limit} bytes")

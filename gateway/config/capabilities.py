@@ -82,6 +82,9 @@ class Catalog:
     exact: Mapping[str, Capabilities] = field(default_factory=dict)
     patterns: tuple[tuple[re.Pattern[str], Capabilities], ...] = ()
     default: Capabilities = UNKNOWN
+    # The provider's endpoints whose requests need no type check: made at load, so the common request (a chat-only
+    # provider's chat) pays one set lookup, not a lookup by model name.
+    unchecked: frozenset[str] = frozenset()
     # model name -> its capabilities: traffic names a few models; bounded, and a reload brings a fresh one.
     memo: dict[str, Capabilities] = field(default_factory=dict, repr=False, compare=False)
 
@@ -138,7 +141,14 @@ def catalog(models: Iterable[str | Mapping[str, Any]], endpoints: Iterable[str])
             patterns.append((re.compile(fnmatch.translate(name)), caps))
         else:
             exact.setdefault(name, caps)
-    return Catalog(exact, tuple(patterns), with_defaults(default_type))
+    names = list(endpoints)
+    if exact or patterns:
+        unchecked = frozenset(name for name in names if name not in ENDPOINT_SERVICE)
+    else:
+        unchecked = frozenset(
+            name for name in names if default_type is None or ENDPOINT_SERVICE.get(name, default_type) == default_type
+        )
+    return Catalog(exact, tuple(patterns), with_defaults(default_type), unchecked)
 
 
 def is_exact(name: str) -> bool:

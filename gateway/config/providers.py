@@ -158,9 +158,6 @@ class ProviderTable:
     # endpoint name -> the largest request body its routes take, replacing SERVER_MAX_REQUEST_BODY_SIZE
     body_limits: Mapping[str, int] = field(default_factory=dict)
 
-    def body_limit(self, endpoint: str, default: int) -> int:
-        return self.body_limits.get(endpoint, default) if self.body_limits else default
-
     def lookup(self, name: str) -> Provider | None:
         return self.names.get(name.lower())
 

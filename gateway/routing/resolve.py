@@ -91,11 +91,11 @@ def endpoint(provider: Provider, operation: str) -> Endpoint:
 
 def mismatch(provider: Provider, model: str, operation: str) -> str | None:
     """Why `model` cannot serve `operation` (its known service type is not the one the operation needs), or None."""
-    needed = ENDPOINT_SERVICE.get(operation)
-    if needed is None:
+    if operation in provider.catalog.unchecked:
         return None
+    needed = ENDPOINT_SERVICE.get(operation)
     own = provider.catalog.of(model).service_type
-    if own is None or own == needed:
+    if own is None or needed is None or own == needed:
         return None
     return (
         f"model {model!r} of provider {provider.id!r} is of service type {own}; {operation} needs service type {needed}"
@@ -104,8 +104,7 @@ def mismatch(provider: Provider, model: str, operation: str) -> str | None:
 
 def _route(provider: Provider, model: str, requested: str, operation: str) -> Route:
     found = endpoint(provider, operation)
-    wrong = mismatch(provider, model, operation)
-    if wrong is not None:
+    if operation not in provider.catalog.unchecked and (wrong := mismatch(provider, model, operation)) is not None:
         raise NoProvider(wrong)
     return Route(require_served(provider), model, requested, found)
 
