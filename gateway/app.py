@@ -14,6 +14,7 @@ from gateway.api.routes import ROUTES, ApiRoute, mount
 from gateway.config.providers import ProviderTable
 from gateway.config.settings import Settings
 from gateway.exchange import Sink
+from gateway.mcp import hub as mcp_hub
 from gateway.runtime import reload
 from gateway.runtime.state import STATE, GatewayState
 from gateway.telemetry import access_log, bad_requests, metrics
@@ -47,7 +48,7 @@ def create_app(settings: Settings, table: ProviderTable, routes: Sequence[ApiRou
     app.middlewares.extend(
         [
             observer(mounted.operations, sinks, gateway_metrics.live if gateway_metrics is not None else None),
-            error_renderer(mounted.dialects),
+            error_renderer(mounted.dialects, mounted.prefixes),
             *auth.middlewares(settings, mounted.public, mounted.not_inference),
         ]
     )
@@ -55,6 +56,8 @@ def create_app(settings: Settings, table: ProviderTable, routes: Sequence[ApiRou
     app[BODY_BUDGET] = BodyBudget(settings.max_body_memory)
     auth.setup(app, settings, gateway_metrics.registry.register if gateway_metrics is not None else None)
     app.cleanup_ctx.append(transport_context(settings))
+    # MCP servers' tools (with MCP_ENABLE): connected in the background, never awaited by start-up or requests.
+    mcp_hub.setup(app, settings, gateway_metrics.registry.register if gateway_metrics is not None else None)
     if gateway_metrics is not None:
         app[metrics.METRICS] = gateway_metrics
         app.cleanup_ctx.append(metrics.listener(settings))

@@ -37,6 +37,32 @@ def hash_key(key: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolRules:
+    """Which MCP tools a client may have: all, none (`enabled` false), or those its globs allow, read against the
+    gateway's tool names (`files__read_*`, gateway/mcp/catalog.py); `denied` globs are ignored when `allowed` is
+    set, as `denied_models` is when `models` is."""
+
+    enabled: bool = True
+    allowed: tuple[str, ...] = ()
+    denied: tuple[str, ...] = ()
+
+    def allows(self, name: str) -> bool:
+        if not self.enabled:
+            return False
+        lowered = name.lower()
+        if self.allowed:
+            return any(fnmatch.fnmatchcase(lowered, pattern) for pattern in self.allowed)
+        return not any(fnmatch.fnmatchcase(lowered, pattern) for pattern in self.denied)
+
+    @classmethod
+    def of(cls, enabled: bool = True, allowed: Iterable[str] = (), denied: Iterable[str] = ()) -> ToolRules:
+        return cls(enabled, tuple(p.lower() for p in allowed), tuple(p.lower() for p in denied))
+
+
+ALL_TOOLS = ToolRules()
+
+
+@dataclass(frozen=True, slots=True)
 class ClientPolicy:
     """What one client may do. The empty policy (`ClientPolicy()`) allows everything without limits."""
 
@@ -48,6 +74,7 @@ class ClientPolicy:
     proxy: bool = True
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
+    mcp: ToolRules = ALL_TOOLS
 
     def allows_provider(self, provider_id: str) -> bool:
         lowered = provider_id.lower()
@@ -71,10 +98,18 @@ class ClientPolicy:
             proxy=entry.get("proxy", not restricts),
             requests_per_minute=entry.get("requests_per_minute"),
             tokens_per_minute=entry.get("tokens_per_minute"),
+            mcp=_tool_rules(entry),
         )
 
 
 UNRESTRICTED = ClientPolicy()
+
+
+def _tool_rules(entry: Mapping[str, Any]) -> ToolRules:
+    enabled, allowed, denied = entry.get("mcp", True), entry.get("mcp_tools", []), entry.get("denied_mcp_tools", [])
+    if enabled and not allowed and not denied:
+        return ALL_TOOLS
+    return ToolRules.of(enabled, allowed, denied)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ rendered: the relay ends such an answer itself.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import structlog
 from aiohttp import web
@@ -44,8 +44,9 @@ def error_response(
     )
 
 
-def error_renderer(dialects: Mapping[str, Dialect]) -> Middleware:
-    """The middleware; `dialects` maps each route's canonical pattern to its dialect (unmatched paths: OpenAI's)."""
+def error_renderer(dialects: Mapping[str, Dialect], prefixes: Sequence[tuple[str, Dialect]] = ()) -> Middleware:
+    """The middleware; `dialects` maps each route's canonical pattern to its dialect; an unmatched path speaks the
+    dialect of the first of `prefixes` (path prefix, dialect) it starts with, else OpenAI's."""
 
     async def dialect_of(request: web.Request) -> Dialect:
         resource = request.match_info.route.resource
@@ -56,6 +57,10 @@ def error_renderer(dialects: Mapping[str, Dialect]) -> Middleware:
             _, allowed = await candidate.resolve(request)
             if allowed:
                 return dialects.get(candidate.canonical, DEFAULT)
+        path = request.path
+        for prefix, dialect in prefixes:
+            if path.startswith(prefix):
+                return dialect
         return DEFAULT
 
     @web.middleware

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import orjson
 from aiohttp import web
+from aiohttp.typedefs import RawHeaders
 
 from gateway.access import auth
 from gateway.api.inbound import Held, holding_body, read_body
+from gateway.config.providers import Provider
 from gateway.dialects.openai import ModelRequest, UsageChunkStrip, without_empty_messages
 from gateway.errors import Handler
 from gateway.exchange import EXCHANGE, Exchange
@@ -23,12 +26,23 @@ from gateway.upstream.scrub import query_secret
 from gateway.upstream.transport import UpstreamRequest
 
 Parser = Callable[[bytes], ModelRequest]
+# A route of another dialect: (the provider, the model it receives) -> the translator of its answer.
+Translator = Callable[[Provider, str], call.Translate]
 
 
-def model_call(operation: str, parse: Parser, *, stream_usage: bool = False, drop_empty: bool = False) -> Handler:
+def model_call(
+    operation: str,
+    parse: Parser,
+    *,
+    stream_usage: bool = False,
+    drop_empty: bool = False,
+    translator: Translator | None = None,
+) -> Handler:
     """The handler of one operation: the provider's endpoint of that name serves it. `stream_usage`: streams may be
     asked for a final usage chunk (`stream_options`), for providers whose table entry says so. `drop_empty`: the
-    body's `messages` lose their empty entries, for providers whose table entry does not turn that off."""
+    body's `messages` lose their empty entries, for providers whose table entry does not turn that off.
+    `translator`: the route speaks another dialect, whose parser gave the request in OpenAI's shape and whose
+    translator gives the answer back in its own."""
 
     async def serve(request: web.Request, held: Held) -> web.StreamResponse:
         state = request.app[STATE]
@@ -41,6 +55,8 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False, dro
         held.take_parse(raw)
         parsed = parse(raw)
         body = parsed.body
+        if translator is not None:
+            raw = orjson.dumps(body)  # the request as the dialect translated it: what the provider receives
         exchange.stream = stream = parsed.stream
         exchange.request_body = body
         candidates = resolve.resolve(
@@ -57,7 +73,8 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False, dro
                 exchange.request_body = body
                 rewrite = True
         filters.check_vision(settings.enable_vision, provider, body)
-        await auth.reserve_tokens(request, len(raw), body)
+        if auth.CLIENT in request:  # a client with a token budget reserves from it
+            await auth.reserve_tokens(request, len(raw), body)
         rules = policies[provider.id]
         exchange.scanner = SseUsage() if stream else JsonUsage()
         # Streams report usage only when asked; the client's own stream_options always win.
@@ -67,9 +84,10 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False, dro
             route.endpoint.method,
             route.endpoint.url,
             outbound.upstream_headers(
-                request.raw_headers,
+                request.raw_headers if translator is None else _translated(request.raw_headers),
                 provider,
-                disable_compression=settings.disable_compression,
+                # A translated answer is read by the gateway: it comes unencoded.
+                disable_compression=settings.disable_compression or translator is not None,
                 request_id=exchange.request_id,
                 inference=True,
             ),
@@ -84,12 +102,22 @@ def model_call(operation: str, parse: Parser, *, stream_usage: bool = False, dro
             rules.retry,
             settings.write_timeout,
             # The usage chunk asked for on the client's behalf is read, not relayed: the client gets what the
-            # provider would have sent it.
-            UsageChunkStrip() if ask else None,
+            # provider would have sent it (a translated stream reads it itself).
+            UsageChunkStrip() if ask and translator is None else None,
             secret=query_secret(provider),
+            translate=None if translator is None else translator(provider, route.model),
         )
 
     return holding_body(serve)
+
+
+_BODY_HEADERS = frozenset({b"content-type", b"content-encoding"})
+
+
+def _translated(headers: RawHeaders) -> RawHeaders:
+    """The client's headers for a body the gateway wrote itself (JSON, unencoded)."""
+    kept = tuple(pair for pair in headers if pair[0].lower() not in _BODY_HEADERS)
+    return (*kept, (b"Content-Type", b"application/json"))
 
 
 def first_allowed(

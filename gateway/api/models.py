@@ -4,11 +4,14 @@ the SDKs' `models.retrieve` asks for it."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from aiohttp import web
 
 from gateway.access import auth
 from gateway.config.capabilities import SERVICE_TYPES
+from gateway.dialects import envelope
 from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, UpstreamReply
 from gateway.exchange import EXCHANGE, Listing
 from gateway.routing import resolve
@@ -20,6 +23,38 @@ _JSON = "application/json"
 
 
 async def list_models(request: web.Request) -> web.Response:
+    data, provider = await _visible_models(request)
+    body = listing.listing(data, None if provider is None else {"provider": provider})
+    return web.Response(body=orjson.dumps(body), content_type=_JSON)
+
+
+async def list_models_envelope(request: web.Request) -> web.Response:
+    """The Inference API's `GET /models`: the same lists, each model as `{id, provider, ownedBy, created}` (its
+    bare id and the provider that serves it), in the envelope."""
+    try:
+        data, _ = await _visible_models(request)
+    except UpstreamReply as reply:
+        # The provider's own refusal of its list, in the envelope too (and without its key).
+        name = request.query.get("provider", "")
+        provider = request.app[STATE].table.lookup(name)
+        secrets = () if provider is None else envelope.provider_secrets(provider)
+        status, content_type, body = envelope.provider_failure(reply.status, reply.body, name, secrets)
+        return web.Response(status=status, body=body, content_type=content_type)
+    models = [
+        {
+            "id": model["id"].partition("/")[2],
+            "provider": model["served_by"],
+            "ownedBy": model["owned_by"],
+            "created": model["created"],
+        }
+        for model in data
+    ]
+    return web.Response(body=envelope.success(models), content_type=_JSON)
+
+
+async def _visible_models(request: web.Request) -> tuple[list[dict[str, Any]], str | None]:
+    """Every served provider's models, or the `?provider=` one's, as the client may see them (ids
+    `provider/model`), of the `?service_type=` only when one is asked for, and the provider named."""
     state = request.app[STATE]
     transport = request.app[TRANSPORT]
     exchange = request[EXCHANGE]
@@ -43,7 +78,7 @@ async def list_models(request: web.Request) -> web.Response:
             found.failures.append((provider.id, listing.failure_kind(exc)))
             raise
         data = listing.prefixed(provider, models, model_filter.allows)
-        body = listing.listing(auth.visible_models(request, data, table.names), {"provider": provider.id})
+        named: str | None = provider.id
     else:
         # Each provider's list gets its own head limit (the table's timeouts.response_header, if any).
         limits = {pid: rules.stream.headers for pid, rules in policies.items()}
@@ -56,12 +91,13 @@ async def list_models(request: web.Request) -> web.Response:
             limits,
             found.failures,
         )
-        body = listing.listing(auth.visible_models(request, data, table.names))
+        named = None
+    found.listed = [model["id"] for model in data]
+    visible = auth.visible_models(request, data, table.names)
     if wanted is not None:
         # Models whose type is unknown are not listed under any type.
-        body["data"] = [model for model in body["data"] if model.get("service_type") == wanted]
-    found.listed = [model["id"] for model in data]
-    return web.Response(body=orjson.dumps(body), content_type=_JSON)
+        visible = [model for model in visible if model.get("service_type") == wanted]
+    return visible, named
 
 
 async def retrieve_model(request: web.Request) -> web.Response:

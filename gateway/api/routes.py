@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.api import health, inference, models, proxy, uploads
-from gateway.dialects import DIALECTS, Dialect
+from gateway.api import health, inference, mcp, models, proxy, uploads
+from gateway.dialects import DIALECTS, Dialect, envelope
 from gateway.dialects import openai as openai_dialect
 from gateway.errors import Handler
 
@@ -37,17 +37,26 @@ def model_route(
     endpoint: str | None = None,
     stream_usage: bool = False,
     drop_empty: bool = False,
+    dialect: str = "openai",
+    translator: inference.Translator | None = None,
 ) -> ApiRoute:
     """A POST whose JSON body names a model, relayed to the provider's endpoint named `endpoint` (by default the
-    operation's name): only providers that declare it serve the route."""
-    handler = inference.model_call(endpoint or operation, parse, stream_usage=stream_usage, drop_empty=drop_empty)
-    return ApiRoute(path, ("POST",), handler, operation)
+    operation's name): only providers that declare it serve the route. A route of another dialect than OpenAI's
+    names it, with the `translator` of its answers (its parser gives the request in OpenAI's shape)."""
+    handler = inference.model_call(
+        endpoint or operation, parse, stream_usage=stream_usage, drop_empty=drop_empty, translator=translator
+    )
+    return ApiRoute(path, ("POST",), handler, operation, dialect)
 
 
 def upload_route(path: str, operation: str) -> ApiRoute:
     """A POST whose multipart body names a model, its upload relayed as it arrives to the provider's endpoint of
     the operation's name."""
     return ApiRoute(path, ("POST",), uploads.upload_call(operation), operation)
+
+
+# The Inference API of seed 001: the same request path under its own prefix, in its own dialect (the envelope).
+INFERENCE_API = "/api/v1/inference"
 
 
 ROUTES: tuple[ApiRoute, ...] = (
@@ -78,8 +87,46 @@ ROUTES: tuple[ApiRoute, ...] = (
     upload_route("/v1/audio/transcriptions", "audio_transcriptions"),
     upload_route("/v1/audio/translations", "audio_translations"),
     model_route("/v1/rerank", "rerank", openai_dialect.parse_model_request),
+    ApiRoute("/v1/mcp/tools", ("GET",), mcp.list_tools, "mcp_tools", inference=False),
     ApiRoute("/proxy/{provider}/{path:[\\s\\S]*}", PROXY_METHODS, proxy.proxy, "proxy"),
+    model_route(
+        f"{INFERENCE_API}/chat",
+        "chat",
+        envelope.parse_chat,
+        drop_empty=True,
+        dialect="envelope",
+        translator=envelope.answer_for(envelope.chat_data),
+    ),
+    model_route(
+        f"{INFERENCE_API}/chat/stream",
+        "chat",
+        envelope.parse_chat_stream,
+        stream_usage=True,
+        drop_empty=True,
+        dialect="envelope",
+        translator=envelope.answer_for(envelope.chat_data, events=True),
+    ),
+    model_route(
+        f"{INFERENCE_API}/embed",
+        "embeddings",
+        envelope.parse_embed,
+        dialect="envelope",
+        translator=envelope.answer_for(envelope.embed_data),
+    ),
+    model_route(
+        f"{INFERENCE_API}/images",
+        "generate_content",
+        envelope.parse_images,
+        endpoint="images_generations",
+        dialect="envelope",
+        translator=envelope.answer_for(envelope.images_data),
+    ),
+    ApiRoute(f"{INFERENCE_API}/models", ("GET",), models.list_models_envelope, "models", "envelope", inference=False),
 )
+
+# Paths no route matches speak the dialect of the API whose prefix they carry (a mistyped Inference API path gets
+# its 404 in the envelope); any other path, OpenAI's.
+DIALECT_PREFIXES: tuple[tuple[str, str], ...] = ((f"{INFERENCE_API}/", "envelope"),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +136,8 @@ class Mounted:
 
     operations: Mapping[str, str]
     dialects: Mapping[str, Dialect]
+    # For paths no route matches: (path prefix, its dialect), from DIALECT_PREFIXES.
+    prefixes: tuple[tuple[str, Dialect], ...]
     public: frozenset[str]
     not_inference: frozenset[str]
     genai_operations: frozenset[str]
@@ -117,6 +166,7 @@ def mount(router: web.UrlDispatcher, routes: Sequence[ApiRoute]) -> Mounted:
     return Mounted(
         operations,
         dialects,
+        tuple((prefix, DIALECTS[name]) for prefix, name in DIALECT_PREFIXES),
         frozenset(public),
         frozenset(not_inference - public),
         frozenset(r.operation for r in routes if r.inference),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from gateway.errors import ConfigError
@@ -104,6 +104,28 @@ class Settings:
     retry_backoff_max: float = 4.0
     retry_after_max: float = 20.0
     reload_interval: float = 2.0  # 0 turns file polling off; SIGHUP still reloads
+    # MCP: tools of Model Context Protocol servers for chat clients (gateway/mcp)
+    mcp_enable: bool = False
+    mcp_expose: bool = False
+    mcp_servers: tuple[McpServer, ...] = ()
+    mcp_client_timeout: float = 5.0
+    mcp_dial_timeout: float = 3.0
+    mcp_tls_handshake_timeout: float = 3.0
+    mcp_response_header_timeout: float = 3.0
+    mcp_expect_continue_timeout: float = 1.0
+    mcp_request_timeout: float = 5.0
+    mcp_max_retries: int = 3
+    mcp_retry_interval: float = 5.0
+    mcp_initial_backoff: float = 1.0
+    mcp_enable_reconnect: bool = True
+    mcp_reconnect_interval: float = 30.0
+    mcp_polling_enable: bool = True
+    mcp_polling_interval: float = 30.0
+    mcp_polling_timeout: float = 5.0
+    mcp_disable_healthcheck_logs: bool = True
+    # The chat loop's bounds: model turns per request, and the whole loop's wall-clock budget
+    mcp_max_iterations: int = 10
+    mcp_loop_timeout: float = 120.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -169,6 +191,7 @@ class Settings:
                 if (env.get("PROVIDERS_RELOAD_INTERVAL") or "").strip().lower() in ("0", "off")
                 else reader.duration("PROVIDERS_RELOAD_INTERVAL", 2.0)
             ),
+            **_mcp_settings(reader),
         )
         reader.errors.extend(_auth_problems(settings))
         if (settings.tls_cert_path is None) != (settings.tls_key_path is None):
@@ -186,6 +209,88 @@ class Settings:
     @property
     def tls_enabled(self) -> bool:
         return self.tls_cert_path is not None
+
+
+@dataclass(frozen=True, slots=True)
+class McpServer:
+    """One entry of MCP_SERVERS: the name its tools are prefixed with (`<name>__<tool>`) and its URL."""
+
+    name: str
+    url: str
+
+
+# A server's name becomes part of tool names, which OpenAI limits to ^[a-zA-Z0-9_-]{1,64}$: short, and without
+# `__`, the separator of the prefix.
+_MCP_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]|_(?!_)){0,23}$")
+_NOT_NAME_CHAR = re.compile(r"[^A-Za-z0-9]+")
+
+
+def parse_mcp_servers(text: str) -> tuple[tuple[McpServer, ...], list[str]]:
+    """MCP_SERVERS: comma- or space-separated entries, each `name=url` or a bare URL (named after its host, its
+    first label: `http://mcp-files:8083/mcp` -> `mcp-files`). Problems are returned, not raised, to be reported
+    with every other bad variable."""
+    servers: list[McpServer] = []
+    problems: list[str] = []
+    for entry in text.replace(",", " ").split():
+        name, equals, url = entry.partition("=")
+        if not equals or "://" in name:
+            name, url = "", entry
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            problems.append(f"MCP_SERVERS: {entry!r} is not an http:// or https:// URL")
+            continue
+        if not name:
+            name = _NOT_NAME_CHAR.sub("-", parts.hostname.split(".")[0] if not _is_ip(parts.hostname) else "mcp")
+            name = name.strip("-")[:24] or "mcp"
+        if not _MCP_NAME.match(name):
+            problems.append(
+                f"MCP_SERVERS: the name {name!r} must be letters, digits, - and single _ (up to 24), to prefix tools"
+            )
+            continue
+        if any(server.name == name for server in servers):
+            problems.append(f"MCP_SERVERS: two servers are named {name!r}; name them (`name=url`)")
+            continue
+        servers.append(McpServer(name, url))
+    return tuple(servers), problems
+
+
+def _is_ip(host: str) -> bool:
+    return ":" in host or host.replace(".", "").isdigit()
+
+
+def _mcp_settings(reader: _Reader) -> dict[str, Any]:
+    """The MCP_* variables (the spec's, with its defaults) and the loop's bounds."""
+    servers, problems = parse_mcp_servers(reader.env.get("MCP_SERVERS", ""))
+    reader.errors.extend(problems)
+    # The spec's 403 message says EXPOSE_MCP while its settings table says MCP_EXPOSE: both are read.
+    exposed = {name: reader.boolean(name, False) for name in ("MCP_EXPOSE", "EXPOSE_MCP") if reader.text(name)}
+    if len(set(exposed.values())) > 1:
+        reader.errors.append("MCP_EXPOSE and EXPOSE_MCP disagree: set one of them")
+    values: dict[str, Any] = {
+        "mcp_enable": reader.boolean("MCP_ENABLE", False),
+        "mcp_expose": any(exposed.values()),
+        "mcp_servers": servers,
+        "mcp_client_timeout": reader.duration("MCP_CLIENT_TIMEOUT", 5.0),
+        "mcp_dial_timeout": reader.duration("MCP_DIAL_TIMEOUT", 3.0),
+        "mcp_tls_handshake_timeout": reader.duration("MCP_TLS_HANDSHAKE_TIMEOUT", 3.0),
+        "mcp_response_header_timeout": reader.duration("MCP_RESPONSE_HEADER_TIMEOUT", 3.0),
+        "mcp_expect_continue_timeout": reader.duration("MCP_EXPECT_CONTINUE_TIMEOUT", 1.0),
+        "mcp_request_timeout": reader.duration("MCP_REQUEST_TIMEOUT", 5.0),
+        "mcp_max_retries": reader.integer("MCP_MAX_RETRIES", 3),
+        "mcp_retry_interval": reader.duration("MCP_RETRY_INTERVAL", 5.0),
+        "mcp_initial_backoff": reader.duration("MCP_INITIAL_BACKOFF", 1.0),
+        "mcp_enable_reconnect": reader.boolean("MCP_ENABLE_RECONNECT", True),
+        "mcp_reconnect_interval": reader.duration("MCP_RECONNECT_INTERVAL", 30.0),
+        "mcp_polling_enable": reader.boolean("MCP_POLLING_ENABLE", True),
+        "mcp_polling_interval": reader.duration("MCP_POLLING_INTERVAL", 30.0),
+        "mcp_polling_timeout": reader.duration("MCP_POLLING_TIMEOUT", 5.0),
+        "mcp_disable_healthcheck_logs": reader.boolean("MCP_DISABLE_HEALTHCHECK_LOGS", True),
+        "mcp_max_iterations": reader.integer("MCP_MAX_ITERATIONS", 10, minimum=1),
+        "mcp_loop_timeout": reader.duration("MCP_LOOP_TIMEOUT", 120.0),
+    }
+    if values["mcp_enable"] and not servers:
+        reader.errors.append("MCP_ENABLE needs MCP_SERVERS (at least one server URL)")
+    return values
 
 
 # Access control

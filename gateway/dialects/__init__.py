@@ -8,11 +8,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from gateway.dialects import anthropic, openai
+from gateway.dialects import anthropic, envelope, openai
 from gateway.dialects.base import Dialect
 
 __all__ = ["DEFAULT", "DIALECTS", "Dialect"]
 
-DIALECTS: Mapping[str, Dialect] = MappingProxyType({d.name: d for d in (openai.DIALECT, anthropic.DIALECT)})
+DIALECTS: Mapping[str, Dialect] = MappingProxyType(
+    {d.name: d for d in (openai.DIALECT, anthropic.DIALECT, envelope.DIALECT)}
+)
 # What a request that matched no route hears: the API most clients speak.
 DEFAULT = openai.DIALECT

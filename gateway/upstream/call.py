@@ -2,7 +2,9 @@
 gateway's at this one boundary, and the relay that copies the provider's answer to the client chunk by chunk,
 untouched. Time limits and retry rules come precomputed from `timeouts.py`; bytes on the wire are the transport's.
 
-One exception to "untouched": a provider whose key rides in the URL query (`auth_type: query`) may echo that URL,
+Two exceptions to "untouched". A route of another dialect (`translate`) gets the answer reshaped by that dialect's
+translators: a whole answer is read (bounded) and rewritten in one piece, an event stream event by event as it
+passes. And a provider whose key rides in the URL query (`auth_type: query`) may echo that URL,
 in a redirect's Location or in an error body. Its key is replaced (`scrub.py`) in every relayed header and in
 every non-2xx body, which is read whole (bounded) for that; 2xx bodies pass as they are.
 """
@@ -17,11 +19,12 @@ from functools import partial
 from typing import Protocol
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.config.settings import Settings
+from gateway.errors import UpstreamError
 from gateway.exchange import Exchange
 from gateway.upstream.http1.client import Http1Transport
 from gateway.upstream.outbound import HOP_BY_HOP
@@ -43,7 +46,7 @@ from gateway.upstream.transport import (
 )
 from gateway.upstream.write_guard import WriteGuard
 
-__all__ = ["TRANSPORT", "Limits", "fetch", "relay", "transport_context"]
+__all__ = ["TRANSPORT", "Limits", "StreamEdit", "Translate", "fetch", "relay", "transport_context"]
 
 log = structlog.get_logger("gateway.upstream")
 
@@ -51,6 +54,8 @@ TRANSPORT = web.AppKey("transport", Transport)
 
 # Framing is redone by the gateway's own server; everything else the provider says goes back as it is.
 _NOT_RELAYED = HOP_BY_HOP | {"content-length"}
+# A translated whole answer is read up to this size (images in base64 are the large ones); beyond it, a 502.
+TRANSLATED_MAX = 32 * 1024 * 1024
 # A whole answer that is already in when its head is read goes out in one write, up to this size; beyond it,
 # or when more is to come, it is streamed (and the write timeout watches a client that stops reading).
 _ONE_WRITE = 64 * 1024
@@ -63,6 +68,16 @@ class StreamEdit(Protocol):
     def feed(self, chunk: bytes) -> bytes: ...
 
     def finish(self) -> bytes: ...
+
+
+class Translate(Protocol):
+    """A provider's answer in the route's dialect instead of its own (a dialect's business): `whole` rewrites a
+    whole answer, any status, into (the client's status, content type, body); `stream` gives the edit that
+    rewrites a 2xx event stream event by event, never holding more than an unfinished event."""
+
+    def whole(self, status: int, body: bytes) -> tuple[int, str, bytes]: ...
+
+    def stream(self) -> StreamEdit: ...
 
 
 def make_transport(settings: Settings) -> Transport:
@@ -94,6 +109,7 @@ async def relay(
     write_timeout: float | None = None,
     edit: StreamEdit | None = None,
     secret: bytes | None = None,
+    translate: Translate | None = None,
 ) -> web.StreamResponse:
     """Send one request upstream and copy the answer back as it arrives: status, headers and bytes unchanged.
 
@@ -101,7 +117,8 @@ async def relay(
     `write_timeout` ends the exchange when the client stops reading for that long. `edit`, when given, removes
     from the body what the gateway asked for on its own account (the usage scanner still sees every byte).
     `secret`, the provider's key when it travels in the URL query (`query_secret`), is scrubbed from the headers and
-    from a non-2xx body, which is then read whole first; None for every other provider.
+    from a non-2xx body, which is then read whole first; None for every other provider. `translate`, for a route
+    of another dialect, reshapes the answer: an event stream as it passes, anything else read whole first.
     """
     response: web.StreamResponse | None = None
     answer: Response | None = None
@@ -113,6 +130,15 @@ async def relay(
             # Not an HTTP status a client can act on (999 and the like): the provider's answer is not usable.
             raise InvalidAnswer(f"the provider answered with status {answer.status}")
         exchange.upstream_status = answer.status
+        if translate is not None:
+            if 200 <= answer.status < 300 and answer.content_type == "text/event-stream":
+                edit = translate.stream()
+            else:
+                body = await _translated_body(answer, exchange, upstream.url, limits, whole_end)
+                response = _translated_response(answer, body, exchange, translate, secret)
+                answer.release()
+                answer = None
+                return response
         if answer.complete and answer.buffered <= _ONE_WRITE:
             response = _whole_response(answer, answer.take_buffered(), exchange, edit, secret)
         elif secret is not None and not 200 <= answer.status < 300:
@@ -301,19 +327,39 @@ async def _copy_body(
 async def _scrubbed_body(
     answer: Response, exchange: Exchange, url: URL, limits: Limits, whole_end: float | None
 ) -> bytes:
-    """A non-2xx body to be scrubbed, read whole within the answer's limits: over SCRUBBED_MAX it is not relayed
-    (Unscrubbable); a provider that breaks off or runs out of time gets the gateway's 502 or 504 (nothing of the
-    answer has reached the client yet)."""
+    """A non-2xx body to be scrubbed: over SCRUBBED_MAX it is not relayed (Unscrubbable)."""
+    body = await _whole_body(answer, exchange, url, limits, whole_end, SCRUBBED_MAX)
+    if body is None:
+        raise Unscrubbable(f"a non-2xx body over {SCRUBBED_MAX} bytes")
+    return body
+
+
+async def _translated_body(
+    answer: Response, exchange: Exchange, url: URL, limits: Limits, whole_end: float | None
+) -> bytes:
+    """A body to be translated: over TRANSLATED_MAX, the gateway's 502 (nothing has gone out yet)."""
+    body = await _whole_body(answer, exchange, url, limits, whole_end, TRANSLATED_MAX)
+    if body is None:
+        exchange.error_type = "truncated"
+        raise UpstreamError(f"the provider's answer is over {TRANSLATED_MAX} bytes", code="upstream_answer_too_large")
+    return body
+
+
+async def _whole_body(
+    answer: Response, exchange: Exchange, url: URL, limits: Limits, whole_end: float | None, cap: int
+) -> bytes | None:
+    """The body read whole within the answer's limits; None once it passes `cap` bytes. A provider that breaks off
+    or runs out of time gets the gateway's 502 or 504 (nothing of the answer has reached the client yet)."""
     chunks: list[bytes] = []
     size = 0
     try:
         while chunk := await answer.read(limits.idle, whole_end):
             size += len(chunk)
-            if size > SCRUBBED_MAX:
-                raise Unscrubbable(f"a non-2xx body over {SCRUBBED_MAX} bytes")
+            if size > cap:
+                return None
             chunks.append(chunk)
     except TransportError as exc:
-        log.warning("upstream error answer not read whole", url=_loggable(url), error=type(exc).__name__)
+        log.warning("upstream answer not read whole", url=_loggable(url), error=type(exc).__name__)
         exchange.error_type = "timeout" if isinstance(exc, TimedOut) else "truncated"
         raise gateway_error(exc, late="did not finish its answer") from None
     return b"".join(chunks)
@@ -362,7 +408,29 @@ def _whole_response(
     if edit is not None:
         body = edit.feed(body) + edit.finish()
     exchange.bytes_out = len(body)
-    return RelayedWhole(status=answer.status, reason=reason or None, headers=headers, body=body)
+    # The plain class when a type is there to keep: the override costs a frame per answer.
+    kind = web.Response if hdrs.CONTENT_TYPE in headers else RelayedWhole
+    return kind(status=answer.status, reason=reason or None, headers=headers, body=body)
+
+
+def _translated_response(
+    answer: Response, body: bytes, exchange: Exchange, translate: Translate, secret: bytes | None
+) -> web.Response:
+    """A whole answer in the route's dialect: the usage scanner reads the provider's bytes, the client gets the
+    translation (its status and content type; the provider's other headers as for any answer)."""
+    headers = _relayed_headers(answer, exchange)
+    if secret is not None:
+        headers, _ = scrubbed_head(answer, headers, exchange, secret)
+        if not 200 <= answer.status < 300:
+            body = scrubbed_body(headers, body, secret)
+    if exchange.scanner is not None:
+        exchange.scanner.whole(body)
+    status, content_type, body = translate.whole(answer.status, body)
+    headers.popall("Content-Encoding", None)
+    headers["Content-Type"] = content_type
+    exchange.first_chunk_at = time.perf_counter()
+    exchange.bytes_out = len(body)
+    return web.Response(status=status, headers=headers, body=body)
 
 
 def _start_response(
@@ -372,7 +440,8 @@ def _start_response(
     reason = answer.reason
     if secret is not None:
         headers, reason = scrubbed_head(answer, headers, exchange, secret)
-    response = RelayedStream(status=answer.status, reason=reason or None, headers=headers)
+    kind = web.StreamResponse if hdrs.CONTENT_TYPE in headers else RelayedStream
+    response = kind(status=answer.status, reason=reason or None, headers=headers)
     if answer.content_length is not None and not answer.chunked and not edited:
         response.content_length = answer.content_length
     if answer.content_type == "text/event-stream":

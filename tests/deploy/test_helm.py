@@ -98,7 +98,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
 SERVICE_SETS = [name for name in VALUE_SETS if VALUE_SETS[name].get("mode") != "sidecar"]
 CREDENTIAL = re.compile(r"(_API_KEY|SECRET|PASSWORD|TOKEN)$|^REDIS_URL$")
 # Second spellings the gateway also reads: the chart writes the first one only.
-ALIASES = {"TELEMETRY_ENABLED": "TELEMETRY_ENABLE", "AUTH_ENABLED": "AUTH_ENABLE"}
+ALIASES = {"TELEMETRY_ENABLED": "TELEMETRY_ENABLE", "AUTH_ENABLED": "AUTH_ENABLE", "EXPOSE_MCP": "MCP_EXPOSE"}
 SWITCHES = [
     ("ingress", {"ingress": {"enabled": True}}, "Ingress"),
     ("autoscaling", {"autoscaling": {"enabled": True}}, "HorizontalPodAutoscaler"),

@@ -11,7 +11,7 @@ from gateway.errors import InvalidRequest
 
 
 def test_the_registry_names_each_dialect_once() -> None:
-    assert set(DIALECTS) == {"openai", "anthropic"}
+    assert set(DIALECTS) == {"openai", "anthropic", "envelope"}
     assert DEFAULT is DIALECTS["openai"]
 
 

@@ -285,3 +285,65 @@ def access_provider() -> ChatProvider:
     return ChatProvider(
         models=("alpha-1", "alpha-2", "beta-1"), usage=ACCESS_USAGE, stream_usage=ACCESS_USAGE, usage_unasked=True
     )
+
+
+# What SurfacesProvider answers beyond chat, and the tool call its `tooler` model makes.
+EMBEDDING_ANSWER = {
+    "object": "list",
+    "data": [
+        {"object": "embedding", "index": 1, "embedding": [0.5, 0.25]},
+        {"object": "embedding", "index": 0, "embedding": [0.125, -1.0]},
+    ],
+    "model": "text-embedding-3-small",
+    "usage": {"prompt_tokens": 4, "total_tokens": 4},
+}
+IMAGE_ANSWER = {
+    "created": 1,
+    "data": [{"b64_json": "iVBORw0KGgo=", "revised_prompt": "A red sunset over snowy mountains"}],
+    "usage": {"input_tokens": 9, "output_tokens": 4160, "total_tokens": 4169},
+}
+TOOL_CALL = {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": '{"city":"Paris"}'}}
+
+
+@dataclass(kw_only=True)
+class SurfacesProvider(ChatProvider):
+    """ChatProvider with OpenAI's embeddings (EMBEDDING_ANSWER, its items out of order) and image generation
+    (IMAGE_ANSWER) under /v1, and one more chat model: `tooler` calls TOOL_CALL (whole, or streamed in two
+    argument pieces, with finish reason tool_calls)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.routes["/v1/embeddings"] = self.embeddings
+        self.routes["/v1/images/generations"] = self.images
+        self.routes["/v1/chat/completions"] = self.chat_or_tools
+
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(EMBEDDING_ANSWER)
+
+    async def images(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(IMAGE_ANSWER)
+
+    async def chat_or_tools(self, request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        if body["model"] != "tooler":
+            return await self.chat(request)
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": None, "tool_calls": [TOOL_CALL]}
+            answer = {
+                "id": "chatcmpl-2",
+                "object": "chat.completion",
+                "model": "tooler-0613",
+                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                "usage": self.usage,
+            }
+            return web.json_response(answer)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        first = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "weather", "arguments": ""}}
+        await response.write(chunk({"role": "assistant", "content": None, "tool_calls": [first]}))
+        for piece in ('{"city":', '"Paris"}'):
+            await response.write(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+        await response.write(chunk({}, "tool_calls"))
+        await response.write(DONE)
+        await response.write_eof()
+        return response

@@ -8,7 +8,9 @@ from typing import Any
 
 import yaml
 
-from gateway.config.providers import ProviderTable, parse_table
+from gateway.config.providers import ProviderTable, env_prefix, parse_table
+from tests.fakes.gateways import ROOT
+from tests.fakes.net import free_port
 from tests.fakes.providers import FakeProvider
 
 PROVIDER_KEY = "sk-fake-provider-key-0123456789"
@@ -98,3 +100,19 @@ TELEMETRY_ENV = {"FAKE_API_KEY": PROVIDER_KEY, "QUIET_SECRET_KEY": OTHER_KEY}
 
 def telemetry_table(port: int, dead_port: int) -> ProviderTable:
     return parse_table(telemetry_table_yaml(port, dead_port), TELEMETRY_ENV)
+
+
+def shipped_table(urls: Mapping[str, str], env: Mapping[str, str] | None = None) -> ProviderTable:
+    """The repository's providers.yaml (its prefix rules and all), each provider of `urls` (id -> base URL) moved
+    there with a key set (PROVIDER_KEY); the others stay unconfigured, as without their keys, and those that need
+    no key (ollama) point at a closed loopback port: tests never look a name up."""
+    text = (ROOT / "providers.yaml").read_text("utf-8")
+    environ = dict(env or {})
+    closed = f"http://127.0.0.1:{free_port()}/v1"
+    for pid, entry in yaml.safe_load(text)["providers"].items():
+        if pid in urls:
+            environ[f"{env_prefix(pid)}_API_URL"] = urls[pid]
+            environ.setdefault(f"{env_prefix(pid)}_API_KEY", PROVIDER_KEY)
+        elif entry["auth_type"] == "none":
+            environ[f"{env_prefix(pid)}_API_URL"] = closed
+    return parse_table(text, environ, source="providers.yaml")

@@ -94,3 +94,20 @@ def test_the_upload_commands_make_run_prints_work(demo_gateway: str, tmp_path: P
     assert outputs[1] == f"1\n00:00:00,000 --> 00:00:01,000\n{heard}\n".encode()
     assert orjson.loads(outputs[2]) == {"text": heard}
     assert orjson.loads(outputs[3])["data"][0]["b64_json"]
+
+
+def test_the_readme_curl_for_the_inference_api_runs_against_the_demo_gateway(demo_gateway: str) -> None:
+    blocks = re.findall(r"^```sh\n(.*?)^```", (ROOT / "README.md").read_text("utf-8"), re.M | re.S)
+    (command,) = [block for block in blocks if "/api/v1/inference/chat" in block]
+    assert README_URL in command
+    done = subprocess.run(
+        ["/bin/sh", "-c", command.replace(README_URL, demo_gateway)],
+        capture_output=True,
+        text=True,
+        timeout=LIMIT,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    answer = orjson.loads(done.stdout)
+    assert answer["success"] is True
+    assert answer["data"]["content"] == "You said: hi" and answer["data"]["provider"] == "demo"

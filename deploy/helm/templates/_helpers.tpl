@@ -157,6 +157,7 @@ REDIS_URL: rateLimit.redis.url, or rateLimit.redis.existingSecret for a URL with
 RATELIMIT_REDIS_FAILURE: rateLimit.redis.failure
 REDIS_TIMEOUT: rateLimit.redis.timeout
 REDIS_RETRY_INTERVAL: rateLimit.redis.retryInterval
+EXPOSE_MCP: config.MCP_EXPOSE
 {{- end -}}
 
 {{/*
