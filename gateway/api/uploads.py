@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from gateway.access import auth
 from gateway.api.inbound import Held, holding_body
 from gateway.api.inference import first_allowed
 from gateway.dialects.multipart import FormHead, FormTail, boundary_of
@@ -104,6 +105,10 @@ def upload_call(operation: str) -> Handler:
         )
         route = first_allowed(request, exchange, candidates, model_filter, table.names)
         provider = route.provider
+        if auth.CLIENT in request:
+            # A client with a token budget reserves its output allowance (the upload's size says nothing of its
+            # tokens: audio and images are not text); the provider's reported usage settles it.
+            await auth.reserve_tokens(request, 0, {})
         rules = policies[provider.id]
         exchange.scanner = SseUsage() if stream else JsonUsage()
         changes: dict[str, bytes | None] = {}
