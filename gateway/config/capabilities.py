@@ -103,6 +103,18 @@ class Catalog:
         return found
 
 
+def wrong_type(provider: str, catalog: Catalog, model: str, operation: str) -> str | None:
+    """Why `model` of `provider` cannot serve `operation`: its known service type is not the one the operation
+    needs; None when it is, or when either is unknown."""
+    if operation in catalog.unchecked:
+        return None
+    needed = ENDPOINT_SERVICE.get(operation)
+    own = catalog.of(model).service_type
+    if own is None or needed is None or own == needed:
+        return None
+    return f"model {model!r} of provider {provider!r} is of service type {own}; {operation} needs service type {needed}"
+
+
 def inferred_type(endpoints: Iterable[str]) -> str | None:
     """The service type every model of a provider has, when its endpoints say one only (a chat-only provider's
     models are LLMs); None when they say several or none."""
