@@ -41,6 +41,7 @@ def model_route(
     drop_empty: bool = False,
     dialect: str = "openai",
     translator: inference.Translator | None = None,
+    encode: inference.Encoder | None = None,
     stream_scanner: Callable[[], SseUsage] = SseUsage,
     pin: inference.Pin | None = None,
     answered: inference.Answered | None = None,
@@ -57,6 +58,7 @@ def model_route(
         stream_usage=stream_usage,
         drop_empty=drop_empty,
         translator=translator,
+        encode=encode,
         stream_scanner=stream_scanner,
         pin=pin,
         answered=answered,
@@ -166,6 +168,22 @@ ROUTES: tuple[ApiRoute, ...] = (
         endpoint="images_generations",
         dialect="envelope",
         translator=envelope.answer_for(envelope.images_data),
+    ),
+    ApiRoute(
+        f"{INFERENCE_API}/transcribe",
+        ("POST",),
+        # JSON (base64 audio, sent on as a form upload) or a multipart form (relayed as it arrives).
+        uploads.json_or_form(
+            inference.model_call(
+                "audio_transcriptions",
+                envelope.parse_transcribe,
+                translator=envelope.answer_for(envelope.transcription_data),
+                encode=envelope.transcription_form,
+            ),
+            uploads.upload_call("audio_transcriptions", envelope.answer_for(envelope.transcription_data)),
+        ),
+        "audio_transcriptions",
+        "envelope",
     ),
     ApiRoute(f"{INFERENCE_API}/models", ("GET",), models.list_models_envelope, "models", "envelope", inference=False),
 )

@@ -1,7 +1,8 @@
 """Every example of seed 001 (`seed001.txt`, the product document, verbatim) run as written with curl, only the
 host and port changed, against a gateway whose providers are fakes behind the shipped providers.yaml: each gets
-the documented shape back. The examples of routes not served yet (the provider registry, transcription, usage) get
-the envelope's 404, so this test fails the day one of them is served without its shape checked here."""
+the documented shape back. The examples of routes not served yet (the provider registry, usage) get the envelope's
+404, so this test fails the day one of them is served without its shape checked here. The JSON transcription
+example's audio is a placeholder (`<base64-encoded-audio>`): it gets the envelope's 400 saying so."""
 
 from __future__ import annotations
 
@@ -58,6 +59,13 @@ def _embedding(data: dict[str, Any]) -> None:
     assert data["usage"] == {"inputTokens": 4, "outputTokens": 0}
 
 
+def _transcription(data: dict[str, Any]) -> None:
+    assert data["text"] == "Hello there"
+    assert data["usage"] == {"inputTokens": 14, "outputTokens": 3}
+
+
+PLACEHOLDER = "<base64-encoded-audio>"
+
 # What each example's route answers: a check of the envelope's data, the stream's events, or "not served".
 EXPECTED: dict[str, Callable[[dict[str, Any]], None] | str] = {
     "/providers": "not served",
@@ -65,7 +73,7 @@ EXPECTED: dict[str, Callable[[dict[str, Any]], None] | str] = {
     "/chat/stream": "events",
     "/images": _image,
     "/embed": _embedding,
-    "/transcribe": "not served",
+    "/transcribe": _transcription,
     "/usage": "not served",
 }
 
@@ -110,7 +118,11 @@ async def test_each_example_as_written(aiohttp_client: Any, aiohttp_server: Any,
     command = examples()[index]
     status, body = await _curl(command, f"http://127.0.0.1:{gateway.port}", tmp_path)
     expected = EXPECTED[_route(command)]
-    if expected == "not served":
+    if any(PLACEHOLDER in arg for arg in command):
+        answer = orjson.loads(body)
+        assert (status, answer["error"]["code"]) == (400, "BAD_REQUEST")
+        assert answer["error"]["message"].startswith("audio must be base64")
+    elif expected == "not served":
         assert (status, orjson.loads(body)["error"]["code"]) == (404, "NOT_FOUND")
         assert not openai.requests and not anthropic.requests
     elif expected == "events":
