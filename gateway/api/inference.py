@@ -16,6 +16,8 @@ from gateway.config.providers import Provider
 from gateway.dialects.openai import ModelRequest, UsageChunkStrip, without_empty_messages
 from gateway.errors import Handler
 from gateway.exchange import EXCHANGE, Exchange
+from gateway.mcp import loop
+from gateway.mcp.hub import MCP
 from gateway.routing import filters, resolve
 from gateway.routing.filters import ModelFilter, Names
 from gateway.routing.resolve import Candidates, Route
@@ -37,12 +39,14 @@ def model_call(
     stream_usage: bool = False,
     drop_empty: bool = False,
     translator: Translator | None = None,
+    mcp_tools: bool = False,
 ) -> Handler:
     """The handler of one operation: the provider's endpoint of that name serves it. `stream_usage`: streams may be
     asked for a final usage chunk (`stream_options`), for providers whose table entry says so. `drop_empty`: the
     body's `messages` lose their empty entries, for providers whose table entry does not turn that off.
     `translator`: the route speaks another dialect, whose parser gave the request in OpenAI's shape and whose
-    translator gives the answer back in its own."""
+    translator gives the answer back in its own. `mcp_tools`: with MCP on, the request gets the MCP tools its client
+    may have, and the gateway runs them (gateway/mcp/loop.py) instead of a plain relay."""
 
     async def serve(request: web.Request, held: Held) -> web.StreamResponse:
         state = request.app[STATE]
@@ -93,6 +97,20 @@ def model_call(
             ),
             outbound.request_body(raw, body, route.model, route.requested, "provider" in body, ask, rewrite),
         )
+        secret = query_secret(provider)
+        # With MCP on, the gateway runs the MCP tools it adds (none for a query-key provider: its error bodies may
+        # echo the key, which only the relay scrubs).
+        if (
+            mcp_tools
+            and (hub := request.app.get(MCP)) is not None
+            and secret is None
+            and (tools := loop.offer(request, hub, body))
+        ):
+            limits = rules.limits(stream)
+            turns = loop.Upstream(
+                request.app[call.TRANSPORT], upstream, route.model, limits, rules.retry, ask, settings.write_timeout
+            )
+            return await loop.run(request, exchange, hub, tools, body, turns, stream)
         return await call.relay(
             request,
             request.app[call.TRANSPORT],
@@ -104,7 +122,7 @@ def model_call(
             # The usage chunk asked for on the client's behalf is read, not relayed: the client gets what the
             # provider would have sent it (a translated stream reads it itself).
             UsageChunkStrip() if ask and translator is None else None,
-            secret=query_secret(provider),
+            secret=secret,
             translate=None if translator is None else translator(provider, route.model),
         )
 

@@ -258,6 +258,21 @@ class GatewayMetrics:
             ["client", "gen_ai_token_type"],
             registry=registry,
         )
+        # MCP tools the gateway ran for chat requests (gateway/mcp/loop.py); tool names come from the servers'
+        # lists the gateway took, never from a client.
+        self.tool_duration = Histogram(
+            "gen_ai_execute_tool_duration_seconds",
+            "MCP tool calls the gateway ran: time from the call to its result (or its time-out).",
+            ["gen_ai_tool_name", "mcp_server", "error_type"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.tool_calls = Counter(
+            "llmgw_mcp_tool_calls",
+            "MCP tool calls the gateway ran, by tool, server and outcome (ok, error, timeout, unavailable).",
+            ["gen_ai_tool_name", "mcp_server", "outcome"],
+            registry=registry,
+        )
         self._clients: set[str] = set()
         registry.register(_LiveCollector(self.live, table))
         self._genai: dict[tuple[str, str, str, str], _GenAISeries] = {}
@@ -293,6 +308,11 @@ class GatewayMetrics:
                 self.upstream_errors.labels(provider_id, kind).inc()
         if exchange.client_name is not None:
             self._record_client(exchange, status)
+        if exchange.tool_runs:
+            for run in exchange.tool_runs:
+                error = "" if run.outcome == "ok" else run.outcome
+                self.tool_duration.labels(run.tool, run.server, error).observe(run.seconds)
+                self.tool_calls.labels(run.tool, run.server, run.outcome).inc()
         if exchange.operation not in self.genai_operations:
             return
         provider = exchange.provider or ""

@@ -46,7 +46,7 @@ from gateway.upstream.transport import (
 )
 from gateway.upstream.write_guard import WriteGuard
 
-__all__ = ["TRANSPORT", "Limits", "StreamEdit", "Translate", "fetch", "relay", "transport_context"]
+__all__ = ["TRANSPORT", "Limits", "StreamEdit", "Translate", "fetch", "open_answer", "relay", "transport_context"]
 
 log = structlog.get_logger("gateway.upstream")
 
@@ -195,6 +195,42 @@ async def relay(
     finally:
         if answer is not None:
             answer.discard()
+
+
+async def open_answer(
+    transport: Transport,
+    upstream: UpstreamRequest,
+    limits: Limits,
+    exchange: Exchange,
+    retry: RetryPolicy = NO_RETRY,
+    started: float | None = None,
+) -> Response:
+    """The provider's answer head, after the retries `retry` and the time limits allow; nothing has gone to the
+    client. A transport failure is the gateway's error (502, 504; 400 for a header that cannot be forwarded), an
+    answer whose status is not HTTP a 502. The caller owns the answer: it reads it, then `discard`s it (the MCP chat
+    loop reads each turn's answer itself)."""
+    if started is None:
+        started = transport.loop.time()
+    whole_end = None if limits.whole is None else started + limits.whole
+    try:
+        answer = await _answer(transport, upstream, limits, exchange, retry, started, whole_end)
+    except TransportError as exc:
+        if not isinstance(exc, InvalidHeader):  # the client's fault, refused before anything was sent
+            exchange.error_type = "timeout" if isinstance(exc, TimedOut) else "connect"
+        raise gateway_error(exc, limit=limits.headers if isinstance(exc, HeadTimedOut) else None) from None
+    except ConnectionError as exc:
+        exchange.error_type = "connect"
+        raise gateway_error(TransportError(type(exc).__name__)) from None
+    except asyncio.CancelledError:
+        exchange.client_disconnected = True
+        raise
+    if answer.status > 599:
+        # Not an HTTP status a client can act on (999 and the like): the provider's answer is not usable.
+        answer.discard()
+        exchange.error_type = "connect"
+        raise gateway_error(InvalidAnswer(f"the provider answered with status {answer.status}"))
+    exchange.upstream_status = answer.status
+    return answer
 
 
 async def _answer(
