@@ -15,6 +15,7 @@ Scripts (by model name):
 - `mixed`: calls `files__add` and the client's `get_weather` in one turn.
 - `client`: calls only the client's `get_weather`.
 - `chatty`: answers at once, calling nothing.
+- `refused`: the provider refuses it (400, REFUSAL).
 
 A streamed turn that calls tools first says "Let me look. ", then sends each call in pieces (name, then the
 arguments in two halves), the `tool_calls` finish, a usage chunk when asked, and [DONE]. Every turn reports USAGE.
@@ -32,6 +33,7 @@ from aiohttp import web
 from tests.fakes.bodies import DONE
 from tests.fakes.providers import FakeProvider
 
+REFUSAL = {"error": {"message": "the context is too long", "type": "invalid_request_error", "code": None}}
 USAGE = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
 WEATHER = {
     "type": "function",
@@ -70,6 +72,8 @@ class ToolModel(FakeProvider):
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())
+        if body["model"] == "refused":
+            return web.json_response(REFUSAL, status=400)
         script = _SCRIPTS[body["model"]]
         seen = results(body)
         names = offered(body)

@@ -17,7 +17,7 @@ from tests.fakes.gateways import start_gateway, telemetry_settings
 from tests.fakes.net import wait_for
 from tests.fakes.tables import one_provider
 from tests.fakes.telemetry import captured_logs, events_named, samples
-from tests.fakes.tool_models import USAGE, WEATHER, ToolModel
+from tests.fakes.tool_models import REFUSAL, USAGE, WEATHER, ToolModel
 from tests.mcp.conftest import mcp_settings
 
 FILES_TOOLS = ["files__add", "files__echo", "files__fail", "files__slow"]
@@ -330,3 +330,13 @@ async def test_a_server_gone_under_a_call_gives_an_error_result(aiohttp_client, 
     assert [run.outcome for run in exchange.tool_runs] == ["error"]
     # The failed call made the link look at once, without waiting for the next poll.
     await wait_for(lambda: not hub.catalog, limit=10)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+async def test_a_providers_refusal_reaches_the_client_as_it_came(aiohttp_client, model, files_server, stream):
+    gateway = await started(aiohttp_client, model, files_server)
+    body = {"model": "p/refused", "messages": HI, "stream": stream}
+    response = await gateway.client.post("/v1/chat/completions", json=body)
+    assert response.status == 400
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert orjson.loads(await response.read()) == REFUSAL
