@@ -114,14 +114,18 @@ class Loop:
 
     # --- the provider, once per turn ---------------------------------------------------------------------------
 
-    def _payload(self, turn: int, stream: bool) -> bytes:
-        """The turn's request: the client's body with the conversation so far, its tools and the MCP tools. The
-        last turn (by count or by time) gets no MCP tools: it must answer or call the client's."""
+    def _last(self, turn: int) -> bool:
+        """The last turn, by count or because the budget is spent: it is offered no MCP tools, and whatever it
+        says goes to the client (a call of an MCP tool it was not offered is dropped, not run)."""
+        return turn + 1 >= self.turns or asyncio.get_running_loop().time() >= self.deadline
+
+    def _payload(self, last: bool, stream: bool) -> bytes:
+        """The turn's request: the client's body with the conversation so far, its tools and (but on the last
+        turn) the MCP tools."""
         payload = dict(self.body)
         payload["model"] = self.upstream.model
         payload.pop("provider", None)
         payload["messages"] = self.messages
-        last = turn + 1 >= self.turns or asyncio.get_running_loop().time() >= self.deadline
         tools = self.without_mcp if last else self.with_mcp
         if tools:
             payload["tools"] = tools
@@ -133,10 +137,10 @@ class Loop:
             payload["stream_options"] = {"include_usage": True}
         return orjson.dumps(payload)
 
-    async def _open(self, turn: int, stream: bool) -> tuple[Any, float | None]:
+    async def _open(self, last: bool, stream: bool) -> tuple[Any, float | None]:
         up = self.upstream
         started = up.transport.loop.time()
-        request = up.request._replace(body=self._payload(turn, stream))
+        request = up.request._replace(body=self._payload(last, stream))
         answer = await call.open_answer(up.transport, request, up.limits, self.exchange, up.retry, started)
         whole_end = None if up.limits.whole is None else started + up.limits.whole
         return answer, whole_end
@@ -161,7 +165,8 @@ class Loop:
 
     async def whole(self) -> web.StreamResponse:
         for turn in range(self.turns):
-            answer, whole_end = await self._open(turn, False)
+            last = self._last(turn)
+            answer, whole_end = await self._open(last, False)
             status, content_type = answer.status, answer.content_type
             raw = await self._read_whole(answer, whole_end)
             if not 200 <= status < 300:
@@ -175,7 +180,7 @@ class Loop:
                 return self._whole_response(raw)
             self.usage.add(parsed.get("usage"))
             mine, theirs = split_calls(answer_calls(parsed), self.names)
-            if not mine or theirs:
+            if last or not mine or theirs:
                 if turn == 0 and not mine:
                     return self._whole_response(raw)  # no tool round: the provider's bytes, untouched
                 return self._whole_response(orjson.dumps(client_answer(parsed, self.names, self.usage)))
@@ -202,7 +207,8 @@ class Loop:
         stream_id: str | None = None
         try:
             for turn in range(self.turns):
-                answer, whole_end = await self._open(turn, True)
+                last = self._last(turn)
+                answer, whole_end = await self._open(last, True)
                 if not 200 <= answer.status < 300 or answer.content_type != "text/event-stream":
                     raw = await self._read_whole(answer, whole_end)
                     if response is None:
@@ -221,7 +227,7 @@ class Loop:
                 stream_id = stream_id or state.first_id
                 self.usage.add(state.usage)
                 mine, theirs = split_calls(state.tool_calls, self.names)
-                if not mine or theirs:
+                if last or not mine or theirs:
                     send_usage = not self.upstream.ask_usage
                     await self._write(response, state.ending(self.names, self.usage, send_usage))
                     if not send_usage and self.usage.seen and exchange.scanner is not None:

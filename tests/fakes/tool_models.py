@@ -12,6 +12,7 @@ Scripts (by model name):
 - `sleepy`: calls `files__slow` {"seconds": 5}.
 - `bad-args`: calls `files__add` with arguments that are not JSON.
 - `forever`: calls `files__echo` every turn it is offered it, and answers when it is not.
+- `stubborn`: calls `files__echo` every turn, offered or not.
 - `mixed`: calls `files__add` and the client's `get_weather` in one turn.
 - `client`: calls only the client's `get_weather`.
 - `chatty`: answers at once, calling nothing.
@@ -46,6 +47,7 @@ _SCRIPTS: dict[str, list[tuple[str, str]]] = {
     "sleepy": [("files__slow", '{"seconds": 5}')],
     "bad-args": [("files__add", "{not json")],
     "forever": [("files__echo", '{"text": "again"}')],
+    "stubborn": [("files__echo", '{"text": "again"}')],
     "mixed": [("files__add", '{"a": 2, "b": 3}'), ("get_weather", '{"city": "Oslo"}')],
     "client": [("get_weather", '{"city": "Oslo"}')],
     "chatty": [],
@@ -77,8 +79,10 @@ class ToolModel(FakeProvider):
         script = _SCRIPTS[body["model"]]
         seen = results(body)
         names = offered(body)
-        calls = [(n, a) for n, a in script if n in names]
-        if body["model"] == "forever":
+        calls = [(n, a) for n, a in script if n in names or body["model"] == "stubborn"]
+        if body["model"] == "stubborn":
+            done = False
+        elif body["model"] == "forever":
             done = "files__echo" not in names
         else:
             done = not calls or len(seen) >= len([n for n, _ in script if n.startswith("files__")]) > 0

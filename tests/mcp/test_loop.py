@@ -340,3 +340,22 @@ async def test_a_providers_refusal_reaches_the_client_as_it_came(aiohttp_client,
     assert response.status == 400
     assert response.headers["Content-Type"].startswith("application/json")
     assert orjson.loads(await response.read()) == REFUSAL
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+async def test_a_call_the_last_turn_was_not_offered_is_dropped_not_run(aiohttp_client, model, files_server, stream):
+    gateway = await started(aiohttp_client, model, files_server, mcp_max_iterations=2)
+    async with sdk(gateway) as client:
+        if stream:
+            chunks = [
+                c async for c in await client.chat.completions.create(model="p/stubborn", messages=HI, stream=True)
+            ]
+            assert not any(c.choices and c.choices[0].delta.tool_calls for c in chunks)
+            assert (
+                "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Let me look. Let me look. "
+            )
+        else:
+            answer = await client.chat.completions.create(model="p/stubborn", messages=HI)
+            assert answer.choices[0].message.tool_calls == []
+    (exchange,) = await gateway.settled()
+    assert len(exchange.tool_runs) == 1 and len(model.requests) == 2
