@@ -1,4 +1,5 @@
-"""A tiny OpenAI-compatible upstream that streams canned answers, so `make run` works offline.
+"""A tiny upstream that streams canned answers, so `make run` works offline: OpenAI's API (chat, the Responses API
+with its follow-ups, embeddings, ...) and Anthropic's Messages API.
 
 `python -m gateway.demo --port 8081` serves it; `--print-usage --gateway URL` prints lines to try the gateway
 (`--wait S --pid P`: once URL/health answers, within S seconds, while process P lives); `--check-free
@@ -276,6 +277,213 @@ async def rerank(request: web.Request) -> web.Response:
     return web.json_response({"results": sorted(scored, key=lambda r: -r["relevance_score"])})
 
 
+def _text_of(content: Any) -> str:
+    """The text of a message's content: a string, or the text parts of a list of parts (either API's shapes)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and "text" in p)
+    return ""
+
+
+def _reply(model: Any, said: str) -> str:
+    return STORY if model == "demo-story" else f"You said: {said}"
+
+
+def _sse(event: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+# Anthropic's Messages API.
+
+
+def _anthropic_error(status: int, type_: str, message: str) -> web.Response:
+    return web.json_response({"type": "error", "error": {"type": type_, "message": message}}, status=status)
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    body = await _json_body(request)
+    model = body.get("model")
+    if model not in MODELS:
+        return _anthropic_error(404, "not_found_error", f"model must be one of {', '.join(MODELS)}")
+    turns = body.get("messages") or [{}]
+    said = _text_of(turns[-1].get("content")) if isinstance(turns[-1], dict) else ""
+    text = _reply(model, said)
+    usage = {"input_tokens": len(said.split()) or 1, "output_tokens": len(text.split())}
+    message: dict[str, Any] = {
+        "id": f"msg_{uuid.uuid4().hex[:24]}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": usage,
+    }
+    if not body.get("stream"):
+        return web.json_response(message)
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+    with contextlib.suppress(ConnectionResetError):
+        await response.write(_sse("message_start", {"type": "message_start", "message": start}))
+        block = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+        await response.write(_sse("content_block_start", block))
+        for i, word in enumerate(text.split(" ")):
+            delta = {"type": "text_delta", "text": word if i == 0 else f" {word}"}
+            await response.write(
+                _sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+            )
+            await asyncio.sleep(0.05)
+        await response.write(_sse("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        end = {"stop_reason": "end_turn", "stop_sequence": None}
+        tail = {"type": "message_delta", "delta": end, "usage": {"output_tokens": usage["output_tokens"]}}
+        await response.write(_sse("message_delta", tail))
+        await response.write(_sse("message_stop", {"type": "message_stop"}))
+        await response.write_eof()
+    return response
+
+
+async def count_tokens(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    turns = body.get("messages") or []
+    words = sum(len(_text_of(t.get("content")).split()) for t in turns if isinstance(t, dict))
+    return web.json_response({"input_tokens": words})
+
+
+# OpenAI's Responses API: the demo keeps its last few responses so that the follow-ups have something to find.
+
+RESPONSES = web.AppKey("demo_responses", dict[str, tuple[dict[str, Any], list[dict[str, Any]]]])
+KEPT_RESPONSES = 100
+
+
+def _openai_error(status: int, message: str, code: str | None = None) -> web.Response:
+    error = {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+    return web.json_response({"error": error}, status=status)
+
+
+def _input_items(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, str):
+        value = [{"role": "user", "content": value}]
+    items = []
+    for n, item in enumerate(value if isinstance(value, list) else []):
+        if isinstance(item, dict):
+            content = item.get("content")
+            parts = [{"type": "input_text", "text": content}] if isinstance(content, str) else content
+            items.append({"id": f"msg_in{n}", "type": "message", "status": "completed", **item, "content": parts})
+    return items
+
+
+async def responses_create(request: web.Request) -> web.StreamResponse:
+    body = await _json_body(request)
+    model = body.get("model")
+    if model not in MODELS:
+        return _openai_error(404, f"model must be one of {', '.join(MODELS)}", "model_not_found")
+    previous = body.get("previous_response_id")
+    kept = request.app[RESPONSES]
+    if previous is not None and previous not in kept:
+        return _openai_error(404, f"Previous response with id '{previous}' not found.", "previous_response_not_found")
+    items = _input_items(body.get("input"))
+    said = _text_of(items[-1].get("content")) if items else ""
+    text = _reply(model, said)
+    rid, mid = f"resp_{uuid.uuid4().hex}", f"msg_{uuid.uuid4().hex[:24]}"
+    inputs, outputs = len(said.split()) or 1, len(text.split())
+    part = {"type": "output_text", "text": text, "annotations": []}
+    item = {"id": mid, "type": "message", "status": "completed", "role": "assistant", "content": [part]}
+    usage = {
+        "input_tokens": inputs,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": outputs,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": inputs + outputs,
+    }
+    done: dict[str, Any] = {
+        "id": rid,
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": "completed",
+        "model": model,
+        "output": [item],
+        "previous_response_id": previous,
+        "store": body.get("store", True),
+        "usage": usage,
+    }
+    if done["store"] is not False:
+        if len(kept) >= KEPT_RESPONSES:
+            del kept[next(iter(kept))]
+        kept[rid] = (done, items)
+    if not body.get("stream"):
+        return web.json_response(done)
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    started = {**done, "status": "in_progress", "output": [], "usage": None}
+    opened = {**item, "status": "in_progress", "content": []}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": started},
+        {"type": "response.in_progress", "response": started},
+        {"type": "response.output_item.added", "output_index": 0, "item": opened},
+        {"type": "response.content_part.added", "item_id": mid, "output_index": 0, "content_index": 0,
+         "part": {**part, "text": ""}},
+    ]  # fmt: skip
+    with contextlib.suppress(ConnectionResetError):
+        sequence = 0
+        for event in events:
+            await response.write(_sse(event["type"], {**event, "sequence_number": sequence}))
+            sequence += 1
+        for i, word in enumerate(text.split(" ")):
+            delta = {"type": "response.output_text.delta", "item_id": mid, "output_index": 0, "content_index": 0,
+                     "delta": word if i == 0 else f" {word}", "sequence_number": sequence}  # fmt: skip
+            await response.write(_sse("response.output_text.delta", delta))
+            sequence += 1
+            await asyncio.sleep(0.05)
+        closing: list[dict[str, Any]] = [
+            {"type": "response.output_text.done", "item_id": mid, "output_index": 0, "content_index": 0, "text": text},
+            {"type": "response.content_part.done", "item_id": mid, "output_index": 0, "content_index": 0, "part": part},
+            {"type": "response.output_item.done", "output_index": 0, "item": item},
+            {"type": "response.completed", "response": done},
+        ]
+        for event in closing:
+            await response.write(_sse(event["type"], {**event, "sequence_number": sequence}))
+            sequence += 1
+        await response.write_eof()
+    return response
+
+
+def _kept(request: web.Request) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    return request.app[RESPONSES].get(request.match_info["response_id"])
+
+
+def _missing(request: web.Request) -> web.Response:
+    return _openai_error(404, f"Response with id '{request.match_info['response_id']}' not found.")
+
+
+async def responses_get(request: web.Request) -> web.Response:
+    found = _kept(request)
+    return _missing(request) if found is None else web.json_response(found[0])
+
+
+async def responses_delete(request: web.Request) -> web.Response:
+    found = request.app[RESPONSES].pop(request.match_info["response_id"], None)
+    if found is None:
+        return _missing(request)
+    return web.json_response({"id": found[0]["id"], "object": "response", "deleted": True})
+
+
+async def responses_input_items(request: web.Request) -> web.Response:
+    found = _kept(request)
+    if found is None:
+        return _missing(request)
+    items = found[1]
+    first, last = (items[0]["id"], items[-1]["id"]) if items else (None, None)
+    return web.json_response({"object": "list", "data": items, "first_id": first, "last_id": last, "has_more": False})
+
+
+async def responses_cancel(request: web.Request) -> web.Response:
+    if _kept(request) is None:
+        return _missing(request)
+    return _openai_error(400, "Only responses created with background=true can be cancelled.")
+
+
 def create_demo_app() -> web.Application:
     app = web.Application()
     app.router.add_get("/v1/models", models)
@@ -290,6 +498,14 @@ def create_demo_app() -> web.Application:
     app.router.add_post("/v1/audio/transcriptions", transcribe)
     app.router.add_post("/v1/audio/translations", transcribe)
     app.router.add_post("/v1/rerank", rerank)
+    app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/messages/count_tokens", count_tokens)
+    app[RESPONSES] = {}
+    app.router.add_post("/v1/responses", responses_create)
+    app.router.add_get("/v1/responses/{response_id}", responses_get)
+    app.router.add_delete("/v1/responses/{response_id}", responses_delete)
+    app.router.add_get("/v1/responses/{response_id}/input_items", responses_input_items)
+    app.router.add_post("/v1/responses/{response_id}/cancel", responses_cancel)
     return app
 
 
@@ -302,11 +518,18 @@ Gateway on {gw} (demo upstream behind it, offline). Try:
   curl -sN {gw}/v1/chat/completions -H 'Content-Type: application/json' \\
        -d '{{"model": "demo-story", "stream": true, "messages": [{{"role": "user", "content": "a story"}}]}}'
   curl -s {gw}/v1/embeddings -H 'Content-Type: application/json' -d '{{"model": "demo-embed", "input": "hello"}}'
-  curl -s {gw}/v1/audio/speech -H 'Content-Type: application/json' \
+  curl -s {gw}/v1/audio/speech -H 'Content-Type: application/json' \\
        -d '{{"model": "demo-tts", "voice": "alloy", "input": "hello"}}' -o hello.wav
   curl -s {gw}/v1/audio/transcriptions -F model=demo/demo-whisper -F file=@hello.wav -F response_format=srt
   curl -s {gw}/v1/audio/translations -F model=demo-whisper -F file=@hello.wav
   curl -s {gw}/v1/images/edits -F model=demo-image -F image=@hello.wav -F prompt='add a hat'
+  curl -sN {gw}/v1/responses -H 'Content-Type: application/json' \\
+       -d '{{"model": "demo-story", "input": "a story", "stream": true}}'
+  curl -s {gw}/v1/responses/RESP_ID         # an id from above: the gateway sends it where it was made
+  curl -sN {gw}/v1/messages -H 'Content-Type: application/json' -H 'anthropic-version: 2023-06-01' \\
+       -d '{{"model":"demo-story", "max_tokens": 99, "stream": true, "messages": [{{"role": "user", "content": "a"}}]}}'
+  curl -s {gw}/v1/messages/count_tokens -H 'Content-Type: application/json' \\
+       -d '{{"model": "demo-echo", "messages": [{{"role": "user", "content": "how many tokens"}}]}}'
 {metrics}
   {python} -c 'from openai import OpenAI
 c = OpenAI(base_url="{gw}/v1", api_key="unused")

@@ -11,6 +11,7 @@
     ├── ModelNotAllowed             403 permission_error / model_not_allowed
     ├── NoProvider                  404 no_provider
     ├── ModelNotFound               404 invalid_request_error / model_not_found
+    ├── ResponseNotFound            404 invalid_request_error / response_not_found
     ├── RateLimited                 429 requests / rate_limit_exceeded (+ Retry-After)
     ├── LimiterUnavailable          503 server_error / rate_limiter_unavailable
     ├── ServerBusy                  503 server_error / server_busy (+ Retry-After: bodies in flight at their limit)
@@ -93,6 +94,14 @@ class ModelNotFound(GatewayError):
     status = 404
     type = "invalid_request_error"
     code = "model_not_found"
+
+
+class ResponseNotFound(GatewayError):
+    """A Responses API id the gateway cannot place: not made through it (or forgotten), or another client's."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "response_not_found"
 
 
 class ModelNotAllowed(GatewayError):

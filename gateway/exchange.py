@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeGuard
 
 from aiohttp import web
 
@@ -28,19 +28,35 @@ class Usage(NamedTuple):
 
     @classmethod
     def of(cls, value: Any) -> Usage | None:
-        """OpenAI's `usage` object (prompt_tokens, completion_tokens), or None when it is not one."""
+        """A `usage` object, or None when it is not one: OpenAI's chat and completions shape (prompt_tokens,
+        completion_tokens), or the shape of Anthropic's Messages and OpenAI's Responses (input_tokens,
+        output_tokens). Anthropic counts cache writes and reads apart from `input_tokens`; they are input all the
+        same (billed, and what a token budget is about), so they are added to it."""
         if not isinstance(value, dict):
             return None
-        prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
-        # Plain integers in a sane range only: `true` is an int to Python, and a provider's 2**64 - 1 is no count.
-        if (
-            type(prompt) is int
-            and type(completion) is int
-            and 0 <= prompt <= MAX_TOKENS
-            and 0 <= completion <= MAX_TOKENS
-        ):
-            return cls(prompt, completion)
-        return None
+        prompt = value.get("prompt_tokens")
+        if prompt is not None:
+            completion = value.get("completion_tokens")
+            return cls(prompt, completion) if _count(prompt) and _count(completion) else None
+        inputs, outputs = value.get("input_tokens"), value.get("output_tokens")
+        if not (_count(inputs) and _count(outputs)):
+            return None
+        for cached in _CACHE_FIELDS:
+            extra = value.get(cached)
+            if extra is not None:
+                if not _count(extra):
+                    return None
+                inputs += extra
+        return cls(inputs, outputs) if inputs <= MAX_TOKENS else None
+
+
+# Anthropic's input tokens that `input_tokens` leaves out.
+_CACHE_FIELDS = ("cache_creation_input_tokens", "cache_read_input_tokens")
+
+
+def _count(value: Any) -> TypeGuard[int]:
+    """A plain integer in a sane range: `true` is an int to Python, and a provider's 2**64 - 1 is no count."""
+    return type(value) is int and 0 <= value <= MAX_TOKENS
 
 
 class AnswerReader(Protocol):

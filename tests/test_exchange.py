@@ -25,3 +25,13 @@ def test_plain_counts_are_read() -> None:
 )
 def test_anything_else_is_no_usage(usage: object) -> None:
     assert Usage.of(usage) is None
+
+
+def test_anthropic_and_responses_usage_is_read_with_cache_tokens_as_input() -> None:
+    assert Usage.of({"input_tokens": 8, "output_tokens": 3, "total_tokens": 11}) == (8, 3)
+    anthropic = {"input_tokens": 12, "cache_creation_input_tokens": 2, "cache_read_input_tokens": 3, "output_tokens": 6}
+    assert Usage.of(anthropic) == (17, 6)
+    assert Usage.of({**anthropic, "cache_read_input_tokens": None}) == (14, 6)
+    assert Usage.of({**anthropic, "cache_read_input_tokens": -1}) is None
+    assert Usage.of({"input_tokens": MAX_TOKENS, "cache_read_input_tokens": 1, "output_tokens": 0}) is None
+    assert Usage.of({"input_tokens": 5}) is None

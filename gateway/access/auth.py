@@ -401,6 +401,13 @@ def check_model(request: web.Request, provider_id: str, model: str, names: Names
         raise ModelNotAllowed(f"model '{provider_id}/{model}' is not allowed for this client")
 
 
+def check_provider(request: web.Request, provider_id: str) -> None:
+    """403 when the client's policy does not allow this provider, for a call that names no model (a follow-up on a
+    response the provider holds)."""
+    if not client_policy(request).allows_provider(provider_id):
+        raise Forbidden(f"provider {provider_id!r} is not allowed for this client", code="provider_not_allowed")
+
+
 def check_proxy(request: web.Request, provider_id: str) -> None:
     """A raw call names no model the gateway can judge: a policy restricting models has no proxy unless it says
     `proxy: true` (keys.py), whatever provider is named."""

@@ -28,6 +28,10 @@ from gateway.upstream.scrub import query_secret
 from gateway.upstream.transport import UpstreamRequest
 
 Parser = Callable[[bytes], ModelRequest]
+# The provider a request is pinned to (the one holding state it refers to), when its model names none.
+Pin = Callable[[web.Request, ModelRequest], str | None]
+# Called once the answer is out (not when the gateway refused the request or the provider could not be reached).
+Answered = Callable[[web.Request, Exchange], None]
 # A route of another dialect: (the provider, the model it receives) -> the translator of its answer.
 Translator = Callable[[Provider, str], call.Translate]
 
@@ -39,13 +43,20 @@ def model_call(
     stream_usage: bool = False,
     drop_empty: bool = False,
     translator: Translator | None = None,
+    stream_scanner: Callable[[], SseUsage] = SseUsage,
+    pin: Pin | None = None,
+    answered: Answered | None = None,
+    budget: bool = True,
     mcp_tools: bool = False,
 ) -> Handler:
     """The handler of one operation: the provider's endpoint of that name serves it. `stream_usage`: streams may be
     asked for a final usage chunk (`stream_options`), for providers whose table entry says so. `drop_empty`: the
     body's `messages` lose their empty entries, for providers whose table entry does not turn that off.
     `translator`: the route speaks another dialect, whose parser gave the request in OpenAI's shape and whose
-    translator gives the answer back in its own. `mcp_tools`: with MCP on, the request gets the MCP tools its client
+    translator gives the answer back in its own. `stream_scanner` reads usage from the dialect's stream events
+    when the answer is relayed as it is; `pin` and `answered` are for APIs whose answers leave state at the
+    provider (the Responses API). `budget`: the call may use tokens, so they are reserved from the client's token
+    budget first (counting tokens uses none). `mcp_tools`: with MCP on, the request gets the MCP tools its client
     may have, and the gateway runs them (gateway/mcp/loop.py) instead of a plain relay."""
 
     async def serve(request: web.Request, held: Held) -> web.StreamResponse:
@@ -64,7 +75,12 @@ def model_call(
         exchange.stream = stream = parsed.stream
         exchange.request_body = body
         candidates = resolve.resolve(
-            table, parsed.model, operation, query_provider=request.query.get("provider"), body_provider=parsed.provider
+            table,
+            parsed.model,
+            operation,
+            query_provider=request.query.get("provider"),
+            body_provider=parsed.provider,
+            pinned=pin(request, parsed) if pin is not None else None,
         )
         route = first_allowed(request, exchange, candidates, model_filter, table.names)
         provider = route.provider
@@ -77,10 +93,10 @@ def model_call(
                 exchange.request_body = body
                 rewrite = True
         filters.check_vision(settings.enable_vision, provider, body)
-        if auth.CLIENT in request:  # a client with a token budget reserves from it
+        if budget and auth.CLIENT in request:  # a client with a token budget reserves from it
             await auth.reserve_tokens(request, len(raw), body)
         rules = policies[provider.id]
-        exchange.scanner = SseUsage() if stream else JsonUsage()
+        exchange.scanner = stream_scanner() if stream else JsonUsage()
         # Streams report usage only when asked; the client's own stream_options always win.
         ask = stream_usage and stream and provider.stream_usage and "stream_options" not in body
         exchange.usage_requested = ask
@@ -111,7 +127,7 @@ def model_call(
                 request.app[call.TRANSPORT], upstream, route.model, limits, rules.retry, ask, settings.write_timeout
             )
             return await loop.run(request, exchange, hub, tools, body, turns, stream)
-        return await call.relay(
+        response = await call.relay(
             request,
             request.app[call.TRANSPORT],
             upstream,
@@ -125,6 +141,9 @@ def model_call(
             secret=secret,
             translate=None if translator is None else translator(provider, route.model),
         )
+        if answered is not None:
+            answered(request, exchange)
+        return response
 
     return holding_body(serve)
 

@@ -5,15 +5,17 @@ renderer (each route's dialect) all read it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.api import health, inference, mcp, models, proxy, uploads
+from gateway.api import health, inference, mcp, models, proxy, responses, uploads
 from gateway.dialects import DIALECTS, Dialect, envelope
+from gateway.dialects import anthropic as anthropic_dialect
 from gateway.dialects import openai as openai_dialect
 from gateway.errors import Handler
+from gateway.telemetry.scanners import MessagesSseUsage, ResponsesSseUsage, SseUsage
 
 PROXY_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
@@ -39,18 +41,28 @@ def model_route(
     drop_empty: bool = False,
     dialect: str = "openai",
     translator: inference.Translator | None = None,
+    stream_scanner: Callable[[], SseUsage] = SseUsage,
+    pin: inference.Pin | None = None,
+    answered: inference.Answered | None = None,
+    budget: bool = True,
     mcp_tools: bool = False,
 ) -> ApiRoute:
     """A POST whose JSON body names a model, relayed to the provider's endpoint named `endpoint` (by default the
     operation's name): only providers that declare it serve the route. A route of another dialect than OpenAI's
-    names it, with the `translator` of its answers (its parser gives the request in OpenAI's shape). `mcp_tools`:
-    the route's requests get MCP tools (with MCP_ENABLE), run by the gateway (gateway/mcp/loop.py)."""
+    names it, with the `translator` of its answers (its parser gives the request in OpenAI's shape), or, for an
+    API relayed as it is, the `stream_scanner` that reads its streams' usage; `pin` and `answered` keep a request
+    with the provider that holds its state. `mcp_tools`: the route's requests get MCP tools (with MCP_ENABLE), run
+    by the gateway (gateway/mcp/loop.py)."""
     handler = inference.model_call(
         endpoint or operation,
         parse,
         stream_usage=stream_usage,
         drop_empty=drop_empty,
         translator=translator,
+        stream_scanner=stream_scanner,
+        pin=pin,
+        answered=answered,
+        budget=budget,
         mcp_tools=mcp_tools,
     )
     return ApiRoute(path, ("POST",), handler, operation, dialect)
@@ -96,6 +108,36 @@ ROUTES: tuple[ApiRoute, ...] = (
     upload_route("/v1/audio/transcriptions", "audio_transcriptions"),
     upload_route("/v1/audio/translations", "audio_translations"),
     model_route("/v1/rerank", "rerank", openai_dialect.parse_model_request),
+    # OpenAI's Responses API: creating one is a chat; the follow-ups go to the provider that made the response.
+    model_route(
+        "/v1/responses",
+        "chat",
+        openai_dialect.parse_model_request,
+        endpoint=responses.ENDPOINT,
+        stream_scanner=ResponsesSseUsage,
+        pin=responses.pin,
+        answered=responses.answered,
+    ),
+    ApiRoute("/v1/responses/{response_id}", ("GET", "DELETE"), responses.followup(), "responses"),
+    ApiRoute("/v1/responses/{response_id}/input_items", ("GET",), responses.followup("/input_items"), "responses"),
+    ApiRoute("/v1/responses/{response_id}/cancel", ("POST",), responses.followup("/cancel"), "responses"),
+    # Anthropic's Messages API, for providers that speak it natively: a chat by OpenTelemetry's name.
+    model_route(
+        "/v1/messages",
+        "chat",
+        anthropic_dialect.parse_messages,
+        endpoint="messages",
+        dialect="anthropic",
+        stream_scanner=MessagesSseUsage,
+    ),
+    model_route(
+        "/v1/messages/count_tokens",
+        "count_tokens",
+        anthropic_dialect.parse_messages,
+        endpoint="count_tokens",
+        dialect="anthropic",
+        budget=False,  # counting uses no tokens: nothing to reserve or charge
+    ),
     ApiRoute("/v1/mcp/tools", ("GET",), mcp.list_tools, "mcp_tools", inference=False),
     ApiRoute("/proxy/{provider}/{path:[\\s\\S]*}", PROXY_METHODS, proxy.proxy, "proxy"),
     model_route(
@@ -135,7 +177,7 @@ ROUTES: tuple[ApiRoute, ...] = (
 
 # Paths no route matches speak the dialect of the API whose prefix they carry (a mistyped Inference API path gets
 # its 404 in the envelope); any other path, OpenAI's.
-DIALECT_PREFIXES: tuple[tuple[str, str], ...] = ((f"{INFERENCE_API}/", "envelope"),)
+DIALECT_PREFIXES: tuple[tuple[str, str], ...] = ((f"{INFERENCE_API}/", "envelope"), ("/v1/messages/", "anthropic"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
-"""Anthropic's Messages API dialect: its error envelope, `{"type": "error", "error": {"type", "message"}}`, with
-the error types its SDK maps to exception classes (by status, as Anthropic's own API assigns them).
+"""Anthropic's Messages API dialect: the requests the gateway checks (`/v1/messages` and its `count_tokens`), and
+the error envelope, `{"type": "error", "error": {"type", "message"}}`, with the error types its SDK maps to exception
+classes (by status, as Anthropic's own API assigns them). Answers are relayed as the provider sent them.
 """
 
 from __future__ import annotations
@@ -7,6 +8,8 @@ from __future__ import annotations
 import orjson
 
 from gateway.dialects.base import Dialect
+from gateway.dialects.openai import ModelRequest, parse_model_request
+from gateway.errors import InvalidRequest
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -34,3 +37,16 @@ def error_body(status: int, message: str, type_: str, code: str | None) -> bytes
 
 
 DIALECT = Dialect("anthropic", error_body)
+
+
+def parse_messages(raw: bytes) -> ModelRequest:
+    """A Messages (or count_tokens) request: a model request, routed by `model` like any other, with a non-empty
+    array of message objects. Everything else is the provider's to judge."""
+    request = parse_model_request(raw)
+    messages = request.body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' is required and must be a non-empty array", code="invalid_messages")
+    for message in messages:
+        if type(message) is not dict:  # orjson builds plain dicts
+            raise InvalidRequest("each entry of 'messages' must be an object", code="invalid_messages")
+    return request

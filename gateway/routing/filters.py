@@ -121,15 +121,26 @@ class ModelFilter:
 
 
 def has_image_input(body: Mapping[str, Any]) -> bool:
-    messages = body.get("messages")
+    """Whether any message carries an image part: chat's and Anthropic's `messages`, the Responses API's `input`
+    items, and the parts a tool result holds inside a part (Anthropic's `tool_result`)."""
+    return _has_image(body.get("messages")) or _has_image(body.get("input"))
+
+
+def _has_image(messages: Any) -> bool:
     if not isinstance(messages, list):
         return False
     for message in messages:
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, list):
             for part in content:
-                if isinstance(part, dict) and part.get("type") in IMAGE_PART_TYPES:
-                    return True
+                if isinstance(part, dict):
+                    if part.get("type") in IMAGE_PART_TYPES:
+                        return True
+                    inner = part.get("content")
+                    if isinstance(inner, list) and any(
+                        isinstance(p, dict) and p.get("type") in IMAGE_PART_TYPES for p in inner
+                    ):
+                        return True
     return False
 
 

@@ -1,7 +1,8 @@
 """Which providers may serve a request, in order, and under which model name: pure functions of the table.
 
-Order of the rules: `?provider=`, then a `provider` body field, then a `provider/model` id, then a model group of
-the table (its deployments, in the table's order), then the table's prefix rules. Only a provider that declares
+Order of the rules: `?provider=`, then a `provider` body field, then a `provider/model` id, then the provider the
+request is pinned to (the one that holds its previous response), then a model group of the table (its
+deployments, in the table's order), then the table's prefix rules. Only a provider that declares
 the request's operation (its endpoint) and is configured is a candidate.
 """
 
@@ -36,9 +37,12 @@ def resolve(
     *,
     query_provider: str | None = None,
     body_provider: str | None = None,
+    pinned: str | None = None,
 ) -> Candidates:
     """The providers that may serve `model` for `operation`, best first (never empty); NoProvider naming the model
-    when nothing matches, ProviderNotConfigured when what matches is not configured."""
+    when nothing matches, ProviderNotConfigured when what matches is not configured. `pinned` names the provider
+    that holds state the request refers to (a previous response): when the client names no provider, only it may
+    serve, so the request never lands where that state is unknown."""
     explicit = query_provider or body_provider
     if explicit:
         provider = table.lookup(explicit)
@@ -52,6 +56,9 @@ def resolve(
             if not tail:
                 raise InvalidRequest(f"model {model!r} names a provider but no model", code="invalid_model")
             return (_route(provider, tail, model, operation),)
+    pinned_to = table.lookup(pinned) if pinned else None
+    if pinned_to is not None:
+        return _pinned_routes(table, pinned_to, model, operation)
     group = table.group(model)
     if group is not None:
         return _group_routes(table, group, model, operation)
@@ -109,6 +116,24 @@ def _group_routes(table: ProviderTable, group: ModelGroup, requested: str, opera
     if unconfigured:
         raise ProviderNotConfigured(f"no provider of model {group.name!r} is configured: {'; '.join(unconfigured)}")
     raise NoProvider(f"no provider of model {group.name!r} serves {operation}")
+
+
+def _pinned_routes(table: ProviderTable, provider: Provider, model: str, operation: str) -> Candidates:
+    """A model group's deployments on the pinned provider, or the model as named there."""
+    group = table.group(model)
+    if group is None:
+        return (_route(provider, model, model, operation),)
+    routes = tuple(
+        _route(provider, deployment.model, model, operation)
+        for deployment in group.deployments
+        if deployment.provider == provider.id
+    )
+    if not routes:
+        raise NoProvider(
+            f"the previous response was made by provider {provider.id!r}, which does not serve model group "
+            f"{group.name!r}; name the model as {provider.id}/<model>"
+        )
+    return routes
 
 
 def _strip_own_prefix(table: ProviderTable, provider: Provider, model: str) -> str:

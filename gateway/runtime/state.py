@@ -15,6 +15,7 @@ from aiohttp import web
 from gateway.config.providers import ProviderTable
 from gateway.config.settings import Settings
 from gateway.routing.filters import ModelFilter
+from gateway.runtime.responses import ResponseOwners
 from gateway.upstream.timeouts import CallPolicy, call_policies
 
 ReloadListener = Callable[[str], None]
@@ -32,6 +33,8 @@ class GatewayState:
     # (the metrics module can turn them into a `config loads` counter).
     config_loads: Counter[str] = field(default_factory=Counter)
     reload_listeners: list[ReloadListener] = field(default_factory=list)
+    # Which provider made each response of the Responses API; kept across table reloads.
+    responses: ResponseOwners = field(default_factory=ResponseOwners)
 
     def __post_init__(self) -> None:
         self.swap(self.table)

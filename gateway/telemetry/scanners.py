@@ -1,5 +1,6 @@
-"""Token usage read from an answer as its bytes pass by: the `usage` object of a JSON body or of a stream's
-usage event. Streams are scanned line by line with only the unfinished line kept; nothing is buffered whole.
+"""Token usage read from an answer as its bytes pass by: the `usage` object of a JSON body, or of the events of a
+stream that carry it (OpenAI's usage chunk, Anthropic's `message_start` and `message_delta`, the Responses API's
+terminal event). Streams are scanned line by line with only the unfinished line kept; nothing is buffered whole.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ _USAGE = b'"usage"'
 # A delta that carries something for the user: a non-empty string in content, reasoning or tool arguments. The
 # role-only first chunk (`"content":""`), keep-alive comments and empty deltas do not count.
 _CONTENT = re.compile(rb'"(?:content|reasoning_content|reasoning|arguments)"\s*:\s*"[^"]')
+# The same for Anthropic's deltas (text, thinking, tool input) and the Responses API's (every `*.delta` event
+# carries its text or arguments in `delta`).
+_MESSAGES_CONTENT = re.compile(rb'"(?:text|thinking|partial_json)"\s*:\s*"[^"]')
+_RESPONSES_CONTENT = re.compile(rb'"delta"\s*:\s*"[^"]')
 
 
 class UsageScanner:
@@ -93,6 +98,12 @@ class JsonUsage(UsageScanner):
 
 
 class SseUsage(UsageScanner):
+    """OpenAI's chat and completions streams: the `usage` of the chunk that carries it. Subclasses read another
+    dialect's events: `content` finds the first token, `trigger` the lines worth parsing, `_event` reads one."""
+
+    content = _CONTENT
+    trigger = _USAGE
+
     def __init__(self) -> None:
         self._pending = b""
         self.events = 0
@@ -107,25 +118,85 @@ class SseUsage(UsageScanner):
             return
         self._pending = data[cut + 1 :] if len(data) - cut - 1 <= MAX_SSE_LINE else b""
         complete = data[: cut + 1]
-        if self.first_content_at is None and _CONTENT.search(complete):
+        if self.first_content_at is None and self.content.search(complete):
             self.first_content_at = time.perf_counter()
-        if _USAGE in complete:
+        if self.trigger in complete:
             self._scan(complete)
 
     def finish(self) -> None:
-        if self._pending and _USAGE in self._pending:
+        if self._pending and self.trigger in self._pending:
             self._scan(self._pending)
         self._pending = b""
 
     def _scan(self, lines: bytes) -> None:
+        trigger = self.trigger
         for line in lines.split(b"\n"):
-            if not line.startswith(b"data:") or _USAGE not in line:
+            if not line.startswith(b"data:") or trigger not in line:
                 continue
             try:
                 event = orjson.loads(line[5:])
             except orjson.JSONDecodeError:
                 continue
             if isinstance(event, dict):
-                found = Usage.of(event.get("usage"))
-                if found is not None:
-                    self._usage = found
+                self._event(event)
+
+    def _event(self, event: dict[str, Any]) -> None:
+        found = Usage.of(event.get("usage"))
+        if found is not None:
+            self._usage = found
+
+
+class MessagesSseUsage(SseUsage):
+    """Anthropic's Messages stream: `message_start` carries the message's usage, and each `message_delta` counts
+    so far (cumulative), overriding the fields it names; the last `output_tokens` is the answer's."""
+
+    content = _MESSAGES_CONTENT
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._fields: dict[str, Any] = {}
+
+    def _event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "message_start":
+            message = event.get("message")
+            usage = message.get("usage") if isinstance(message, dict) else None
+        elif kind == "message_delta":
+            usage = event.get("usage")
+        else:
+            return
+        if isinstance(usage, dict):
+            self._fields.update((name, value) for name, value in usage.items() if value is not None)
+            found = Usage.of(self._fields)
+            if found is not None:
+                self._usage = found
+
+
+# The Responses API's events that end a response; its usage is on theirs.
+_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+class ResponsesSseUsage(SseUsage):
+    """The Responses API's typed stream: the lifecycle events (`response.created`, ..., the terminal one) carry the
+    response object, whose `id` says which response this is and whose `usage` the terminal event fills in."""
+
+    content = _RESPONSES_CONTENT
+    # Only lifecycle events have a `response` member; text in a delta would have its quotes escaped.
+    trigger = b'"response":'
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.response_id: str | None = None
+
+    def _event(self, event: dict[str, Any]) -> None:
+        response = event.get("response")
+        if not isinstance(response, dict):
+            return
+        if self.response_id is None:
+            rid = response.get("id")
+            if isinstance(rid, str):
+                self.response_id = rid
+        if event.get("type") in _TERMINAL:
+            found = Usage.of(response.get("usage"))
+            if found is not None:
+                self._usage = found

@@ -5,6 +5,7 @@ the model name in the body, and the URL of a raw /proxy call that may never leav
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
@@ -95,7 +96,12 @@ INFERENCE = frozenset(
     }
 )
 
+# API-version and beta headers: a value the provider's entry sets (Anthropic's `anthropic-version`) is a default
+# that the client's own, on an inference route, replaces, since the client knows which version its SDK speaks.
+CLIENT_CHOSEN = frozenset({"anthropic-version", "anthropic-beta", "openai-beta"})
+
 # The same names as the server's parser hands them over (bytes), for the hot path.
+_CLIENT_CHOSEN_RAW = frozenset(name.encode() for name in CLIENT_CHOSEN)
 _NOT_FORWARDED_RAW = frozenset(name.encode() for name in NOT_FORWARDED)
 _IDENTITY_RAW = frozenset(name.encode() for name in IDENTITY)
 _INFERENCE_RAW = frozenset(name.encode() for name in INFERENCE)
@@ -106,6 +112,11 @@ _INFERENCE_RAW = frozenset(name.encode() for name in INFERENCE)
 @lru_cache(maxsize=64)
 def _kept(extra: frozenset[bytes]) -> frozenset[bytes]:
     return (_INFERENCE_RAW | extra) - _NOT_FORWARDED_RAW
+
+
+@lru_cache(maxsize=64)
+def _defaults(names: frozenset[bytes]) -> frozenset[bytes]:
+    return names & _CLIENT_CHOSEN_RAW
 
 
 @lru_cache(maxsize=64)
@@ -129,8 +140,15 @@ def upstream_headers(
     allow-list INFERENCE and the provider's `forward_headers`; else (/proxy) everything end-to-end but credentials
     and the IDENTITY headers the table does not allow. A line break in a value (which the server's parser already
     refuses) is refused by the transport before anything is sent."""
+    own: Sequence[tuple[bytes, bytes]] = provider.headers
     if inference:
-        pairs, encoding = _kept_pairs(client, _kept(provider.forward_headers), provider.header_names)
+        kept, defaults = _kept(provider.forward_headers), _defaults(provider.header_names)
+        if not defaults:
+            pairs, encoding = _kept_pairs(client, kept, provider.header_names)
+        else:
+            pairs, encoding = _kept_pairs(client, kept, provider.header_names - defaults)
+            if chosen := {name.lower() for name, _ in pairs} & defaults:
+                own = [pair for pair in own if pair[0].lower() not in chosen]
     else:
         dropped = _dropped(provider.forward_headers) | provider.header_names
         pairs, encoding, hop = _forwarded(client, dropped, request_id)
@@ -139,7 +157,7 @@ def upstream_headers(
             pairs, encoding, _ = _forwarded(client, dropped | hop, request_id)
     # The body is relayed as raw bytes: only ask for an encoding the client itself accepts.
     pairs.append((b"Accept-Encoding", b"identity" if disable_compression or encoding is None else encoding))
-    pairs += provider.headers
+    pairs += own
     if request_id:
         # The gateway's id (the client's own when it was sane), so provider-side logs can be matched with ours.
         pairs.append((b"X-Request-ID", request_id.encode()))
@@ -214,6 +232,16 @@ def request_body(
     if inject:
         rewritten["stream_options"] = {"include_usage": True}
     return orjson.dumps(rewritten)
+
+
+def followup_url(provider: Provider, base: URL, tail: str, query: Iterable[tuple[str, str]]) -> URL:
+    """`base` (an endpoint's URL, with the query the table gives it) with `/tail` after its path and the client's
+    query parameters: all but `provider` (the gateway's) and any that could be read as the provider's key.
+    `tail` is the gateway's to make safe (ids checked against a strict pattern)."""
+    secret = provider.secret_query
+    extra = [(k, v) for k, v in query if k != "provider" and (secret is None or not _names_secret(k, secret))]
+    url = base.with_path(f"{base.raw_path.rstrip('/')}/{tail}", encoded=True)
+    return url.with_query(list(base.query.items()) + extra)
 
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")

@@ -6,12 +6,14 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+import anthropic
 import openai
+import pytest
 
 from gateway.app import create_app
 from gateway.config.providers import load_table
 from gateway.config.settings import Settings
-from gateway.demo import PNG, create_demo_app
+from gateway.demo import PNG, STORY, create_demo_app, usage
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,3 +60,51 @@ async def test_every_route_works_against_the_demo(aiohttp_server, aiohttp_client
         "/v1/rerank", json={"model": "demo-rerank", "query": "red apple", "documents": ["blue sky", "red apple pie"]}
     )
     assert (await reranked.json())["results"][0] == {"index": 1, "relevance_score": 1.0}
+
+
+async def test_the_demo_answers_the_responses_and_messages_apis(aiohttp_server, aiohttp_client) -> None:
+    demo = await aiohttp_server(create_demo_app())
+    env = {"DEMO_API_URL": str(demo.make_url("/v1"))}
+    gateway = await aiohttp_client(
+        create_app(Settings.from_env(env), load_table(ROOT / "config/demo.providers.yaml", env))
+    )
+    async with openai.AsyncOpenAI(
+        base_url=str(gateway.make_url("/v1")), api_key="unused", max_retries=0, timeout=10
+    ) as client:
+        made = await client.responses.create(model="demo-echo", input="hello")
+        assert made.output_text == "You said: hello"
+        stream = await client.responses.create(model="demo-story", input="a story", stream=True)
+        events = [event async for event in stream]
+        assert events[-1].type == "response.completed"
+        assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == STORY
+        again = await client.responses.retrieve(made.id)
+        assert again.output_text == "You said: hello"
+        items = await client.responses.input_items.list(made.id)
+        assert [item.type for item in items.data] == ["message"]
+        follow = await client.responses.create(model="demo-echo", input="more", previous_response_id=made.id)
+        assert follow.previous_response_id == made.id
+        await client.responses.delete(made.id)
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.retrieve(made.id)
+    async with anthropic.AsyncAnthropic(
+        base_url=str(gateway.make_url("")), api_key="unused", max_retries=0, timeout=10
+    ) as claude:
+        message = await claude.messages.create(
+            model="demo-echo", max_tokens=50, messages=[{"role": "user", "content": "hello"}]
+        )
+        assert message.content[0].type == "text" and message.content[0].text == "You said: hello"
+        async with claude.messages.stream(
+            model="demo-story", max_tokens=50, messages=[{"role": "user", "content": "a story"}]
+        ) as streamed:
+            assert await streamed.get_final_text() == STORY
+        counted = await claude.messages.count_tokens(
+            model="demo-echo", messages=[{"role": "user", "content": "how many tokens"}]
+        )
+        assert counted.input_tokens == 3
+
+
+def test_the_printed_commands_include_both_apis() -> None:
+    printed = usage("http://127.0.0.1:8080")
+    assert "curl -sN http://127.0.0.1:8080/v1/responses" in printed
+    assert "curl -sN http://127.0.0.1:8080/v1/messages" in printed
+    assert "curl -s http://127.0.0.1:8080/v1/messages/count_tokens" in printed

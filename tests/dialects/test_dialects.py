@@ -108,3 +108,25 @@ def test_ordinary_bodies_pass_even_when_they_mention_the_keys_in_text() -> None:
         b'{"type": "object", "properties": {"model": {"type": "string"}}}}}]}'
     )
     assert openai.parse_chat(raw).model == "m"
+
+
+def test_a_messages_request_is_routed_by_its_model() -> None:
+    parsed = anthropic.parse_messages(b'{"model":"claude-x","max_tokens":5,"stream":true,"messages":[{"role":"user"}]}')
+    assert (parsed.model, parsed.stream, parsed.provider) == ("claude-x", True, None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'{"messages":[{}]}', "'model' is required and must be a non-empty string"),
+        (b'{"model":"m"}', "'messages' is required and must be a non-empty array"),
+        (b'{"model":"m","messages":[]}', "'messages' is required and must be a non-empty array"),
+        (b'{"model":"m","messages":["hi"]}', "each entry of 'messages' must be an object"),
+        (b'{"model":"m","messages":[{}],"stream":"yes"}', "'stream' must be a boolean"),
+        (b"[]", "the request body must be a JSON object"),
+    ],
+)
+def test_a_bad_messages_request_is_refused(raw: bytes, message: str) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        anthropic.parse_messages(raw)
+    assert refused.value.message == message

@@ -36,6 +36,12 @@ def entry(pid: str, url: str, auth_type: str = "none", **extra: Any) -> dict[str
     }
 
 
+def serving(base: dict[str, Any], **paths: str) -> dict[str, Any]:
+    """`base` (an entry) also declaring each endpoint `name=path` (POST): `serving(e, messages="/messages")`."""
+    added = {name: {"name": name, "method": "POST", "endpoint": path} for name, path in paths.items()}
+    return {**base, "endpoints": {**base["endpoints"], **added}}
+
+
 def table_of(*entries: dict[str, Any], env: Mapping[str, str] | None = None, **sections: Any) -> ProviderTable:
     """A table of these entries; `sections` are the document's other top-level sections (`body_limits`, ...)."""
     document = {"providers": {e["id"]: e for e in entries}, **sections}

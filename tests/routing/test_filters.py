@@ -37,6 +37,24 @@ def test_image_detection(messages, has_image) -> None:
     assert has_image_input({"messages": messages}) is has_image
 
 
+@pytest.mark.parametrize(
+    ("body", "has_image"),
+    [
+        # The Responses API's input items.
+        ({"input": "text"}, False),
+        ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}, True),
+        ({"input": ["an embedding's text", "another"]}, False),
+        # Anthropic's image blocks, at the top of a message and inside a tool result.
+        ({"messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]}, True),
+        ({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
+                                                     "content": [{"type": "image", "source": {}}]}]}]}, True),
+        ({"messages": [{"role": "user", "content": [{"type": "tool_result", "content": "plain"}]}]}, False),
+    ],
+)  # fmt: skip
+def test_image_detection_in_every_dialect(body, has_image) -> None:
+    assert has_image_input(body) is has_image
+
+
 # Provider-qualified entries: an entry whose part before the first `/` names a provider of the table (id or alias,
 # in any case) matches only that provider's `provider/model` id, never a bare name (which may hold a slash) on
 # another provider. Groq serves `openai/gpt-oss-120b` under that bare name.

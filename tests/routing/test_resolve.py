@@ -170,3 +170,20 @@ def test_bad_model_groups_fail_at_load_naming_the_field(groups, problem) -> None
     with pytest.raises(ConfigError) as raised:
         _grouped(groups, entry("a", "https://a"))
     assert any(p.startswith(problem) for p in raised.value.problems), raised.value.problems
+
+
+def test_a_pinned_provider_serves_when_the_client_names_none() -> None:
+    # `gpt-4o` routes to openai by prefix, and to groq when pinned there (it holds the previous response).
+    assert [(r.provider.id, r.model) for r in resolve(TABLE, "gpt-4o", "chat", pinned="groq")] == [("groq", "gpt-4o")]
+    # A provider the client names wins over the pin.
+    assert resolve(TABLE, "openai/gpt-4o", "chat", pinned="groq")[0].provider.id == "openai"
+    assert resolve(TABLE, "gpt-4o", "chat", query_provider="openai", pinned="groq")[0].provider.id == "openai"
+    # A pin to a provider the table no longer has is no pin.
+    assert resolve(TABLE, "gpt-4o", "chat", pinned="gone")[0].provider.id == "openai"
+
+
+def test_a_pinned_model_group_keeps_the_pinned_providers_deployments_only() -> None:
+    routes = resolve(GROUPED, "llama-3.3-70b", "chat", pinned="local")
+    assert [(r.provider.id, r.model) for r in routes] == [("local", "llama3.3:70b")]
+    with pytest.raises(NoProvider, match="made by provider 'openai', which does not serve model group"):
+        resolve(GROUPED, "llama-3.3-70b", "chat", pinned="openai")

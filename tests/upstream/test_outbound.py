@@ -9,7 +9,7 @@ from yarl import URL
 from gateway.config.providers import Provider, parse_table
 from gateway.upstream.http1.client import request_head
 from gateway.upstream.http1.pool import Pool
-from gateway.upstream.outbound import upstream_headers
+from gateway.upstream.outbound import followup_url, upstream_headers
 from gateway.upstream.transport import InvalidHeader, gateway_error
 
 TABLE = """
@@ -96,3 +96,50 @@ def test_a_line_break_in_a_client_header_is_refused_before_anything_is_sent(valu
         request_head("POST", url, Pool(max_idle=1, max_idle_per_host=1).origin(url), pairs, b"{}")
     error = gateway_error(caught.value)
     assert (error.status, error.code, error.message) == (400, "invalid_header", "a request header holds a line break")
+
+
+NATIVE = """
+providers:
+  claude:
+    id: claude
+    url: http://127.0.0.1:1/v1
+    auth_type: xheader
+    headers: {anthropic-version: "2023-06-01"}
+    endpoints:
+      messages: {name: messages, method: POST, endpoint: /messages}
+  keyed:
+    id: keyed
+    url: http://127.0.0.1:1/v1
+    auth_type: query
+    auth_query: key
+    endpoints:
+      responses: {name: responses, method: POST, endpoint: "/responses?api-version=2025-01-01"}
+"""
+
+
+def native(pid: str) -> Provider:
+    return parse_table(NATIVE, {"CLAUDE_API_KEY": "provider-key", "KEYED_API_KEY": "q-secret"}).providers[pid]
+
+
+def test_the_clients_version_header_replaces_the_tables_default_on_inference_routes_only() -> None:
+    sent = client(("anthropic-version", "2099-01-01"), ("anthropic-beta", "b1"), ("x-api-key", "client-key"))
+    inference = lines(upstream_headers(sent, native("claude"), disable_compression=True, inference=True))
+    assert inference == [
+        "anthropic-version: 2099-01-01",
+        "anthropic-beta: b1",
+        "Accept-Encoding: identity",
+        "x-api-key: provider-key",
+    ]
+    # Without the client's, the table's default; on /proxy the table's value stands, as for every table header.
+    alone = lines(upstream_headers(client(), native("claude"), disable_compression=True, inference=True))
+    assert alone == ["Accept-Encoding: identity", "anthropic-version: 2023-06-01", "x-api-key: provider-key"]
+    proxied = lines(upstream_headers(sent, native("claude"), disable_compression=True))
+    assert "anthropic-version: 2023-06-01" in proxied and "anthropic-version: 2099-01-01" not in proxied
+
+
+def test_a_follow_up_url_keeps_the_endpoints_query_and_the_clients_but_provider_and_the_key() -> None:
+    keyed = native("keyed")
+    base = keyed.endpoints["responses"].url
+    url = followup_url(keyed, base, "resp_1/input_items", [("limit", "5"), ("provider", "keyed"), ("KEY", "mine")])
+    assert url.raw_path == "/v1/responses/resp_1/input_items"
+    assert list(url.query.items()) == [("api-version", "2025-01-01"), ("key", "q-secret"), ("limit", "5")]

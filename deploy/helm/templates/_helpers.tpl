@@ -155,6 +155,7 @@ AUTH_OIDC_NAME_CLAIM: auth.oidc.nameClaim
 AUTH_OIDC_LEEWAY: auth.oidc.leeway
 REDIS_URL: rateLimit.redis.url, or rateLimit.redis.existingSecret for a URL with a password
 RATELIMIT_REDIS_FAILURE: rateLimit.redis.failure
+RATELIMIT_RESERVE_OUTPUT_TOKENS: rateLimit.reserveOutputTokens
 REDIS_TIMEOUT: rateLimit.redis.timeout
 REDIS_RETRY_INTERVAL: rateLimit.redis.retryInterval
 EXPOSE_MCP: config.MCP_EXPOSE
@@ -184,6 +185,7 @@ chart owns, or that looks like a credential, is refused rather than silently sha
   "AUTH_OIDC_NAME_CLAIM" (.Values.auth.oidc.nameClaim | toString)
   "AUTH_OIDC_LEEWAY" (include "llm-gateway.envString" .Values.auth.oidc.leeway)
   "RATELIMIT_REDIS_FAILURE" (.Values.rateLimit.redis.failure | toString)
+  "RATELIMIT_RESERVE_OUTPUT_TOKENS" (include "llm-gateway.envString" .Values.rateLimit.reserveOutputTokens)
   "REDIS_TIMEOUT" (include "llm-gateway.envString" .Values.rateLimit.redis.timeout)
   "REDIS_RETRY_INTERVAL" (include "llm-gateway.envString" .Values.rateLimit.redis.retryInterval)
 -}}
