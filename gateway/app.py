@@ -32,6 +32,7 @@ def create_app(settings: Settings, table: ProviderTable, routes: Sequence[ApiRou
             metrics.ModelLabels.of(settings.allowed_models, table),
             lambda: app[STATE].table,
             mounted.genai_operations,
+            mcp=settings.mcp_enable,
         )
         gateway_metrics.config_loaded(True)
     # What reads each finished request, in order; none of them delays the answer (they run after it is out).
