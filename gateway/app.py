@@ -32,6 +32,7 @@ def create_app(settings: Settings, table: ProviderTable, routes: Sequence[ApiRou
             metrics.ModelLabels.of(settings.allowed_models, table),
             lambda: app[STATE].table,
             mounted.genai_operations,
+            lambda: app[STATE].fleet.live,
             mcp=settings.mcp_enable,
         )
         gateway_metrics.config_loaded(True)

@@ -16,6 +16,7 @@
     ├── LimiterUnavailable          503 server_error / rate_limiter_unavailable
     ├── ServerBusy                  503 server_error / server_busy (+ Retry-After: bodies in flight at their limit)
     ├── ProviderNotConfigured       503 provider_not_configured
+    ├── GroupUnavailable            503 server_error / no_deployment_available (+ Retry-After)
     ├── UpstreamError               502 upstream_error
     └── UpstreamTimeout             504 upstream_error / upstream_timeout
 
@@ -163,6 +164,16 @@ class ProviderNotConfigured(GatewayError):
     status = 503
     type = "provider_not_configured"
     code = "provider_not_configured"
+
+
+class GroupUnavailable(GatewayError):
+    """No deployment of a model group could take the request: the message says why for each (never a secret),
+    Retry-After when the soonest circuit breaker lets traffic through again."""
+
+    should_retry = True
+    status = 503
+    type = "server_error"
+    code = "no_deployment_available"
 
 
 class UpstreamError(GatewayError):

@@ -111,6 +111,11 @@ class Exchange:
     usage_requested: bool = False  # the gateway asked the provider for stream usage the client did not ask for
     upstream_request_id: str | None = None  # the provider's own x-request-id, relayed as X-Upstream-Request-ID
     request_body: dict[str, Any] | None = None  # the parsed request body, kept for development-mode logs only
+    # A request for a model group: its name, the strategy that ordered its deployments (tags joined with '+', or
+    # the group's default), and how many deployments were tried beyond the first. `retries` stays per upstream.
+    group: str | None = None
+    strategy: str | None = None
+    fallbacks: int = 0
     # Per-operation details hang off the record; only the operation that has them fills them in.
     listing: Listing | None = None
     tool_runs: list[ToolRun] | None = None  # a chat request whose MCP tools the gateway ran

@@ -1,5 +1,6 @@
 """Routes whose JSON body names a model (chat completions, and every endpoint family like it): read, parse in the
-route's dialect, resolve the candidates, check, then hand the call to `upstream`.
+route's dialect, resolve the candidates, check, then hand the call to `upstream`. A model group's request goes
+through `groups.py`, which tries its deployments in the order its strategy gives.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from aiohttp import web
 from aiohttp.typedefs import RawHeaders
 
 from gateway.access import auth
+from gateway.api.groups import GroupCall, Snapshot, group_call
+from gateway.api.groups import Translator as Translator  # routes.py names it here, with the handler
 from gateway.api.inbound import Held, holding_body, read_body
-from gateway.config.providers import Provider
 from gateway.dialects.openai import ModelRequest, UsageChunkStrip, without_empty_messages
 from gateway.errors import Handler
 from gateway.exchange import EXCHANGE, Exchange
@@ -20,7 +22,7 @@ from gateway.mcp import loop
 from gateway.mcp.hub import MCP
 from gateway.routing import filters, resolve
 from gateway.routing.filters import ModelFilter, Names
-from gateway.routing.resolve import Candidates, Route
+from gateway.routing.resolve import Candidates, Grouped, Route
 from gateway.runtime.state import STATE
 from gateway.telemetry.scanners import JsonUsage, SseUsage
 from gateway.upstream import call, outbound
@@ -32,8 +34,6 @@ Parser = Callable[[bytes], ModelRequest]
 Pin = Callable[[web.Request, ModelRequest], str | None]
 # Called once the answer is out (not when the gateway refused the request or the provider could not be reached).
 Answered = Callable[[web.Request, Exchange], None]
-# A route of another dialect: (the provider, the model it receives) -> the translator of its answer.
-Translator = Callable[[Provider, str], call.Translate]
 
 
 def model_call(
@@ -63,6 +63,7 @@ def model_call(
         state = request.app[STATE]
         # Read once: a reload during this request does not change the table it finishes on.
         settings, table, model_filter, policies = state.settings, state.table, state.model_filter, state.policies
+        groups = state.groups
         exchange = request[EXCHANGE]
         limit = table.body_limit(operation, settings.max_request_body_size)
         raw = await read_body(request, limit, settings.read_timeout, held)
@@ -74,7 +75,7 @@ def model_call(
             raw = orjson.dumps(body)  # the request as the dialect translated it: what the provider receives
         exchange.stream = stream = parsed.stream
         exchange.request_body = body
-        candidates = resolve.resolve(
+        candidates = resolve.target(
             table,
             parsed.model,
             operation,
@@ -82,7 +83,22 @@ def model_call(
             body_provider=parsed.provider,
             pinned=pin(request, parsed) if pin is not None else None,
         )
-        route = first_allowed(request, exchange, candidates, model_filter, table.names)
+        if type(candidates) is Grouped:
+            view = groups[candidates.group.name.lower()]
+            snapshot = Snapshot(settings, table.names, model_filter, policies, state.fleet)
+            how = GroupCall(
+                stream_usage,
+                drop_empty,
+                translator,
+                request.raw_headers if translator is None else _translated(request.raw_headers),
+                stream_scanner,
+                budget,
+            )
+            response = await group_call(request, operation, raw, parsed, candidates, view, snapshot, how)
+            if answered is not None:
+                answered(request, exchange)
+            return response
+        route = first_allowed(request, exchange, candidates, model_filter, table.names)  # type: ignore[arg-type]
         provider = route.provider
         rewrite = False
         if drop_empty and provider.drop_empty_messages:

@@ -1,8 +1,10 @@
-"""`/v1/models`: every served provider's list, or one provider's (`?provider=`), filtered for the client; and
-`/v1/models/{id}`, one model, as the SDKs' `models.retrieve` asks for it."""
+"""`/v1/models`: every served provider's list, or one provider's (`?provider=`), filtered for the client, with the
+table's model groups listed once each (with the deployments behind them); and `/v1/models/{id}`, one model, as
+the SDKs' `models.retrieve` asks for it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -13,6 +15,8 @@ from gateway.dialects import envelope
 from gateway.errors import GatewayError, ModelNotFound, UpstreamReply
 from gateway.exchange import EXCHANGE, Listing
 from gateway.routing import resolve
+from gateway.routing.deployments import GroupView
+from gateway.routing.filters import ModelFilter, Names
 from gateway.runtime.state import STATE
 from gateway.upstream import listing
 from gateway.upstream.call import TRANSPORT
@@ -22,6 +26,10 @@ _JSON = "application/json"
 
 async def list_models(request: web.Request) -> web.Response:
     data, provider = await _visible_models(request)
+    if provider is None:
+        # Each model group once, first, from the table (no provider is asked).
+        state = request.app[STATE]
+        data = [*_groups(request, state.groups.values(), state.model_filter, state.table.names), *data]
     body = listing.listing(data, None if provider is None else {"provider": provider})
     return web.Response(body=orjson.dumps(body), content_type=_JSON)
 
@@ -96,6 +104,13 @@ async def retrieve_model(request: web.Request) -> web.Response:
     table, model_filter, policies = state.table, state.model_filter, state.policies
     model_id = request.match_info["model"]
     exchange.listing = found = Listing()
+    view = state.groups.get(model_id.lower())
+    if view is not None:
+        # A model group answers as /v1/models lists it, from the table.
+        entries = _groups(request, (view,), model_filter, table.names)
+        if not entries:
+            raise ModelNotFound(f"The model '{model_id}' does not exist or you do not have access to it.")
+        return web.Response(body=orjson.dumps(entries[0]), content_type=_JSON)
     route = resolve.resolve(table, model_id, "models")[0]
     provider = route.provider
     exchange.provider, exchange.model = provider.id, route.model
@@ -112,3 +127,31 @@ async def retrieve_model(request: web.Request) -> web.Response:
         raise ModelNotFound(f"The model '{model_id}' does not exist or you do not have access to it.")
     found.listed = [visible[0]["id"]]
     return web.Response(body=orjson.dumps(visible[0]), content_type=_JSON)
+
+
+def _groups(
+    request: web.Request, views: Iterable[GroupView], model_filter: ModelFilter, names: Names
+) -> list[dict[str, Any]]:
+    """Each model group once, with the deployments this client may use (by the same judgement as a request); a
+    group with none is left out. From the table: no provider is asked."""
+    listed = []
+    for view in views:
+        deployments = [
+            {"provider": member.provider.id, "model": member.model}
+            for member in view.members
+            if model_filter.allows(member.provider.id, member.model)
+            and auth.allows_model(request, member.provider.id, member.model, names)
+        ]
+        if deployments:
+            group = view.group
+            listed.append(
+                {
+                    "id": group.name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "gateway",
+                    "strategy": group.strategy,
+                    "deployments": deployments,
+                }
+            )
+    return listed

@@ -130,12 +130,24 @@ class Deployment:
     cached_input_price: float | None = None
 
 
+# What a group's `strategy` may say besides strategy tags, and the tags themselves in their canonical order.
+GROUP_ORDERS = ("fallback", "weighted")
+STRATEGY_TAGS = ("price", "latency", "tokenrate")
+
+
 @dataclass(frozen=True, slots=True)
 class ModelGroup:
-    """A public model name and the deployments that serve it, in the table's order of preference."""
+    """A public model name and the deployments that serve it, in the table's order of preference, with how a request
+    that carries no strategy tag picks among them (`strategy`: `fallback`, `weighted`, or tags joined with `+` in
+    STRATEGY_TAGS' order), the share of measured-strategy traffic sent to unmeasured deployments, and the limits
+    of trying one deployment after another (deployments tried, seconds from the first attempt)."""
 
     name: str
     deployments: tuple[Deployment, ...]
+    strategy: str = "fallback"
+    explore: float = 0.05
+    attempts: int = 3
+    budget: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,6 +421,12 @@ def _check_groups(groups: dict[str, Any], entries: dict[str, Any]) -> list[str]:
             if (pid, deployment["model"]) in pairs:
                 problems.append(f"{base}.deployments.{i}: provider {pid!r} with model {deployment['model']!r} twice")
             pairs.add((pid, deployment["model"]))
+        strategy = group.get("strategy", "fallback")
+        tags = strategy.split("+")
+        if len(set(tags)) != len(tags):
+            problems.append(f"{base}.strategy: {strategy!r} names a tag twice")
+        if strategy == "weighted" and not any(d.get("weight", 1.0) > 0 for d in group["deployments"]):
+            problems.append(f"{base}.strategy: `weighted` needs a deployment whose weight is above 0")
     return problems
 
 
@@ -428,9 +446,21 @@ def _groups(groups: dict[str, Any], entries: dict[str, Any]) -> dict[str, ModelG
                 )
                 for d in group["deployments"]
             ),
+            strategy=_canonical_strategy(group.get("strategy", "fallback")),
+            explore=float(group.get("explore", 0.05)),
+            attempts=int(group.get("attempts", 3)),
+            budget=_seconds(group.get("budget")) or 30.0,
         )
         for name, group in groups.items()
     }
+
+
+def _canonical_strategy(strategy: str) -> str:
+    """`latency+price` -> `price+latency`: tags in one order, so the record and the metrics name a strategy once."""
+    if strategy in GROUP_ORDERS:
+        return strategy
+    tags = set(strategy.split("+"))
+    return "+".join(tag for tag in STRATEGY_TAGS if tag in tags)
 
 
 # Headers the gateway sets on each request itself (outbound.upstream_headers); a table's own value is not sent.

@@ -1,16 +1,18 @@
 """Which providers may serve a request, in order, and under which model name: pure functions of the table.
 
 Order of the rules: `?provider=`, then a `provider` body field, then a `provider/model` id, then the provider the
-request is pinned to (the one that holds its previous response), then a model group of the table (its
-deployments, in the table's order), then the table's prefix rules. Only a provider that declares
-the request's operation (its endpoint) and is configured is a candidate.
+request is pinned to (the one that holds its previous response), then a model group of the table (its name,
+optionally with strategy tags: `llama@price@latency`), then the table's prefix rules. Only a provider that
+declares the request's operation (its endpoint) and is configured is a candidate. `target` answers a group as the
+group itself (the inference handler routes among its deployments); `resolve` as its deployments in the table's
+order.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-from gateway.config.providers import Endpoint, ModelGroup, Provider, ProviderTable
+from gateway.config.providers import STRATEGY_TAGS, Endpoint, ModelGroup, Provider, ProviderTable
 from gateway.errors import InvalidRequest, NoProvider, ProviderNotConfigured
 
 
@@ -30,6 +32,15 @@ class Route(NamedTuple):
 Candidates = tuple[Route, ...]
 
 
+class Grouped(NamedTuple):
+    """A request for a model group: the group, its strategy tags (canonical, joined with '+'; None: the group's
+    default) and the name the client sent, tags and all."""
+
+    group: ModelGroup
+    tags: str | None
+    requested: str
+
+
 def resolve(
     table: ProviderTable,
     model: str,
@@ -43,6 +54,23 @@ def resolve(
     when nothing matches, ProviderNotConfigured when what matches is not configured. `pinned` names the provider
     that holds state the request refers to (a previous response): when the client names no provider, only it may
     serve, so the request never lands where that state is unknown."""
+    found = target(table, model, operation, query_provider=query_provider, body_provider=body_provider, pinned=pinned)
+    if type(found) is Grouped:
+        return _group_routes(table, found.group, model, operation)
+    return found  # type: ignore[return-value]
+
+
+def target(
+    table: ProviderTable,
+    model: str,
+    operation: str,
+    *,
+    query_provider: str | None = None,
+    body_provider: str | None = None,
+    pinned: str | None = None,
+) -> Candidates | Grouped:
+    """As `resolve`, but a model group is answered as itself, for the handler to route among its deployments (a
+    request pinned to one provider gets that provider's deployments of the group, as candidates)."""
     explicit = query_provider or body_provider
     if explicit:
         provider = table.lookup(explicit)
@@ -56,12 +84,19 @@ def resolve(
             if not tail:
                 raise InvalidRequest(f"model {model!r} names a provider but no model", code="invalid_model")
             return (_route(provider, tail, model, operation),)
+    groups = table.groups
     pinned_to = table.lookup(pinned) if pinned else None
     if pinned_to is not None:
-        return _pinned_routes(table, pinned_to, model, operation)
-    group = table.group(model)
-    if group is not None:
-        return _group_routes(table, group, model, operation)
+        return _pinned_routes(table, pinned_to, _untagged(table, model) if groups else model, operation)
+    if groups:
+        group = groups.get(model.lower())
+        if group is not None:
+            return Grouped(group, None, model)
+        if "@" in model:
+            name, _, tags = model.partition("@")
+            group = groups.get(name.lower())
+            if group is not None:
+                return Grouped(group, strategy_tags(tags), model)
     provider = table.by_prefix(model)
     if provider is None:
         raise NoProvider(
@@ -69,6 +104,29 @@ def resolve(
             "(e.g. openai/gpt-4o), the ?provider= query or a provider field"
         )
     return (_route(provider, model, model, operation),)
+
+
+def strategy_tags(tags: str) -> str:
+    """`latency@price` (what follows a group's name and its first `@`) -> `price+latency`: each tag known, in one
+    order whatever order they were written in; 400 naming the known tags otherwise."""
+    written = tags.split("@")
+    unknown = [tag for tag in written if tag not in STRATEGY_TAGS]
+    if unknown:
+        known = ", ".join(f"@{tag}" for tag in STRATEGY_TAGS)
+        raise InvalidRequest(
+            f"unknown strategy tag {'@' + unknown[0]!r}: the known tags are {known}", code="invalid_strategy"
+        )
+    return "+".join(tag for tag in STRATEGY_TAGS if tag in written)
+
+
+def _untagged(table: ProviderTable, model: str) -> str:
+    """A group's name without its strategy tags (checked), any other model name as it is."""
+    if "@" in model and table.group(model) is None:
+        name, _, tags = model.partition("@")
+        if table.group(name) is not None:
+            strategy_tags(tags)
+            return name
+    return model
 
 
 def named(table: ProviderTable, name: str) -> Provider:

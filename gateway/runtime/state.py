@@ -14,6 +14,7 @@ from aiohttp import web
 
 from gateway.config.providers import ProviderTable
 from gateway.config.settings import Settings
+from gateway.routing.deployments import Fleet, Views
 from gateway.routing.filters import ModelFilter
 from gateway.runtime.responses import ResponseOwners
 from gateway.upstream.timeouts import CallPolicy, call_policies
@@ -33,6 +34,10 @@ class GatewayState:
     # (the metrics module can turn them into a `config loads` counter).
     config_loads: Counter[str] = field(default_factory=Counter)
     reload_listeners: list[ReloadListener] = field(default_factory=list)
+    # The model groups' deployments: their live measurements and breakers (kept across reloads for the deployments
+    # a new table keeps), and the current table's view of each group, swapped with the table.
+    fleet: Fleet = field(default_factory=Fleet)
+    groups: Views = field(init=False)
     # Which provider made each response of the Responses API; kept across table reloads.
     responses: ResponseOwners = field(default_factory=ResponseOwners)
 
@@ -45,7 +50,9 @@ class GatewayState:
         # Built against this table's provider names: an entry naming one of them (`openai/*`) matches its ids only.
         model_filter = ModelFilter.of(settings.allowed_models, settings.disallowed_models, table.names)
         policies = call_policies(settings, table)
+        groups = self.fleet.bind(table)
         self.settings, self.table, self.model_filter, self.policies = settings, table, model_filter, policies
+        self.groups = groups
 
     def record_load(self, outcome: str) -> None:
         self.config_loads[outcome] += 1

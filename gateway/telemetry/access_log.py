@@ -60,6 +60,11 @@ def write(request: web.Request, exchange: Exchange, status: int, ended: float) -
         "client": scrub(exchange.client_name) if exchange.client_name else None,
         "client_disconnected": exchange.client_disconnected,
     }
+    if exchange.group is not None:
+        # Only a model group's request pays for these; the names are the table's.
+        fields["group"] = exchange.group
+        fields["strategy"] = exchange.strategy
+        fields["fallbacks"] = exchange.fallbacks
     if lines is not None:
         lines.write_scrubbed(logging.WARNING if status >= 500 else logging.INFO, "request", fields)
     else:

@@ -4,19 +4,21 @@ gateway's own series, recorded once per request from its Exchange, served on a s
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import Collector
 
 from gateway.config.providers import ProviderTable
 from gateway.config.settings import Settings
 from gateway.exchange import Exchange, ToolRun
+from gateway.routing.breaker import CLOSED, HALF_OPEN, OPEN
+from gateway.routing.deployments import Live
 from gateway.telemetry.scanners import SseUsage
 
 log = structlog.get_logger("gateway.metrics")
@@ -111,10 +113,14 @@ class ModelLabels:
         return labels
 
     def add_table(self, table: ProviderTable) -> None:
-        """The `models:` the table declares (again after a reload, for providers it added)."""
+        """The `models:` the table declares (again after a reload, for providers it added), and the models of its
+        model groups' deployments."""
         for provider in table.providers.values():
             for model in provider.known_models:
                 self.add(provider.id, model)
+        for group in table.groups.values():
+            for deployment in group.deployments:
+                self.add(deployment.provider, deployment.model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +175,56 @@ class _LiveCollector(Collector):
         return iter(())
 
 
+# A breaker's state as a number, so one series per deployment shows it and its changes graph as steps.
+BREAKER_STATES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
+
+
+class _RoutingCollector(Collector):
+    """The model groups' deployments, read at scrape time from their live state: a request pays nothing for these.
+    Labelled by provider id and model name from the table (bounded by it)."""
+
+    def __init__(self, deployments: Callable[[], Mapping[tuple[str, str], Live]]) -> None:
+        self._deployments = deployments
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["gen_ai_provider_name", "gen_ai_request_model"]
+        state = GaugeMetricFamily(
+            "llmgw_breaker_state", "A deployment's circuit breaker: 0 closed, 1 half-open, 2 open.", labels=labels
+        )
+        transitions = CounterMetricFamily(
+            "llmgw_breaker_transitions", "Times a deployment's breaker entered a state.", labels=[*labels, "state"]
+        )
+        calls = CounterMetricFamily(
+            "llmgw_deployment_calls",
+            "A group's deployment per request: served (its answer was relayed), failed (before the first byte; "
+            "another was tried), skipped (passed over untried: policy, filter, capability).",
+            labels=[*labels, "outcome"],
+        )
+        ttft = GaugeMetricFamily(
+            "llmgw_deployment_ttft_seconds", "Average time to first token as routing sees it (EWMA).", labels=labels
+        )
+        rate = GaugeMetricFamily(
+            "llmgw_deployment_output_tokens_per_second",
+            "Average output tokens per second after the first token as routing sees it (EWMA).",
+            labels=labels,
+        )
+        for (provider, model), live in sorted(self._deployments().items()):
+            pair = [provider, model]
+            breaker, measure = live.breaker, live.measure
+            state.add_metric(pair, BREAKER_STATES[breaker.state])
+            for name in BREAKER_STATES:
+                transitions.add_metric([*pair, name], breaker.transitions[name])
+            calls.add_metric([*pair, "served"], live.served)
+            calls.add_metric([*pair, "failed"], live.failed)
+            calls.add_metric([*pair, "skipped"], live.skipped)
+            if measure.samples:
+                ttft.add_metric(pair, measure.ttft)
+            if measure.rate:
+                rate.add_metric(pair, measure.rate)
+        yield from (state, transitions, calls, ttft, rate)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
 class ToolSeries:
     """The MCP tool calls the gateway ran: their duration (OpenTelemetry's execute_tool operation) and a count."""
 
@@ -201,6 +257,7 @@ class GatewayMetrics:
         models: ModelLabels,
         table: Callable[[], ProviderTable],
         genai_operations: frozenset[str] = GENAI_OPERATIONS,
+        deployments: Callable[[], Mapping[tuple[str, str], Live]] | None = None,
         mcp: bool = False,
     ) -> None:
         self.registry = registry = CollectorRegistry()
@@ -283,11 +340,25 @@ class GatewayMetrics:
             ["client", "gen_ai_token_type"],
             registry=registry,
         )
+        self.group_requests = Counter(
+            "llmgw_group_requests",
+            "Requests for a model group, by group and strategy (tags joined with '+', or the group's default).",
+            ["group", "strategy"],
+            registry=registry,
+        )
+        self.group_fallbacks = Counter(
+            "llmgw_group_fallbacks",
+            "Deployments of a model group tried beyond the first, before the first byte reached the client.",
+            ["group"],
+            registry=registry,
+        )
         # MCP tools the gateway ran for chat requests (gateway/mcp/loop.py), with MCP_ENABLE only; tool names come
         # from the servers' lists the gateway took, never from a client.
         self.tools = ToolSeries(registry) if mcp else None
         self._clients: set[str] = set()
         registry.register(_LiveCollector(self.live, table))
+        if deployments is not None:
+            registry.register(_RoutingCollector(deployments))
         self._genai: dict[tuple[str, str, str, str], _GenAISeries] = {}
         self._http: dict[tuple[str, str, int], _HttpSeries] = {}
 
@@ -321,6 +392,11 @@ class GatewayMetrics:
                 self.upstream_errors.labels(provider_id, kind).inc()
         if exchange.client_name is not None:
             self._record_client(exchange, status)
+        if exchange.group is not None:
+            # Both labels come from the table (its group names, its strategies), never from the client.
+            self.group_requests.labels(exchange.group, exchange.strategy or "").inc()
+            if exchange.fallbacks:
+                self.group_fallbacks.labels(exchange.group).inc(exchange.fallbacks)
         if exchange.tool_runs and self.tools is not None:
             self.tools.record(exchange.tool_runs)
         if exchange.operation not in self.genai_operations:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -103,11 +104,14 @@ class SseUsage(UsageScanner):
 
     content = _CONTENT
     trigger = _USAGE
+    # What times the first token: perf_counter; a model group's routing sets its own on the scanner of its request
+    # (perf_counter too, outside tests), as its measurements are kept.
+    clock: Callable[[], float] = time.perf_counter
 
     def __init__(self) -> None:
         self._pending = b""
         self.events = 0
-        # perf_counter when the first line with content passed (time to first token); found once, then unchecked.
+        # `clock` when the first line with content passed (time to first token); found once, then unchecked.
         self.first_content_at: float | None = None
 
     def feed(self, chunk: bytes) -> None:
@@ -119,7 +123,7 @@ class SseUsage(UsageScanner):
         self._pending = data[cut + 1 :] if len(data) - cut - 1 <= MAX_SSE_LINE else b""
         complete = data[: cut + 1]
         if self.first_content_at is None and self.content.search(complete):
-            self.first_content_at = time.perf_counter()
+            self.first_content_at = self.clock()
         if self.trigger in complete:
             self._scan(complete)
 

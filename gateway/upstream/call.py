@@ -46,7 +46,17 @@ from gateway.upstream.transport import (
 )
 from gateway.upstream.write_guard import WriteGuard
 
-__all__ = ["TRANSPORT", "Limits", "StreamEdit", "Translate", "fetch", "open_answer", "relay", "transport_context"]
+__all__ = [
+    "TRANSPORT",
+    "Limits",
+    "StreamEdit",
+    "Translate",
+    "deliver",
+    "fetch",
+    "open_answer",
+    "relay",
+    "transport_context",
+]
 
 log = structlog.get_logger("gateway.upstream")
 
@@ -119,17 +129,68 @@ async def relay(
     `secret`, the provider's key when it travels in the URL query (`query_secret`), is scrubbed from the headers and
     from a non-2xx body, which is then read whole first; None for every other provider. `translate`, for a route
     of another dialect, reshapes the answer: an event stream as it passes, anything else read whole first.
+
+    The two halves are `open_answer` (the head, after the retries) and `deliver` (the rest): a caller that may
+    still turn to another provider when the head is a failure (a model group's fallback) calls them itself.
     """
-    response: web.StreamResponse | None = None
-    answer: Response | None = None
     started = transport.loop.time()
+    answer = await open_answer(transport, upstream, limits, exchange, retry, started)
+    return await deliver(request, answer, upstream, limits, exchange, started, write_timeout, edit, secret, translate)
+
+
+async def open_answer(
+    transport: Transport,
+    upstream: UpstreamRequest,
+    limits: Limits,
+    exchange: Exchange,
+    retry: RetryPolicy = NO_RETRY,
+    started: float | None = None,
+) -> Response:
+    """The provider's answer head, after the retries `retry` and the time limits allow; nothing has gone to the
+    client. A transport failure is the gateway's error (502, 504; 400 for a header that cannot be forwarded), an
+    answer whose status is not HTTP a 502. The caller owns the answer: `deliver` it, or `discard` it."""
+    if started is None:
+        started = transport.loop.time()
     whole_end = None if limits.whole is None else started + limits.whole
     try:
         answer = await _answer(transport, upstream, limits, exchange, retry, started, whole_end)
-        if answer.status > 599:
-            # Not an HTTP status a client can act on (999 and the like): the provider's answer is not usable.
-            raise InvalidAnswer(f"the provider answered with status {answer.status}")
-        exchange.upstream_status = answer.status
+    except TransportError as exc:
+        if not isinstance(exc, InvalidHeader):  # the client's fault, refused before anything was sent
+            exchange.error_type = "timeout" if isinstance(exc, TimedOut) else "connect"
+        raise gateway_error(exc, limit=limits.headers if isinstance(exc, HeadTimedOut) else None) from None
+    except ConnectionError as exc:
+        exchange.error_type = "connect"
+        raise gateway_error(TransportError(type(exc).__name__)) from None
+    except asyncio.CancelledError:
+        exchange.client_disconnected = True
+        raise
+    if answer.status > 599:
+        # Not an HTTP status a client can act on (999 and the like): the provider's answer is not usable.
+        answer.discard()
+        exchange.error_type = "connect"
+        raise gateway_error(InvalidAnswer(f"the provider answered with status {answer.status}"))
+    exchange.upstream_status = answer.status
+    return answer
+
+
+async def deliver(
+    request: web.Request,
+    answer: Response,
+    upstream: UpstreamRequest,
+    limits: Limits,
+    exchange: Exchange,
+    started: float,
+    write_timeout: float | None = None,
+    edit: StreamEdit | None = None,
+    secret: bytes | None = None,
+    translate: Translate | None = None,
+) -> web.StreamResponse:
+    """Copy an answer whose head `open_answer` returned to the client, as `relay` says; `started` is when that call
+    began (the answer's whole-time limit counts from it). Always consumes the answer."""
+    response: web.StreamResponse | None = None
+    holding: Response | None = answer
+    whole_end = None if limits.whole is None else started + limits.whole
+    try:
         if translate is not None:
             if 200 <= answer.status < 300 and answer.content_type == "text/event-stream":
                 edit = translate.stream()
@@ -137,7 +198,7 @@ async def relay(
                 body = await _translated_body(answer, exchange, upstream.url, limits, whole_end)
                 response = _translated_response(answer, body, exchange, translate, secret)
                 answer.release()
-                answer = None
+                holding = None
                 return response
         if answer.complete and answer.buffered <= _ONE_WRITE:
             response = _whole_response(answer, answer.take_buffered(), exchange, edit, secret)
@@ -161,12 +222,12 @@ async def relay(
                 return response
             await response.write_eof()
         answer.release()
-        answer = None
+        holding = None
         return response
     except TransportError as exc:
-        if not isinstance(exc, InvalidHeader):  # the client's fault, refused before anything was sent
+        if not isinstance(exc, InvalidHeader):
             exchange.error_type = "timeout" if isinstance(exc, TimedOut) else "connect"
-        raise gateway_error(exc, limit=limits.headers if isinstance(exc, HeadTimedOut) else None) from None
+        raise gateway_error(exc) from None
     except ConnectionError as exc:
         if response is not None and response.prepared:
             # Mid-answer: either the client went away (its write failed) or the provider broke off.
@@ -181,7 +242,6 @@ async def relay(
         raise gateway_error(TransportError(type(exc).__name__)) from None
     except Unscrubbable as exc:
         # Nothing of the body has gone out: the scrubbed head goes, then the connection is cut, never the key.
-        assert answer is not None
         log.warning("provider answer not relayed: it cannot be scrubbed", provider=exchange.provider, reason=str(exc))
         exchange.error_type = "truncated"
         response = _start_response(answer, exchange, True, secret)
@@ -193,44 +253,8 @@ async def relay(
         exchange.client_disconnected = True
         raise
     finally:
-        if answer is not None:
-            answer.discard()
-
-
-async def open_answer(
-    transport: Transport,
-    upstream: UpstreamRequest,
-    limits: Limits,
-    exchange: Exchange,
-    retry: RetryPolicy = NO_RETRY,
-    started: float | None = None,
-) -> Response:
-    """The provider's answer head, after the retries `retry` and the time limits allow; nothing has gone to the
-    client. A transport failure is the gateway's error (502, 504; 400 for a header that cannot be forwarded), an
-    answer whose status is not HTTP a 502. The caller owns the answer: it reads it, then `discard`s it (the MCP chat
-    loop reads each turn's answer itself)."""
-    if started is None:
-        started = transport.loop.time()
-    whole_end = None if limits.whole is None else started + limits.whole
-    try:
-        answer = await _answer(transport, upstream, limits, exchange, retry, started, whole_end)
-    except TransportError as exc:
-        if not isinstance(exc, InvalidHeader):  # the client's fault, refused before anything was sent
-            exchange.error_type = "timeout" if isinstance(exc, TimedOut) else "connect"
-        raise gateway_error(exc, limit=limits.headers if isinstance(exc, HeadTimedOut) else None) from None
-    except ConnectionError as exc:
-        exchange.error_type = "connect"
-        raise gateway_error(TransportError(type(exc).__name__)) from None
-    except asyncio.CancelledError:
-        exchange.client_disconnected = True
-        raise
-    if answer.status > 599:
-        # Not an HTTP status a client can act on (999 and the like): the provider's answer is not usable.
-        answer.discard()
-        exchange.error_type = "connect"
-        raise gateway_error(InvalidAnswer(f"the provider answered with status {answer.status}"))
-    exchange.upstream_status = answer.status
-    return answer
+        if holding is not None:
+            holding.discard()
 
 
 async def _answer(
@@ -421,6 +445,10 @@ def _relayed_headers(answer: Response, exchange: Exchange) -> CIMultiDict[str]:
     if exchange.request_id:
         # Set before prepare(): a streamed answer's headers cannot change later.
         headers["X-Request-ID"] = exchange.request_id
+    if exchange.group is not None:
+        # A model group's request: which deployment answered (docs/routing.md).
+        headers["x-gateway-provider"] = exchange.provider or ""
+        headers["x-gateway-model"] = exchange.model or ""
     if exchange.retries and answer.status >= 400:
         # The gateway already retried: a client that retries too would multiply the calls to the provider.
         headers["x-should-retry"] = "false"

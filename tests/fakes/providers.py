@@ -287,6 +287,67 @@ def access_provider() -> ChatProvider:
     )
 
 
+@dataclass(kw_only=True)
+class Deployment(FakeProvider):
+    """One deployment of a model group: an OpenAI-compatible chat provider (any path) with a failure pattern, a
+    latency and a token rate that are deterministic. It answers `script`'s statuses in turn (then 200s); a failure
+    is an error JSON with that status. Any answer first advances `clock` (the gateway's fleet clock) by `stall`. A 200
+    advances it by `ttft` before its first content, and streamed, by (`tokens` - 1) / `rate` before the rest; with
+    `gate`, it waits after the first content until the test, having read that content from the gateway, sets it,
+    so the gateway reads the clock at each point before it moves on. `cut` breaks the stream off after the first
+    content. Every answer reports `tokens` output tokens."""
+
+    script: list[int] = field(default_factory=list)
+    clock: Callable[[float], None] | None = None  # advances the fake clock by its argument
+    stall: float = 0.0
+    ttft: float = 0.0
+    rate: float = 10.0
+    tokens: int = 11
+    gate: asyncio.Event | None = None
+    cut: bool = False
+    name: str = "d"
+
+    def __post_init__(self) -> None:
+        self.default = self.chat
+
+    @property
+    def calls(self) -> int:
+        return len(self.requests)
+
+    def _advance(self, seconds: float) -> None:
+        if self.clock is not None and seconds:
+            self.clock(seconds)
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        self._advance(self.stall)
+        if self.script:
+            status = self.script.pop(0)
+            if status != 200:
+                return web.json_response({"error": {"message": f"{self.name} says {status}"}}, status=status)
+        usage = {"prompt_tokens": 5, "completion_tokens": self.tokens, "total_tokens": 5 + self.tokens}
+        self._advance(self.ttft)
+        if not body.get("stream"):
+            answer = chat_answer(body["model"], f"from {self.name}")
+            answer["usage"] = usage
+            return web.json_response(answer)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(chunk({"role": "assistant", "content": f"from {self.name}"}))
+        if self.cut:
+            assert request.transport is not None
+            request.transport.abort()
+            return response
+        if self.gate is not None:
+            await self.gate.wait()
+        self._advance((self.tokens - 1) / self.rate)
+        await response.write(STOP_CHUNK)
+        tail = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "choices": [], "usage": usage}
+        await response.write(b"data: " + orjson.dumps(tail) + b"\n\n" + DONE)
+        await response.write_eof()
+        return response
+
+
 # What SurfacesProvider answers beyond chat, and the tool call its `tooler` model makes.
 EMBEDDING_ANSWER = {
     "object": "list",

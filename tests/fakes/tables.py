@@ -108,6 +108,13 @@ def telemetry_table(port: int, dead_port: int) -> ProviderTable:
     return parse_table(telemetry_table_yaml(port, dead_port), TELEMETRY_ENV)
 
 
+def group_table(urls: Mapping[str, str], groups: Mapping[str, Any], **extra: Any) -> ProviderTable:
+    """A table of providers `id -> url` (each serving chat and models, `stream_usage` on, and `extra`) with the
+    top-level `models:` groups `groups` (name -> {deployments: [...], strategy: ..., ...})."""
+    providers = {pid: entry(pid, url, stream_usage=True, **extra) for pid, url in urls.items()}
+    return parse_table(yaml.safe_dump({"providers": providers, "models": dict(groups)}), {}, source="test.yaml")
+
+
 def shipped_table(urls: Mapping[str, str], env: Mapping[str, str] | None = None) -> ProviderTable:
     """The repository's providers.yaml (its prefix rules and all), each provider of `urls` (id -> base URL) moved
     there with a key set (PROVIDER_KEY); the others stay unconfigured, as without their keys, and those that need

@@ -3,7 +3,7 @@ import yaml
 
 from gateway.config.providers import parse_table
 from gateway.errors import ConfigError, InvalidRequest, NoProvider, ProviderNotConfigured
-from gateway.routing.resolve import resolve
+from gateway.routing.resolve import Grouped, resolve, target
 from tests.fakes.tables import entry, table_of
 
 TABLE = table_of(
@@ -164,12 +164,82 @@ def test_only_providers_that_declare_the_operation_are_candidates() -> None:
             {"m": {"deployments": [{"provider": "a", "model": "x", "weight": -1}]}},
             "models.m.deployments.0.weight: -1 is less than the minimum",
         ),
+        ({"m": {"deployments": [{"provider": "a", "model": "x"}], "strategy": "cheap"}}, "models.m.strategy: 'cheap'"),
+        (
+            {"m": {"deployments": [{"provider": "a", "model": "x"}], "strategy": "price+price"}},
+            "models.m.strategy: 'price+price' names a tag twice",
+        ),
+        (
+            {"m": {"deployments": [{"provider": "a", "model": "x", "weight": 0}], "strategy": "weighted"}},
+            "models.m.strategy: `weighted` needs a deployment whose weight is above 0",
+        ),
+        (
+            {"m": {"deployments": [{"provider": "a", "model": "x"}], "explore": 0.9}},
+            "models.m.explore: 0.9 is greater than the maximum",
+        ),
+        ({"m": {"deployments": [{"provider": "a", "model": "x"}], "attempts": 0}}, "models.m.attempts: 0 is less"),
+        ({"m": {"deployments": [{"provider": "a", "model": "x"}], "budget": "soon"}}, "models.m.budget: 'soon'"),
+        ({"m": {"deployments": [{"provider": "a", "model": "x"}], "retries": 2}}, "models.m: "),
     ],
 )
 def test_bad_model_groups_fail_at_load_naming_the_field(groups, problem) -> None:
     with pytest.raises(ConfigError) as raised:
         _grouped(groups, entry("a", "https://a"))
     assert any(p.startswith(problem) for p in raised.value.problems), raised.value.problems
+
+
+def test_a_group_s_routing_fields_and_their_defaults() -> None:
+    table = _grouped(
+        {
+            "plain": {"deployments": [{"provider": "a", "model": "x"}]},
+            "tuned": {
+                "deployments": [{"provider": "a", "model": "x"}],
+                "strategy": "tokenrate+price",
+                "explore": 0.1,
+                "attempts": 2,
+                "budget": "1m30s",
+            },
+        },
+        entry("a", "https://a"),
+    )
+    plain, tuned = table.group("plain"), table.group("tuned")
+    assert plain is not None and tuned is not None
+    assert (plain.strategy, plain.explore, plain.attempts, plain.budget) == ("fallback", 0.05, 3, 30.0)
+    # Tags in one order, whatever the table wrote.
+    assert (tuned.strategy, tuned.explore, tuned.attempts, tuned.budget) == ("price+tokenrate", 0.1, 2, 90.0)
+
+
+@pytest.mark.parametrize(
+    ("model", "tags"),
+    [
+        ("llama-3.3-70b", None),
+        ("LLAMA-3.3-70B@price", "price"),
+        ("llama-3.3-70b@tokenrate@price", "price+tokenrate"),
+        ("llama-3.3-70b@latency@tokenrate@price", "price+latency+tokenrate"),
+    ],
+)
+def test_strategy_tags_follow_a_group_s_name(model: str, tags: str | None) -> None:
+    found = target(GROUPED, model, "chat")
+    assert isinstance(found, Grouped)
+    assert (found.group.name, found.tags, found.requested) == ("llama-3.3-70b", tags, model)
+    # resolve() lists the deployments in the table's order; the tags never reach a provider's model name.
+    assert [r.model for r in resolve(GROUPED, model, "chat")][0] == "llama-3.3-70b-versatile"
+
+
+@pytest.mark.parametrize("model", ["llama-3.3-70b@cheap", "llama-3.3-70b@price@", "llama-3.3-70b@"])
+def test_an_unknown_tag_is_a_400_naming_the_known_ones(model: str) -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        target(GROUPED, model, "chat")
+    assert raised.value.code == "invalid_strategy"
+    assert raised.value.message.endswith("the known tags are @price, @latency, @tokenrate")
+
+
+def test_an_at_sign_outside_a_group_s_name_is_part_of_the_model() -> None:
+    # Vertex-style versions (`claude-3-5-sonnet@20240620`) pass as the provider's own model names.
+    (route,) = resolve(GROUPED, "gpt-5@2024", "chat")
+    assert (route.provider.id, route.model) == ("openai", "gpt-5@2024")
+    (route,) = resolve(GROUPED, "deep/llama@price", "chat")
+    assert route.model == "llama@price"
 
 
 def test_a_pinned_provider_serves_when_the_client_names_none() -> None:

@@ -12,12 +12,13 @@ import orjson
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.config.providers import parse_table
 from gateway.exchange import EXCHANGE
 from tests.fakes.bodies import chat
 from tests.fakes.gateways import ROOT, gateway_app, telemetry_settings
 from tests.fakes.net import free_port
 from tests.fakes.providers import ChatProvider
-from tests.fakes.tables import telemetry_table
+from tests.fakes.tables import TELEMETRY_ENV, telemetry_table_yaml
 from tests.fakes.telemetry import scrape
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "gateway-dashboard.json"
@@ -86,10 +87,17 @@ async def as_client(request: web.Request, handler: Any) -> web.StreamResponse:
 
 async def test_every_dashboard_query_names_an_exported_metric(aiohttp_server: Any, aiohttp_client: Any) -> None:
     fake = await ChatProvider().start(aiohttp_server)
-    app = gateway_app(telemetry_settings(), telemetry_table(fake.port, free_port()))
+    # With a model group whose first deployment is down: its request falls over, and every routing series has one.
+    group = (
+        "\nmodels:\n  grouped:\n    deployments:\n"
+        "      - {provider: down, model: x}\n      - {provider: fake, model: plain}\n"
+    )
+    table = parse_table(telemetry_table_yaml(fake.port, free_port()) + group, TELEMETRY_ENV, source="test.yaml")
+    app = gateway_app(telemetry_settings(), table)
     app.middlewares.append(as_client)
     client = await aiohttp_client(app)
-    for model, stream in (("fake/plain", False), ("fake/streamer", True), ("fake/fail", False), ("down/x", False)):
+    traffic = (("fake/plain", False), ("fake/streamer", True), ("fake/fail", False), ("down/x", False))
+    for model, stream in (*traffic, ("grouped", True)):
         async with client.post("/v1/chat/completions", data=orjson.dumps(chat(model, stream=stream))) as response:
             await response.read()
     exported: dict[str, set[str]] = {}  # sample name and family name -> label names
