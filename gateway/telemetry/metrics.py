@@ -225,6 +225,8 @@ class _RoutingCollector(Collector):
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
+
+
 class ToolSeries:
     """The MCP tool calls the gateway ran: their duration (OpenTelemetry's execute_tool operation) and a count."""
 
