@@ -43,12 +43,16 @@ _BYTES_PER_TOKEN = 4
 
 # A route of another dialect: (the provider, the model it receives) -> the translator of its answer.
 Translator = Callable[[Provider, str], call.Translate]
+# A request the provider takes in another encoding than JSON: (the parsed body, the model the provider receives)
+# -> (the bytes it receives, their content type).
+Encoder = Callable[[dict[str, Any], str], tuple[bytes, bytes]]
 
 
 class GroupCall(NamedTuple):
     """How the route calls a provider, as `inference.model_call` was told: usage asked for in streams, empty
     messages dropped, another dialect's translator, the client's headers as a provider may see them, the stream
-    scanner of the dialect, and whether the client's token budget is reserved from."""
+    scanner of the dialect, whether the client's token budget is reserved from, and the encoder of a request that
+    is not sent as JSON (then the client headers are completed with its content type per deployment)."""
 
     stream_usage: bool = False
     drop_empty: bool = False
@@ -56,6 +60,7 @@ class GroupCall(NamedTuple):
     client_headers: RawHeaders | None = None
     stream_scanner: Callable[[], SseUsage] = SseUsage
     budget: bool = True
+    encode: Encoder | None = None
 
 
 class Snapshot(NamedTuple):
@@ -79,7 +84,7 @@ async def group_call(
     how: GroupCall,
 ) -> web.StreamResponse:
     settings, names, model_filter, policies, fleet = snapshot
-    stream_usage, drop_empty, translator, client_headers, stream_scanner, budget = how
+    stream_usage, drop_empty, translator, client_headers, stream_scanner, budget, encode = how
     exchange = request[EXCHANGE]
     group = grouped.group
     serving = view.serving(operation)
@@ -122,18 +127,24 @@ async def group_call(
         exchange.request_body = sent
         ask = stream_usage and stream and provider.stream_usage and "stream_options" not in body
         exchange.usage_requested = ask
+        headers = request.raw_headers if client_headers is None else client_headers
+        if encode is None:
+            payload = outbound.request_body(raw, sent, model, grouped.requested, "provider" in body, ask, rewrite)
+        else:
+            payload, content_type = encode(sent, model)
+            headers = (*headers, (b"Content-Type", content_type))
         upstream = UpstreamRequest(
             provider.endpoints[operation].method,
             provider.endpoints[operation].url,
             outbound.upstream_headers(
-                request.raw_headers if client_headers is None else client_headers,
+                headers,
                 provider,
                 # A translated answer is read by the gateway: it comes unencoded.
                 disable_compression=settings.disable_compression or translator is not None,
                 request_id=exchange.request_id,
                 inference=True,
             ),
-            outbound.request_body(raw, sent, model, grouped.requested, "provider" in body, ask, rewrite),
+            payload,
         )
         limits = _within(rules.limits(stream), plan.remaining(clock()))
         breaker = member.live.breaker

@@ -12,8 +12,9 @@ from aiohttp import web
 from aiohttp.typedefs import RawHeaders
 
 from gateway.access import auth
+from gateway.api.groups import Encoder as Encoder  # routes.py names them here, with the handler
 from gateway.api.groups import GroupCall, Snapshot, group_call
-from gateway.api.groups import Translator as Translator  # routes.py names it here, with the handler
+from gateway.api.groups import Translator as Translator
 from gateway.api.inbound import Held, holding_body, read_body
 from gateway.dialects.openai import ModelRequest, UsageChunkStrip, without_empty_messages
 from gateway.errors import Handler
@@ -43,6 +44,7 @@ def model_call(
     stream_usage: bool = False,
     drop_empty: bool = False,
     translator: Translator | None = None,
+    encode: Encoder | None = None,
     stream_scanner: Callable[[], SseUsage] = SseUsage,
     pin: Pin | None = None,
     answered: Answered | None = None,
@@ -53,11 +55,12 @@ def model_call(
     asked for a final usage chunk (`stream_options`), for providers whose table entry says so. `drop_empty`: the
     body's `messages` lose their empty entries, for providers whose table entry does not turn that off.
     `translator`: the route speaks another dialect, whose parser gave the request in OpenAI's shape and whose
-    translator gives the answer back in its own. `stream_scanner` reads usage from the dialect's stream events
-    when the answer is relayed as it is; `pin` and `answered` are for APIs whose answers leave state at the
-    provider (the Responses API). `budget`: the call may use tokens, so they are reserved from the client's token
-    budget first (counting tokens uses none). `mcp_tools`: with MCP on, the request gets the MCP tools its client
-    may have, and the gateway runs them (gateway/mcp/loop.py) instead of a plain relay."""
+    translator gives the answer back in its own; `encode`, with it, writes that request in the provider's encoding
+    when it is not JSON (a form upload). `stream_scanner` reads usage from the dialect's stream events when the
+    answer is relayed as it is; `pin` and `answered` are for APIs whose answers leave state at the provider (the
+    Responses API). `budget`: the call may use tokens, so they are reserved from the client's token budget first
+    (counting tokens uses none). `mcp_tools`: with MCP on, the request gets the MCP tools its client may have, and
+    the gateway runs them (gateway/mcp/loop.py) instead of a plain relay."""
 
     async def serve(request: web.Request, held: Held) -> web.StreamResponse:
         state = request.app[STATE]
@@ -71,10 +74,11 @@ def model_call(
         held.take_parse(raw)
         parsed = parse(raw)
         body = parsed.body
-        if translator is not None:
+        if translator is not None and encode is None:
             raw = orjson.dumps(body)  # the request as the dialect translated it: what the provider receives
         exchange.stream = stream = parsed.stream
         exchange.request_body = body
+        exchange.requested_model = parsed.model
         candidates = resolve.target(
             table,
             parsed.model,
@@ -90,9 +94,10 @@ def model_call(
                 stream_usage,
                 drop_empty,
                 translator,
-                request.raw_headers if translator is None else _translated(request.raw_headers),
+                request.raw_headers if translator is None else _translated(request.raw_headers, encode),
                 stream_scanner,
                 budget,
+                encode,
             )
             response = await group_call(request, operation, raw, parsed, candidates, view, snapshot, how)
             if answered is not None:
@@ -116,18 +121,23 @@ def model_call(
         # Streams report usage only when asked; the client's own stream_options always win.
         ask = stream_usage and stream and provider.stream_usage and "stream_options" not in body
         exchange.usage_requested = ask
+        if encode is None:
+            payload = outbound.request_body(raw, body, route.model, route.requested, "provider" in body, ask, rewrite)
+            content_type = _JSON
+        else:
+            payload, content_type = encode(body, route.model)
         upstream = UpstreamRequest(
             route.endpoint.method,
             route.endpoint.url,
             outbound.upstream_headers(
-                request.raw_headers if translator is None else _translated(request.raw_headers),
+                request.raw_headers if translator is None else translated_headers(request.raw_headers, content_type),
                 provider,
                 # A translated answer is read by the gateway: it comes unencoded.
                 disable_compression=settings.disable_compression or translator is not None,
                 request_id=exchange.request_id,
                 inference=True,
             ),
-            outbound.request_body(raw, body, route.model, route.requested, "provider" in body, ask, rewrite),
+            payload,
         )
         secret = query_secret(provider)
         # With MCP on, the gateway runs the MCP tools it adds (none for a query-key provider: its error bodies may
@@ -165,12 +175,21 @@ def model_call(
 
 
 _BODY_HEADERS = frozenset({b"content-type", b"content-encoding"})
+_JSON = b"application/json"
 
 
-def _translated(headers: RawHeaders) -> RawHeaders:
-    """The client's headers for a body the gateway wrote itself (JSON, unencoded)."""
-    kept = tuple(pair for pair in headers if pair[0].lower() not in _BODY_HEADERS)
-    return (*kept, (b"Content-Type", b"application/json"))
+def translated_headers(headers: RawHeaders, content_type: bytes) -> RawHeaders:
+    """The client's headers for a body the gateway wrote itself (of `content_type`, unencoded)."""
+    return (*_without_body_headers(headers), (b"Content-Type", content_type))
+
+
+def _translated(headers: RawHeaders, encode: Encoder | None) -> RawHeaders:
+    """A model group's client headers for a translated body: JSON, or (encoded) their content type per deployment."""
+    return _without_body_headers(headers) if encode is not None else translated_headers(headers, _JSON)
+
+
+def _without_body_headers(headers: RawHeaders) -> RawHeaders:
+    return tuple(pair for pair in headers if pair[0].lower() not in _BODY_HEADERS)
 
 
 def first_allowed(

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.api import health, inference, mcp, models, proxy, responses, uploads
+from gateway.api import health, inference, mcp, models, proxy, responses, uploads, usage
 from gateway.dialects import DIALECTS, Dialect, envelope
 from gateway.dialects import anthropic as anthropic_dialect
 from gateway.dialects import openai as openai_dialect
@@ -41,6 +41,7 @@ def model_route(
     drop_empty: bool = False,
     dialect: str = "openai",
     translator: inference.Translator | None = None,
+    encode: inference.Encoder | None = None,
     stream_scanner: Callable[[], SseUsage] = SseUsage,
     pin: inference.Pin | None = None,
     answered: inference.Answered | None = None,
@@ -59,6 +60,7 @@ def model_route(
         stream_usage=stream_usage,
         drop_empty=drop_empty,
         translator=translator,
+        encode=encode,
         stream_scanner=stream_scanner,
         pin=pin,
         answered=answered,
@@ -140,6 +142,11 @@ ROUTES: tuple[ApiRoute, ...] = (
     ),
     ApiRoute("/v1/mcp/tools", ("GET",), mcp.list_tools, "mcp_tools", inference=False),
     ApiRoute("/proxy/{provider}/{path:[\\s\\S]*}", PROXY_METHODS, proxy.proxy, "proxy"),
+    # The usage store's API (each client its own rows, admins all) and its page (which asks for a key itself).
+    ApiRoute("/v1/usage", ("GET",), usage.usage_summary, "usage", inference=False),
+    ApiRoute("/v1/usage/export", ("GET",), usage.usage_export, "usage", inference=False),
+    ApiRoute("/v1/requests/{id}", ("GET",), usage.request_record, "usage", inference=False),
+    ApiRoute("/usage", ("GET",), usage.usage_page, "other", public=True, inference=False),
     model_route(
         f"{INFERENCE_API}/chat",
         "chat",
@@ -172,7 +179,28 @@ ROUTES: tuple[ApiRoute, ...] = (
         dialect="envelope",
         translator=envelope.answer_for(envelope.images_data),
     ),
+    ApiRoute(
+        f"{INFERENCE_API}/transcribe",
+        ("POST",),
+        # JSON (base64 audio, sent on as a form upload) or a multipart form (relayed as it arrives).
+        uploads.json_or_form(
+            inference.model_call(
+                "audio_transcriptions",
+                envelope.parse_transcribe,
+                translator=envelope.answer_for(envelope.transcription_data),
+                encode=envelope.transcription_form,
+            ),
+            uploads.upload_call("audio_transcriptions", envelope.answer_for(envelope.transcription_data)),
+        ),
+        "audio_transcriptions",
+        "envelope",
+    ),
     ApiRoute(f"{INFERENCE_API}/models", ("GET",), models.list_models_envelope, "models", "envelope", inference=False),
+    # The usage store in the Inference API's shape (seed 001), the same rows and rules as /v1/usage.
+    ApiRoute(f"{INFERENCE_API}/usage", ("GET",), usage.inference_usage, "usage", "envelope", inference=False),
+    ApiRoute(
+        f"{INFERENCE_API}/requests/{{id}}", ("GET",), usage.inference_request, "usage", "envelope", inference=False
+    ),
 )
 
 # Paths no route matches speak the dialect of the API whose prefix they carry (a mistyped Inference API path gets

@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.api.inbound import Held, holding_body
-from gateway.api.inference import first_allowed
+from gateway.api.inference import Translator, first_allowed
 from gateway.dialects.multipart import FormHead, FormTail, boundary_of
 from gateway.errors import Handler, IncompleteRequest, InvalidRequest, RequestTimeout, RequestTooLarge
 from gateway.exchange import EXCHANGE, Exchange
@@ -69,8 +69,10 @@ class Upload:
             yield chunk
 
 
-def upload_call(operation: str) -> Handler:
-    """The handler of one upload operation: the provider's endpoint of that name serves it."""
+def upload_call(operation: str, translator: Translator | None = None) -> Handler:
+    """The handler of one upload operation: the provider's endpoint of that name serves it. `translator`: the route
+    speaks another dialect, whose translator gives the provider's answer back in its own (the upload itself goes as
+    the client sent it)."""
 
     async def serve(request: web.Request, held: Held) -> web.StreamResponse:
         state = request.app[STATE]
@@ -120,7 +122,8 @@ def upload_call(operation: str) -> Handler:
             outbound.upstream_headers(
                 request.raw_headers,
                 provider,
-                disable_compression=settings.disable_compression,
+                # A translated answer is read by the gateway: it comes unencoded.
+                disable_compression=settings.disable_compression or translator is not None,
                 request_id=exchange.request_id,
                 inference=True,
             ),
@@ -135,9 +138,22 @@ def upload_call(operation: str) -> Handler:
             rules.retry,
             settings.write_timeout,
             secret=query_secret(provider),
+            translate=None if translator is None else translator(provider, route.model),
         )
 
     return holding_body(serve)
+
+
+def json_or_form(json: Handler, form: Handler) -> Handler:
+    """A route that takes a JSON body or a multipart form (the Inference API's /transcribe): each goes to its own
+    handler by the request's Content-Type."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.content_type.startswith("multipart/"):
+            return await form(request)
+        return await json(request)
+
+    return handler
 
 
 async def _chained(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

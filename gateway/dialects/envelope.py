@@ -5,6 +5,9 @@ shapes providers serve, and their answers back into the envelope `{"success": tr
 
 from __future__ import annotations
 
+import binascii
+import hashlib
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -134,6 +137,13 @@ IMAGE_FIELDS: Mapping[str, Field] = {
 }
 IMAGE_OWN = ("model", "prompt", *_PROVIDER)
 
+TRANSCRIBE_FIELDS: Mapping[str, Field] = {
+    "language": Field("language", _string, "a string"),
+    "prompt": Field("prompt", _string, "a string"),
+    "temperature": Field("temperature", _number, "a number"),
+}
+TRANSCRIBE_OWN = ("model", "audio", "filename", *_PROVIDER)
+
 _ROLES = frozenset({"system", "user", "assistant", "tool"})
 _MESSAGE_KEYS = frozenset({"role", "content", "name", "toolCalls", "toolCallId"})
 _TOOL_CHOICES = frozenset({"auto", "none", "required"})
@@ -171,6 +181,82 @@ def parse_images(raw: bytes) -> ModelRequest:
     out: dict[str, Any] = {"model": model, "prompt": prompt}
     _renamed(body, IMAGE_FIELDS, out)
     return ModelRequest(out, model, False, provider)
+
+
+def parse_transcribe(raw: bytes) -> ModelRequest:
+    """`POST /transcribe` with JSON: `{model, audio, language?, prompt?, temperature?, filename?}`, `audio` the
+    recording in base64; `transcription_form` writes it as the provider's multipart upload."""
+    body = parse_object(raw)
+    model, provider = _routing(body, TRANSCRIBE_OWN, TRANSCRIBE_FIELDS)
+    audio = body.get("audio")
+    if not isinstance(audio, str) or not audio:
+        raise InvalidRequest("audio is required: the recording, base64-encoded")
+    try:
+        binascii.a2b_base64(audio, strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest("audio must be base64 (RFC 4648, with its padding)") from None
+    filename = body.get("filename")
+    if filename is not None and not (isinstance(filename, str) and _FILENAME.fullmatch(filename)):
+        raise InvalidRequest("filename must be a plain file name (letters, digits, '.', '_', '-'), e.g. talk.mp3")
+    out: dict[str, Any] = {"model": model}
+    _renamed(body, TRANSCRIBE_FIELDS, out)
+    out["audio"] = audio
+    if filename is not None:
+        out["filename"] = filename
+    return ModelRequest(out, model, False, provider)
+
+
+_FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# The format of a recording by its first bytes: the provider reads the format from the file name's extension.
+_FORMATS = (
+    (b"ID3", "mp3"),
+    (b"\xff\xfb", "mp3"),
+    (b"\xff\xf3", "mp3"),
+    (b"\xff\xf2", "mp3"),
+    (b"OggS", "ogg"),
+    (b"fLaC", "flac"),
+    (b"\x1aE\xdf\xa3", "webm"),
+)
+
+
+def _format(audio: bytes) -> str:
+    if audio[:4] == b"RIFF" and audio[8:12] == b"WAVE":
+        return "wav"
+    if audio[4:8] == b"ftyp":
+        return "m4a"
+    for magic, name in _FORMATS:
+        if audio.startswith(magic):
+            return name
+    return "mp3"  # unknown: the provider says so if it cannot read it
+
+
+def transcription_form(body: dict[str, Any], model: str) -> tuple[bytes, bytes]:
+    """The JSON request as the multipart form a transcription endpoint takes: the fields, `response_format=json`
+    (the answer is translated), then the recording as `file`, named `filename` or `audio.<format>` by its first
+    bytes. The boundary is derived from the form's content, so the same request is the same bytes."""
+    audio = binascii.a2b_base64(body["audio"])
+    filename = body.get("filename") or f"audio.{_format(audio)}"
+    fields = [("model", model)]
+    fields += [(name, str(body[name])) for name in ("language", "prompt", "temperature") if name in body]
+    fields.append(("response_format", "json"))
+    values = [value.encode() for _, value in fields]
+    # From everything the form holds: no field can be written to contain it (a part smuggled in).
+    digest = hashlib.sha256(audio)
+    for value in values:
+        digest.update(b"\0" + value)
+    boundary = b"gateway-" + digest.hexdigest()[:40].encode()
+    if boundary in audio or any(boundary in value for value in values):
+        raise InvalidRequest("the recording cannot be sent as a form")  # a 160-bit collision: never in practice
+    parts = [
+        b'--%s\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n' % (boundary, name.encode(), value)
+        for (name, _), value in zip(fields, values, strict=True)
+    ]
+    parts.append(
+        b'--%s\r\nContent-Disposition: form-data; name="file"; filename="%s"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n" % (boundary, filename.encode())
+    )
+    form = b"".join(parts) + audio + b"\r\n--%s--\r\n" % boundary
+    return form, b"multipart/form-data; boundary=" + boundary
 
 
 def _chat(raw: bytes, *, stream: bool) -> ModelRequest:
@@ -350,6 +436,13 @@ def chat_data(answer: dict[str, Any], model: str, provider: str) -> dict[str, An
         "toolCalls": _calls(message.get("tool_calls")),
         "usage": _usage(answer.get("usage")),
     }
+
+
+def transcription_data(answer: dict[str, Any], model: str, provider: str) -> dict[str, Any]:
+    text = answer.get("text")
+    if not isinstance(text, str):
+        raise Unreadable("the provider's transcription has no text")
+    return {"text": text, "model": model, "provider": provider, "usage": _usage(answer.get("usage"))}
 
 
 def embed_data(answer: dict[str, Any], model: str, provider: str) -> dict[str, Any]:

@@ -5,9 +5,14 @@ receives, and the envelope each client gets back, stream events one by one."""
 from __future__ import annotations
 
 import asyncio
+import base64
 from dataclasses import dataclass
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -19,9 +24,10 @@ from tests.fakes.providers import (
     EMBEDDING_ANSWER,
     PROVIDER_HEADERS,
     SurfacesProvider,
+    answering,
     start_provider,
 )
-from tests.fakes.tables import PROVIDER_KEY, shipped_table
+from tests.fakes.tables import PROVIDER_KEY, entry, serving, shipped_table, table_of
 
 API = "/api/v1/inference"
 JSON = "application/json"
@@ -346,3 +352,107 @@ async def test_empty_messages_are_dropped_as_on_the_openai_route(seed: Seed) -> 
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": ""}, _HI]}
     assert (await seed.post("/chat", body)).status == 200
     assert seed.openai.last.body == b'{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}'
+
+
+# --- transcription -------------------------------------------------------------------------------------------
+
+WAV = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(256)) * 4
+
+
+async def test_transcribe_json_becomes_the_providers_form_upload(seed: Seed) -> None:
+    body = {"model": "whisper-1", "audio": base64.b64encode(WAV).decode(), "language": "en", "temperature": 0}
+    response = await seed.post("/transcribe", body)
+    assert response.status == 200
+    assert await body_of(response) == {
+        "success": True,
+        "data": {
+            "text": "Hello there",
+            "model": "whisper-1",
+            "provider": "openai",
+            "usage": {"inputTokens": 14, "outputTokens": 3},
+        },
+    }
+    seen = seed.openai.last
+    assert seen.path == "/v1/audio/transcriptions"
+    content_type = seen.headers["Content-Type"]
+    assert content_type.startswith("multipart/form-data; boundary=gateway-")
+    boundary = content_type.rpartition("=")[2].encode()
+    assert seen.body == (
+        b'--%(b)s\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n'
+        b'--%(b)s\r\nContent-Disposition: form-data; name="language"\r\n\r\nen\r\n'
+        b'--%(b)s\r\nContent-Disposition: form-data; name="temperature"\r\n\r\n0\r\n'
+        b'--%(b)s\r\nContent-Disposition: form-data; name="response_format"\r\n\r\njson\r\n'
+        b'--%(b)s\r\nContent-Disposition: form-data; name="file"; filename="audio.wav"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n%(wav)s\r\n--%(b)s--\r\n" % {b"b": boundary, b"wav": WAV}
+    )
+    # The same form as aiohttp's own parser reads it.
+    form = await _parsed_form(seen.body, content_type)
+    assert form == {"model": "whisper-1", "language": "en", "temperature": "0", "response_format": "json", "file": WAV}
+    (exchange,) = await seed.gateway.settled()
+    assert (exchange.operation, exchange.provider) == ("audio_transcriptions", "openai")
+
+
+async def test_transcribe_multipart_is_relayed_and_its_answer_enveloped(seed: Seed) -> None:
+    form = aiohttp.FormData()
+    form.add_field("model", "whisper-1")
+    form.add_field("file", WAV, filename="recording.wav", content_type="audio/wav")
+    response = await seed.gateway.client.post(f"{API}/transcribe", data=form)
+    assert response.status == 200
+    assert (await body_of(response))["data"]["text"] == "Hello there"
+    seen = seed.openai.last
+    assert await _parsed_form(seen.body, seen.headers["Content-Type"]) == {"model": "whisper-1", "file": WAV}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"model": "whisper-1"}, "audio is required"),
+        ({"model": "whisper-1", "audio": "<base64-encoded-audio>"}, "audio must be base64"),
+        ({"model": "whisper-1", "audio": "AAAA", "filename": "../x.mp3"}, "filename must be a plain file name"),
+        ({"model": "whisper-1", "audio": "AAAA", "responseFormat": "srt"}, "unknown field 'responseFormat'"),
+    ],
+)
+async def test_transcribe_refusals(seed: Seed, body: dict[str, Any], message: str) -> None:
+    response = await seed.post("/transcribe", body)
+    answer = await body_of(response)
+    assert (response.status, answer["error"]["code"]) == (400, "BAD_REQUEST")
+    assert answer["error"]["message"].startswith(message)
+    assert not seed.openai.requests
+
+
+async def _parsed_form(body: bytes, content_type: str) -> dict[str, Any]:
+    """A multipart form as the standard library's MIME parser reads it: field name -> text, or bytes for a file."""
+    message = BytesParser(policy=policy.HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+    assert isinstance(message, EmailMessage) and not message.defects
+    out: dict[str, Any] = {}
+    for part in message.iter_parts():
+        assert isinstance(part, EmailMessage)
+        name = part.get_param("name", header="content-disposition")
+        data = part.get_payload(decode=True)
+        assert isinstance(name, str) and isinstance(data, bytes)
+        out[name] = data if part.get_filename() else data.decode()
+    return out
+
+
+async def test_a_model_group_serves_the_api_with_its_fallbacks(aiohttp_client: Any, aiohttp_server: Any) -> None:
+    down = await start_provider(aiohttp_server, answering({"error": {"message": "busy"}}, 503))
+    up = await SurfacesProvider().start(aiohttp_server)
+    entries = [
+        serving(entry(pid, f"{url}/v1"), audio_transcriptions="/audio/transcriptions")
+        for pid, url in (("a", down.url), ("b", up.url))
+    ]
+    deployments = [{"provider": "a", "model": "m-a"}, {"provider": "b", "model": "m-b"}]
+    table = table_of(*entries, models={"smart": {"deployments": deployments}})
+    gateway = await start_gateway(aiohttp_client, table, TINY)
+    chat = await gateway.client.post(f"{API}/chat", json={"model": "smart", "messages": [_HI]})
+    assert chat.status == 200
+    data = (await body_of(chat))["data"]
+    assert (data["provider"], data["model"], data["content"]) == ("b", "m-b", "one two three four five")
+    audio = {"model": "smart", "audio": base64.b64encode(WAV).decode()}
+    heard = await gateway.client.post(f"{API}/transcribe", json=audio)
+    assert (await body_of(heard))["data"]["text"] == "Hello there"
+    # Each deployment got the form with its own model name, under a boundary of its own.
+    first, second = down.requests[-1], up.last
+    assert (await _parsed_form(first.body, first.headers["Content-Type"]))["model"] == "m-a"
+    assert (await _parsed_form(second.body, second.headers["Content-Type"]))["model"] == "m-b"
+    assert first.headers["Content-Type"] != second.headers["Content-Type"]

@@ -363,19 +363,24 @@ IMAGE_ANSWER = {
     "data": [{"b64_json": "iVBORw0KGgo=", "revised_prompt": "A red sunset over snowy mountains"}],
     "usage": {"input_tokens": 9, "output_tokens": 4160, "total_tokens": 4169},
 }
+TRANSCRIPTION_ANSWER = {
+    "text": "Hello there",
+    "usage": {"type": "tokens", "input_tokens": 14, "output_tokens": 3, "total_tokens": 17},
+}
 TOOL_CALL = {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": '{"city":"Paris"}'}}
 
 
 @dataclass(kw_only=True)
 class SurfacesProvider(ChatProvider):
-    """ChatProvider with OpenAI's embeddings (EMBEDDING_ANSWER, its items out of order) and image generation
-    (IMAGE_ANSWER) under /v1, and one more chat model: `tooler` calls TOOL_CALL (whole, or streamed in two
-    argument pieces, with finish reason tool_calls)."""
+    """ChatProvider with OpenAI's embeddings (EMBEDDING_ANSWER, its items out of order), image generation
+    (IMAGE_ANSWER) and transcription (TRANSCRIPTION_ANSWER) under /v1, and one more chat model: `tooler` calls
+    TOOL_CALL (whole, or streamed in two argument pieces, with finish reason tool_calls)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.routes["/v1/embeddings"] = self.embeddings
         self.routes["/v1/images/generations"] = self.images
+        self.routes["/v1/audio/transcriptions"] = self.transcriptions
         self.routes["/v1/chat/completions"] = self.chat_or_tools
 
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
@@ -383,6 +388,9 @@ class SurfacesProvider(ChatProvider):
 
     async def images(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(IMAGE_ANSWER)
+
+    async def transcriptions(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(TRANSCRIPTION_ANSWER)
 
     async def chat_or_tools(self, request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())
