@@ -75,7 +75,8 @@ async def test_plain_chat_runs_the_tool_and_continues(aiohttp_client, model, fil
     ]
     (exchange,) = await gateway.settled()
     assert [(run.tool, run.server, run.outcome) for run in exchange.tool_runs] == [("files__add", "files", "ok")]
-    assert exchange.scanner.usage == (20, 4)
+    usage = exchange.scanner.usage
+    assert (usage.input_tokens, usage.output_tokens) == (20, 4)
 
 
 async def test_a_chat_without_tools_to_run_gets_the_providers_bytes(aiohttp_client, model, files_server):
@@ -240,7 +241,8 @@ async def test_streamed_bytes_show_the_tool_round_as_comments(aiohttp_client, mo
     # The provider was asked for usage on the gateway's account (stream_usage in the table): not relayed, counted.
     assert b'"usage"' not in raw
     (exchange,) = await gateway.settled()
-    assert exchange.scanner.usage == (20, 4)
+    usage = exchange.scanner.usage
+    assert (usage.input_tokens, usage.output_tokens) == (20, 4)
 
 
 async def test_first_words_arrive_while_the_provider_still_holds_the_rest(aiohttp_client, model, files_server):
