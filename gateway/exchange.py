@@ -30,17 +30,18 @@ class Usage(NamedTuple):
     @classmethod
     def of(cls, value: Any) -> Usage | None:
         """A `usage` object, or None when it is not one: OpenAI's chat and completions shape (prompt_tokens,
-        completion_tokens), or the shape of Anthropic's Messages and OpenAI's Responses (input_tokens,
-        output_tokens). Anthropic counts cache writes and reads apart from `input_tokens`; they are input all the
-        same (billed, and what a token budget is about), so they are added to it. Cached tokens (the part of the
+        completion_tokens; embeddings have prompt_tokens alone), or the shape of Anthropic's Messages and OpenAI's
+        Responses (input_tokens, output_tokens). Anthropic counts cache writes and reads apart from
+        `input_tokens`; they are input all the same (billed, and what a token budget is about), so they are added
+        to it. Cached tokens (the part of the
         input read from the provider's prompt cache) come from `prompt_tokens_details` / `input_tokens_details`
         or Anthropic's `cache_read_input_tokens`."""
         if not isinstance(value, dict):
             return None
         prompt = value.get("prompt_tokens")
         if prompt is not None:
-            # The common shape, checked inline (it is read for every answer).
-            completion = value.get("completion_tokens")
+            # The common shape, checked inline (it is read for every answer). Embeddings report no completion.
+            completion = value.get("completion_tokens", 0)
             if (
                 type(prompt) is int
                 and type(completion) is int

@@ -61,3 +61,10 @@ def test_whole_json_answers_of_both_apis_are_read() -> None:
     scanner = JsonUsage()
     scanner.whole(MESSAGE)
     assert scanner.usage == Usage(17, 6, 3)
+
+
+def test_an_embeddings_answer_reports_its_input_tokens() -> None:
+    """What metrics and the token budget read of `/v1/embeddings`: its prompt tokens, no output."""
+    scanner = JsonUsage()
+    scanner.whole(b'{"object":"list","data":[],"model":"e","usage":{"prompt_tokens":8,"total_tokens":8}}')
+    assert scanner.usage == (8, 0, 0)
