@@ -9,9 +9,11 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DEMO_PORT ?= 8081
 METRICS_PORT ?= 9464
+# `make run`'s usage store: a SQLite file in the temporary folder (USAGE_DB=path moves it).
+USAGE_DB ?= $(or $(TMPDIR),/tmp)/llm-gateway/usage.db
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: help install run test lint fmt typecheck pytest helm-lint image lock clean bench bench-smoke bench-deps bench-instructions
+.PHONY: help install run test lint fmt typecheck pytest helm-lint image lock clean bench bench-smoke bench-deps bench-instructions test-deps
 
 install: $(STAMP) ## .venv/ with the package (editable) and its test extras (the default target)
 
@@ -28,7 +30,7 @@ $(STAMP): pyproject.toml
 # $(METRICS_PORT). Taken ports are said in one line before anything starts. The gateway is exec'd, so a signal to
 # make (kill, Ctrl-C) reaches it and it drains; the banner comes once its /health answers; the background
 # watcher's trap stops the demo when the gateway has ended.
-run: install ## demo upstream + gateway, offline, with metrics (HOST, PORT, DEMO_PORT, METRICS_PORT)
+run: install ## demo upstream + gateway, offline, with metrics and usage (HOST, PORT, DEMO_PORT, METRICS_PORT, USAGE_DB)
 	@$(BIN)/python -m gateway.demo --check-free PORT=$(HOST):$(PORT) DEMO_PORT=127.0.0.1:$(DEMO_PORT) \
 	  METRICS_PORT=$(HOST):$(METRICS_PORT) || exit 2; \
 	$(BIN)/python -m gateway.demo --host 127.0.0.1 --port $(DEMO_PORT) & demo=$$!; \
@@ -38,6 +40,7 @@ run: install ## demo upstream + gateway, offline, with metrics (HOST, PORT, DEMO
 	  while kill -0 $$$$ 2>/dev/null; do sleep 0.2; done ) & \
 	exec env DEMO_API_URL=http://127.0.0.1:$(DEMO_PORT)/v1 ENVIRONMENT=development \
 	  TELEMETRY_ENABLE=true TELEMETRY_METRICS_PORT=$(METRICS_PORT) \
+	  USAGE_STORE=$(USAGE_DB) USAGE_API_ENABLE=true \
 	  $(BIN)/python -m gateway --host $(HOST) --port $(PORT) --providers config/demo.providers.yaml
 
 test: lint typecheck helm-lint pytest bench-smoke ## lint, typecheck, helm-lint, pytest and bench-smoke (what CI runs)
@@ -89,6 +92,23 @@ BENCH_INSTALL = $(BENCH_MISSING); \
 BENCH_SKIP = $(BENCH_MISSING); \
 	if [ -n "$$missing" ] && [ "$$(id -u)" != 0 ]; then \
 	  echo "$@: skipped: missing$$missing (not root, so not installed; see make bench-deps)"; exit 0; \
+	fi
+
+# What the tests need beyond Python: a real PostgreSQL (the usage store's suite starts its own servers) and Debian's
+# chromium with its driver (the usage page's test). As root, apt-get installs what is missing (a failure stops the
+# target: CI runs as root); any other user gets the list. Outside CI the tests skip what is not installed.
+TEST_MISSING = missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing="$$missing postgresql"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"
+test-deps: ## what the tests need beyond Python (PostgreSQL, chromium, chromium-driver): apt-get as root
+	@$(TEST_MISSING); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "$@: missing$$missing: run make test-deps as root, or apt-get install$$missing" >&2; exit 1; fi; \
+	  echo "$@: installing$$missing"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null || \
+	  { echo "$@: apt-get could not install$$missing" >&2; exit 1; }; \
 	fi
 
 bench-deps: ## the benchmark's tools (wrk, nginx, node, valgrind): apt-get as root

@@ -362,8 +362,11 @@ def upstream(cpu: int | None) -> Iterator[int]:
         stop(process, signal.SIGTERM, 5)
 
 
-def gateway_env(source: Path, upstream_port: int, gateway_port: int) -> dict[str, str]:
+def gateway_env(source: Path, upstream_port: int, gateway_port: int, usage_store: Path | None = None) -> dict[str, str]:
     env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG", "TZ") if name in os.environ}
+    if usage_store is not None:
+        # --usage: the store on, as `make run` has it (the guard's baseline runs without it, the default).
+        env["USAGE_STORE"] = str(usage_store)
     return {
         **env,
         "PYTHONPATH": str(source),
@@ -412,7 +415,12 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[int, float]:
             gateway = subprocess.Popen(
                 pinned(GATEWAY_CPU, command),
                 cwd=source if args.target == "gateway" else REPO,
-                env=gateway_env(source if args.target == "gateway" else REPO, upstream_port, port),
+                env=gateway_env(
+                    source if args.target == "gateway" else REPO,
+                    upstream_port,
+                    port,
+                    workdir / "usage.db" if args.usage else None,
+                ),
                 stdout=sink,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -495,6 +503,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=count(0, MAX_REQUESTS), default=300, help="requests before counting")
     parser.add_argument("--connections", type=count(1, MAX_CONNECTIONS), default=8, help="keep-alive connections")
     parser.add_argument("--check", type=Path, help="a baseline file: measure its scenarios and compare")
+    parser.add_argument(
+        "--usage", action="store_true", help="the usage store on (a SQLite file): its whole cost, writer included"
+    )
     parser.add_argument("--update", action="store_true", help="with --check: write the measured figures")
     parser.add_argument("--serve-upstream", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -1,4 +1,5 @@
-"""What observing a request costs: the per-request work (metrics, access line, request id) timed directly, the
+"""What observing a request costs: the per-request work (metrics, access line, request id, the usage store's sink)
+timed directly, the
 per-chunk content check, and the p50 of real requests through a gateway with and without the observer.
 
     PYTHONPATH=. .venv/bin/python bench/observability_overhead.py [requests]
@@ -26,6 +27,9 @@ from gateway.telemetry.logs import configure_logging
 from gateway.telemetry.metrics import GatewayMetrics, ModelLabels
 from gateway.telemetry.observe import request_id
 from gateway.telemetry.scanners import JsonUsage, SseUsage
+from gateway.usage.record import row
+from gateway.usage.store import open_store
+from gateway.usage.writer import Writer
 from tests.fakes.gateways import telemetry_settings as settings
 from tests.fakes.net import free_port as closed_port
 from tests.fakes.providers import ChatProvider as ScriptedProvider
@@ -54,6 +58,21 @@ def unit_costs() -> None:
     )
     plain = Exchange(operation="other")
     per_call("metrics.record (health check)", lambda: metrics.record(plain, "/health", "GET", 200, ended))
+    # The usage store's sink: a capture on the writer's queue (the store itself is never touched here).
+    writer = Writer(
+        open_store(":memory:"),
+        lambda: table,
+        lambda v: v,
+        capacity=10**7,
+        batch=10**7,
+        interval=1.0,
+        operations=frozenset({"chat"}),
+    )
+    exchange.request_body = {"model": "plain", "messages": [], "metadata": {"source": "bench"}, "user": "u-1"}
+    per_call("usage sink (capture, queued)", lambda: writer.sink(None, exchange, 200, ended))  # type: ignore[arg-type]
+    per_call("usage sink (a probe: not recorded)", lambda: writer.sink(None, plain, 200, ended))  # type: ignore[arg-type]
+    per_call("usage row (writer, off the request path)", lambda: row(writer.queue[0], table, writer.scrub))
+    writer.queue.clear()
 
     class Req:
         method, path = "POST", "/v1/chat/completions"

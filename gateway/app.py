@@ -17,9 +17,10 @@ from gateway.exchange import Sink
 from gateway.mcp import hub as mcp_hub
 from gateway.runtime import reload
 from gateway.runtime.state import STATE, GatewayState
-from gateway.telemetry import access_log, bad_requests, metrics
+from gateway.telemetry import access_log, bad_requests, logs, metrics
 from gateway.telemetry.observe import observer
 from gateway.upstream.call import transport_context
+from gateway.usage import service as usage
 
 
 def create_app(settings: Settings, table: ProviderTable, routes: Sequence[ApiRoute] = ROUTES) -> web.Application:
@@ -44,6 +45,19 @@ def create_app(settings: Settings, table: ProviderTable, routes: Sequence[ApiRou
     sinks.append(access_log.write)
     if settings.auth_enable:
         sinks.append(auth.charge_tokens)
+    # The usage store (USAGE_STORE): its sink only queues a row; the writer is the app's background work.
+    redactor = logs.active_redactor()
+    usage_sink = usage.setup(
+        app,
+        settings,
+        lambda: app[STATE].table,
+        redactor.clean,
+        access_log.stored_bodies(settings.debug_content_truncate_words, settings.debug_max_messages, redactor),
+        mounted.genai_operations,
+        gateway_metrics.registry.register if gateway_metrics is not None else None,
+    )
+    if usage_sink is not None:
+        sinks.append(usage_sink)
     # Outermost first: the record exists before anything runs, so it sees every final status; errors are
     # rendered inside it in the route's dialect; client auth inside that, so 401/402/403/429 are envelopes too.
     app.middlewares.extend(

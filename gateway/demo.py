@@ -531,6 +531,7 @@ Gateway on {gw} (demo upstream behind it, offline). Try:
   curl -s {gw}/v1/messages/count_tokens -H 'Content-Type: application/json' \\
        -d '{{"model": "demo-echo", "messages": [{{"role": "user", "content": "how many tokens"}}]}}'
 {metrics}
+  curl -s '{gw}/v1/usage?group_by=model'      # usage so far; the page: {gw}/usage
   {python} -c 'from openai import OpenAI
 c = OpenAI(base_url="{gw}/v1", api_key="unused")
 answer = c.chat.completions.create(model="demo/demo-story", messages=[{{"role": "user", "content": "hi"}}])

@@ -11,11 +11,13 @@
     ├── ModelNotAllowed             403 permission_error / model_not_allowed
     ├── NoProvider                  404 no_provider
     ├── ModelNotFound               404 invalid_request_error / model_not_found
+    ├── NotFound                    404 invalid_request_error / not_found (a usage record, an API that is off)
     ├── ResponseNotFound            404 invalid_request_error / response_not_found
     ├── RateLimited                 429 requests / rate_limit_exceeded (+ Retry-After)
     ├── LimiterUnavailable          503 server_error / rate_limiter_unavailable
     ├── ServerBusy                  503 server_error / server_busy (+ Retry-After: bodies in flight at their limit)
     ├── ProviderNotConfigured       503 provider_not_configured
+    ├── StoreUnavailable            503 server_error / usage_store_unavailable
     ├── GroupUnavailable            503 server_error / no_deployment_available (+ Retry-After)
     ├── UpstreamError               502 upstream_error
     └── UpstreamTimeout             504 upstream_error / upstream_timeout
@@ -158,6 +160,21 @@ class ServerBusy(GatewayError):
     type = "server_error"
     code = "server_busy"
     close_connection = True  # the rest of the body is never read
+
+
+class NotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class StoreUnavailable(GatewayError):
+    """The usage store cannot answer now (not open yet, down, too slow)."""
+
+    should_retry = True
+    status = 503
+    type = "server_error"
+    code = "usage_store_unavailable"
 
 
 class ProviderNotConfigured(GatewayError):

@@ -25,33 +25,45 @@ class Usage(NamedTuple):
 
     input_tokens: int
     output_tokens: int
+    cached_tokens: int = 0  # of the input tokens, those read from the provider's prompt cache
 
     @classmethod
     def of(cls, value: Any) -> Usage | None:
         """A `usage` object, or None when it is not one: OpenAI's chat and completions shape (prompt_tokens,
         completion_tokens), or the shape of Anthropic's Messages and OpenAI's Responses (input_tokens,
         output_tokens). Anthropic counts cache writes and reads apart from `input_tokens`; they are input all the
-        same (billed, and what a token budget is about), so they are added to it."""
+        same (billed, and what a token budget is about), so they are added to it. Cached tokens (the part of the
+        input read from the provider's prompt cache) come from `prompt_tokens_details` / `input_tokens_details`
+        or Anthropic's `cache_read_input_tokens`."""
         if not isinstance(value, dict):
             return None
         prompt = value.get("prompt_tokens")
         if prompt is not None:
             completion = value.get("completion_tokens")
-            return cls(prompt, completion) if _count(prompt) and _count(completion) else None
+            if not (_count(prompt) and _count(completion)):
+                return None
+            # Read only once a usage object is found (at most once per answer), never per chunk.
+            return cls(prompt, completion, _cached(value.get("prompt_tokens_details"), prompt))
         inputs, outputs = value.get("input_tokens"), value.get("output_tokens")
         if not (_count(inputs) and _count(outputs)):
             return None
-        for cached in _CACHE_FIELDS:
-            extra = value.get(cached)
+        cached = 0
+        for name in _CACHE_FIELDS:
+            extra = value.get(name)
             if extra is not None:
                 if not _count(extra):
                     return None
                 inputs += extra
-        return cls(inputs, outputs) if inputs <= MAX_TOKENS else None
+                if name == _CACHE_READ:
+                    cached = extra
+        if inputs > MAX_TOKENS:
+            return None
+        return cls(inputs, outputs, cached or _cached(value.get("input_tokens_details"), inputs))
 
 
-# Anthropic's input tokens that `input_tokens` leaves out.
-_CACHE_FIELDS = ("cache_creation_input_tokens", "cache_read_input_tokens")
+# Anthropic's input tokens that `input_tokens` leaves out: written to the cache, and read from it.
+_CACHE_READ = "cache_read_input_tokens"
+_CACHE_FIELDS = ("cache_creation_input_tokens", _CACHE_READ)
 
 
 def _count(value: Any) -> TypeGuard[int]:
@@ -59,11 +71,22 @@ def _count(value: Any) -> TypeGuard[int]:
     return type(value) is int and 0 <= value <= MAX_TOKENS
 
 
+def _cached(details: Any, limit: int) -> int:
+    """OpenAI's `*_tokens_details.cached_tokens` when it is a plain count no larger than the input; else 0."""
+    if not isinstance(details, dict):
+        return 0
+    cached = details.get("cached_tokens")
+    return cached if type(cached) is int and 0 < cached <= limit else 0
+
+
 class AnswerReader(Protocol):
     """What the relay feeds with the answer's bytes as they pass (a usage scanner); it never holds them up."""
 
     @property
     def usage(self) -> Usage | None: ...
+
+    # perf_counter when the first line with content passed (time to first token); None for whole answers.
+    first_content_at: float | None
 
     def feed(self, chunk: bytes) -> None: ...
 
@@ -100,7 +123,8 @@ class Exchange:
     bytes_in: int = 0  # request body bytes read from the client
     usage_requested: bool = False  # the gateway asked the provider for stream usage the client did not ask for
     upstream_request_id: str | None = None  # the provider's own x-request-id, relayed as X-Upstream-Request-ID
-    request_body: dict[str, Any] | None = None  # the parsed request body, kept for development-mode logs only
+    request_body: dict[str, Any] | None = None  # the parsed request body, for the sinks (development logs, usage)
+    requested_model: str | None = None  # the model name the client sent (a group, an alias, `provider/model`)
     # A request for a model group: its name, the strategy that ordered its deployments (tags joined with '+', or
     # the group's default), and how many deployments were tried beyond the first. `retries` stays per upstream.
     group: str | None = None

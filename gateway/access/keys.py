@@ -15,7 +15,7 @@ import json
 import re
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,7 @@ class ClientPolicy:
     proxy: bool = True
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
+    admin: bool = False  # sees every client's usage (the usage API), not only its own
     mcp: ToolRules = ALL_TOOLS
 
     def allows_provider(self, provider_id: str) -> bool:
@@ -98,6 +99,7 @@ class ClientPolicy:
             proxy=entry.get("proxy", not restricts),
             requests_per_minute=entry.get("requests_per_minute"),
             tokens_per_minute=entry.get("tokens_per_minute"),
+            admin=entry.get("admin", False),
             mcp=_tool_rules(entry),
         )
 
@@ -207,6 +209,9 @@ def parse_keys(text: str, source: str = "<keys>") -> KeyStore:
             problems.append(f"{where}: unknown policy {policy_name!r}")
             continue
         policy = policies[policy_name] if policy_name else policies.get(DEFAULT_POLICY, UNRESTRICTED)
+        if item.get("admin", False) and not policy.admin:
+            # An admin key: its policy's limits, with the right to see everyone's usage.
+            policy = replace(policy, admin=True)
         entry = KeyEntry(name, bytes.fromhex(item["sha256"]), policy, item.get("revoked", False))
         key_id = item.get("id")
         if key_id is None:

@@ -74,6 +74,7 @@ def model_call(
             raw = orjson.dumps(body)  # the request as the dialect translated it: what the provider receives
         exchange.stream = stream = parsed.stream
         exchange.request_body = body
+        exchange.requested_model = parsed.model
         candidates = resolve.target(
             table,
             parsed.model,

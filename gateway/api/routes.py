@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.api import health, inference, mcp, models, proxy, responses, uploads
+from gateway.api import health, inference, mcp, models, proxy, responses, uploads, usage
 from gateway.dialects import DIALECTS, Dialect, envelope
 from gateway.dialects import anthropic as anthropic_dialect
 from gateway.dialects import openai as openai_dialect
@@ -137,6 +137,11 @@ ROUTES: tuple[ApiRoute, ...] = (
     ),
     ApiRoute("/v1/mcp/tools", ("GET",), mcp.list_tools, "mcp_tools", inference=False),
     ApiRoute("/proxy/{provider}/{path:[\\s\\S]*}", PROXY_METHODS, proxy.proxy, "proxy"),
+    # The usage store's API (each client its own rows, admins all) and its page (which asks for a key itself).
+    ApiRoute("/v1/usage", ("GET",), usage.usage_summary, "usage", inference=False),
+    ApiRoute("/v1/usage/export", ("GET",), usage.usage_export, "usage", inference=False),
+    ApiRoute("/v1/requests/{id}", ("GET",), usage.request_record, "usage", inference=False),
+    ApiRoute("/usage", ("GET",), usage.usage_page, "other", public=True, inference=False),
     model_route(
         f"{INFERENCE_API}/chat",
         "chat",
@@ -186,6 +191,11 @@ ROUTES: tuple[ApiRoute, ...] = (
         "envelope",
     ),
     ApiRoute(f"{INFERENCE_API}/models", ("GET",), models.list_models_envelope, "models", "envelope", inference=False),
+    # The usage store in the Inference API's shape (seed 001), the same rows and rules as /v1/usage.
+    ApiRoute(f"{INFERENCE_API}/usage", ("GET",), usage.inference_usage, "usage", "envelope", inference=False),
+    ApiRoute(
+        f"{INFERENCE_API}/requests/{{id}}", ("GET",), usage.inference_request, "usage", "envelope", inference=False
+    ),
 )
 
 # Paths no route matches speak the dialect of the API whose prefix they carry (a mistyped Inference API path gets

@@ -78,6 +78,20 @@ class RetryOverrides:
 
 
 @dataclass(frozen=True, slots=True)
+class Price:
+    """What a model costs, in dollars per million tokens; cached input tokens at their own price when one is set."""
+
+    input: float
+    output: float
+    cached_input: float | None = None
+
+    def cost(self, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> float:
+        cached = min(cached_tokens, input_tokens)
+        cached_price = self.input if self.cached_input is None else self.cached_input
+        return ((input_tokens - cached) * self.input + cached * cached_price + output_tokens * self.output) / 1e6
+
+
+@dataclass(frozen=True, slots=True)
 class Provider:
     id: str
     url: str
@@ -111,6 +125,7 @@ class Provider:
     known_models: tuple[str, ...] = ()
     timeouts: TimeoutOverrides = TimeoutOverrides()
     retries: RetryOverrides = RetryOverrides()
+    prices: Mapping[str, Price] = field(default_factory=dict)  # model name the provider receives -> its price
 
     @property
     def served(self) -> bool:
@@ -161,6 +176,8 @@ class ProviderTable:
     prefix_lengths: tuple[int, ...] = ()
     # model group name (lower case) -> group
     groups: Mapping[str, ModelGroup] = field(default_factory=dict)
+    # (provider id, model it receives) -> price: the providers' `prices`, then the groups' deployment prices
+    price_index: Mapping[tuple[str, str], Price] = field(default_factory=dict)
     # model name -> by_prefix's answer: traffic names a few models, so a table with many prefix lengths costs one
     # lookup per request like a table with one. Bounded in entries and key length; a reload brings a fresh one.
     memo: dict[str, Provider | None] = field(default_factory=dict, repr=False, compare=False)
@@ -175,6 +192,10 @@ class ProviderTable:
 
     def group(self, model: str) -> ModelGroup | None:
         return self.groups.get(model.lower()) if self.groups else None
+
+    def prices(self, provider_id: str, model: str) -> Price | None:
+        """The price of `model` (the name the provider receives) at `provider_id`, or None when the table has none."""
+        return self.price_index.get((provider_id, model))
 
     def by_prefix(self, model: str) -> Provider | None:
         memo = self.memo
@@ -257,8 +278,27 @@ def index_table(
     lengths = tuple(sorted({len(p) for p in prefixes}, reverse=True))
     by_name = {name.lower(): group for name, group in (groups or {}).items()}
     return ProviderTable(
-        dict(providers), source, names, prefixes, lengths, by_name, body_limits=dict(body_limits or {})
+        dict(providers),
+        source,
+        names,
+        prefixes,
+        lengths,
+        by_name,
+        price_index=_price_index(providers, groups),
+        body_limits=dict(body_limits or {}),
     )
+
+
+def _price_index(
+    providers: Mapping[str, Provider], groups: Mapping[str, ModelGroup] | None
+) -> dict[tuple[str, str], Price]:
+    index = {(p.id, model): price for p in providers.values() for model, price in p.prices.items()}
+    for group in (groups or {}).values():
+        for d in group.deployments:
+            # A deployment's prices are for its provider and model; its input and output prices come together.
+            if d.input_price is not None and d.output_price is not None:
+                index[(d.provider, d.model)] = Price(d.input_price, d.output_price, d.cached_input_price)
+    return index
 
 
 def _unwrap_openapi(document: Any, source: str) -> tuple[Any, str]:
@@ -542,7 +582,15 @@ def _build(entry: dict[str, Any], env: Mapping[str, str]) -> Provider:
         known_models=tuple(entry.get("models", ())),
         timeouts=TimeoutOverrides(**{name: _seconds(value) for name, value in entry.get("timeouts", {}).items()}),
         retries=_retry_overrides(entry.get("retries", {})),
+        prices={
+            model: Price(float(p["input"]), float(p["output"]), _number(p.get("cached_input")))
+            for model, p in entry.get("prices", {}).items()
+        },
     )
+
+
+def _number(value: float | int | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def _retry_overrides(block: dict[str, Any]) -> RetryOverrides:

@@ -15,8 +15,9 @@ from gateway.errors import ConfigError
 
 Environment = Literal["production", "development"]
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
+# Go's units, and days (`d`) for retention periods.
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -104,6 +105,14 @@ class Settings:
     retry_backoff_max: float = 4.0
     retry_after_max: float = 20.0
     reload_interval: float = 2.0  # 0 turns file polling off; SIGHUP still reloads
+    # The usage store (gateway/usage/): a SQLite file path, a postgresql:// URL (may hold a password), or None (off)
+    usage_store: str | None = field(default=None, repr=False)
+    usage_retention: float = 30 * 86400.0  # rows older than this are deleted in the background; 0 keeps them
+    usage_queue_size: int = 10_000  # rows waiting for the writer; beyond it rows are dropped and counted
+    usage_batch_size: int = 500
+    usage_flush_interval: float = 1.0
+    usage_api_enable: bool = False  # the usage API with client auth off (it shows everyone's usage)
+    usage_store_bodies: bool = False  # keep request and answer bodies, truncated and redacted, with each row
     # MCP: tools of Model Context Protocol servers for chat clients (gateway/mcp)
     mcp_enable: bool = False
     mcp_expose: bool = False
@@ -191,6 +200,13 @@ class Settings:
                 if (env.get("PROVIDERS_RELOAD_INTERVAL") or "").strip().lower() in ("0", "off")
                 else reader.duration("PROVIDERS_RELOAD_INTERVAL", 2.0)
             ),
+            usage_store=_usage_store(reader),
+            usage_retention=reader.duration("USAGE_RETENTION", 30 * 86400.0, allow_zero=True),
+            usage_queue_size=reader.integer("USAGE_QUEUE_SIZE", 10_000, minimum=1),
+            usage_batch_size=reader.integer("USAGE_BATCH_SIZE", 500, minimum=1),
+            usage_flush_interval=reader.duration("USAGE_FLUSH_INTERVAL", 1.0),
+            usage_api_enable=reader.boolean("USAGE_API_ENABLE", False),
+            usage_store_bodies=reader.boolean("USAGE_STORE_BODIES", False),
             **_mcp_settings(reader),
         )
         reader.errors.extend(_auth_problems(settings))
@@ -209,6 +225,25 @@ class Settings:
     @property
     def tls_enabled(self) -> bool:
         return self.tls_cert_path is not None
+
+
+def _usage_store(reader: _Reader) -> str | None:
+    """USAGE_STORE: `off` (or unset) for none, a postgresql:// URL, or a SQLite file (a path or sqlite:///path)."""
+    raw = reader.text("USAGE_STORE")
+    if raw is None or raw.lower() in ("off", "none", "false", "0"):
+        return None
+    scheme = raw.partition("://")[0].lower() if "://" in raw else ""
+    if scheme in ("postgresql", "postgres", "sqlite"):
+        if scheme == "sqlite" and not raw[len("sqlite://") :].strip("/"):
+            reader.errors.append("USAGE_STORE: sqlite:// needs a file path (sqlite:///var/lib/gateway/usage.db)")
+        return raw
+    if scheme:
+        # The scheme is named, never the URL: it may hold a password.
+        reader.errors.append(
+            f"USAGE_STORE: {scheme}:// is not a store (use a file path, sqlite:///path or postgresql://)"
+        )
+        return None
+    return raw
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,11 +8,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import structlog
 from aiohttp import web
 
 from gateway.exchange import Exchange, Sink
 from gateway.telemetry.logs import JsonLines, json_lines
+from gateway.telemetry.redact import Redactor
 from gateway.telemetry.scanners import JsonUsage, SseUsage
 
 log = structlog.get_logger("gateway.access")
@@ -95,6 +97,38 @@ def bodies(exchange: Exchange, words: int, max_messages: int) -> None:
     scanner = exchange.scanner
     if isinstance(scanner, JsonUsage) and scanner.body is not None:
         log.debug("response body", body=preview_answer(scanner.body, words))
+
+
+# A stored body (usage store, USAGE_STORE_BODIES) larger than this once truncated keeps only its size.
+MAX_STORED_BODY = 64 * 1024
+
+
+def stored_bodies(
+    words: int, max_messages: int, redactor: Redactor
+) -> Callable[[Exchange], tuple[str | None, str | None]]:
+    """For the usage store's opt-in bodies: the request and (whole JSON) answer as JSON text, truncated like the
+    development log and redacted like every log line."""
+
+    def render(exchange: Exchange) -> tuple[str | None, str | None]:
+        asked = exchange.request_body
+        scanner = exchange.scanner
+        answer = scanner.body if isinstance(scanner, JsonUsage) else None
+        return (
+            None if asked is None else _bounded(redactor.clean(preview_chat(asked, words, max_messages))),
+            None if answer is None else _bounded(redactor.clean(preview_answer(answer, words))),
+        )
+
+    return render
+
+
+def _bounded(value: Any) -> str:
+    try:
+        text = orjson.dumps(value)
+    except TypeError:  # e.g. an integer beyond 64 bits
+        return '{"unreadable": true}'
+    if len(text) > MAX_STORED_BODY:
+        text = orjson.dumps({"truncated": True, "bytes": len(text)})
+    return text.decode()
 
 
 def truncate_words(text: str, words: int) -> str:

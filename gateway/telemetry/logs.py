@@ -94,6 +94,15 @@ def json_lines() -> JsonLines | None:
     return lines
 
 
+def active_redactor() -> Redactor:
+    """The redactor every log line passes through (it learns new secrets on reload); a fresh one, knowing only the
+    patterns, before logging is configured."""
+    for processor in structlog.get_config()["processors"]:
+        if isinstance(processor, Redactor):
+            return processor
+    return Redactor()
+
+
 def configure_logging(
     environment: Environment,
     level: int | None = None,

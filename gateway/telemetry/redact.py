@@ -125,6 +125,10 @@ class Redactor:
                 event_dict[name] = self._clean(None, value, 0)
         return event_dict
 
+    def clean(self, value: Any) -> Any:
+        """A copy of `value` (JSON-like) with credential-named fields and secret-looking text scrubbed."""
+        return self._clean(None, value, 0)
+
     def _clean(self, name: Any, value: Any, depth: int) -> Any:
         if isinstance(name, str) and self._is_secret_name(name):
             return REDACTED

@@ -32,6 +32,7 @@ class UsageScanner:
     """Fed every chunk of an answer; `usage` holds what the answer reported, once it has been seen."""
 
     _usage: Usage | None = None
+    first_content_at: float | None = None  # set by stream scanners (SseUsage)
 
     @property
     def usage(self) -> Usage | None:

@@ -1,8 +1,8 @@
 """Every example of seed 001 (`seed001.txt`, the product document, verbatim) run as written with curl, only the
 host and port changed, against a gateway whose providers are fakes behind the shipped providers.yaml: each gets
-the documented shape back. The examples of routes not served yet (the provider registry, usage) get the envelope's
-404, so this test fails the day one of them is served without its shape checked here. The JSON transcription
-example's audio is a placeholder (`<base64-encoded-audio>`): it gets the envelope's 400 saying so."""
+the documented shape back. The examples of routes not served yet (the provider registry) get the envelope's 404,
+so this test fails the day one of them is served without its shape checked here. The JSON transcription example's
+audio is a placeholder (`<base64-encoded-audio>`): it gets the envelope's 400 saying so."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import pytest
 from tests.fakes.gateways import TINY, start_gateway
 from tests.fakes.providers import STREAM_USAGE, STREAM_WORDS, SurfacesProvider
 from tests.fakes.tables import shipped_table
+from tests.fakes.usage import store_ready
 
 SEED = Path(__file__).with_name("seed001.txt")
 SEED_URL = "http://localhost:3000"
@@ -59,6 +60,20 @@ def _embedding(data: dict[str, Any]) -> None:
     assert data["usage"] == {"inputTokens": 4, "outputTokens": 0}
 
 
+def _usage(data: dict[str, Any]) -> None:
+    # The seed's summary fields (and the cost the gateway adds); the example's own traffic: none yet.
+    assert data["summary"] == {
+        "totalRequests": 0,
+        "totalErrors": 0,
+        "totalInputTokens": 0,
+        "totalOutputTokens": 0,
+        "totalTokens": 0,
+        "totalCost": 0.0,
+        "avgDurationMs": None,
+    }
+    assert data["requests"] == []
+
+
 def _transcription(data: dict[str, Any]) -> None:
     assert data["text"] == "Hello there"
     assert data["usage"] == {"inputTokens": 14, "outputTokens": 3}
@@ -74,7 +89,7 @@ EXPECTED: dict[str, Callable[[dict[str, Any]], None] | str] = {
     "/images": _image,
     "/embed": _embedding,
     "/transcribe": _transcription,
-    "/usage": "not served",
+    "/usage": _usage,
 }
 
 
@@ -113,7 +128,11 @@ async def test_each_example_as_written(aiohttp_client: Any, aiohttp_server: Any,
     openai = await SurfacesProvider().start(aiohttp_server)
     anthropic = await SurfacesProvider().start(aiohttp_server)
     table = shipped_table({"openai": f"{openai.url}/v1", "anthropic": f"{anthropic.url}/v1"})
-    gateway = await start_gateway(aiohttp_client, table, TINY)
+    # The usage store on (a SQLite file), its API served with auth off as the seed's examples call it.
+    gateway = await start_gateway(
+        aiohttp_client, table, TINY, usage_store=str(tmp_path / "usage.db"), usage_api_enable=True
+    )
+    await store_ready(gateway.app)
     (tmp_path / "recording.mp3").write_bytes(b"ID3 not really audio")  # the multipart example's file
     command = examples()[index]
     status, body = await _curl(command, f"http://127.0.0.1:{gateway.port}", tmp_path)

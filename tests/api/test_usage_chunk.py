@@ -39,7 +39,7 @@ async def test_the_usage_chunk_the_gateway_asked_for_is_read_not_relayed(aiohttp
     assert orjson.loads(provider.last.body)["stream_options"] == {"include_usage": True}
     exchange = (await gw.settled())[0]
     assert exchange.usage_requested
-    assert exchange.scanner is not None and exchange.scanner.usage == (5, 3)
+    assert exchange.scanner is not None and exchange.scanner.usage == (5, 3, 0)
     assert exchange.bytes_out == len(FIRST + LAST + DONE)
 
 

@@ -108,6 +108,29 @@ def telemetry_table(port: int, dead_port: int) -> ProviderTable:
     return parse_table(telemetry_table_yaml(port, dead_port), TELEMETRY_ENV)
 
 
+def usage_table(url: str) -> ProviderTable:
+    """The usage tests' table: `fake` at a ChatProvider (`url`, its /v1) asking for stream usage, with a price for
+    `plain` ($1 in, $2 out, $0.5 cached per million tokens) and a model group `grouped` priced at its deployment."""
+    text = f"""
+providers:
+  fake:
+    id: fake
+    url: {url}/v1
+    auth_type: none
+    stream_usage: true
+    prices:
+      plain: {{input: 1.0, output: 2.0, cached_input: 0.5}}
+    endpoints:
+      models: {{name: list_models, method: GET, endpoint: /models}}
+      chat: {{name: chat_completions, method: POST, endpoint: /chat/completions}}
+models:
+  grouped:
+    deployments:
+      - {{provider: fake, model: streamer, input_price: 10, output_price: 20}}
+"""
+    return parse_table(text, {})
+
+
 def group_table(urls: Mapping[str, str], groups: Mapping[str, Any], **extra: Any) -> ProviderTable:
     """A table of providers `id -> url` (each serving chat and models, `stream_usage` on, and `extra`) with the
     top-level `models:` groups `groups` (name -> {deployments: [...], strategy: ..., ...})."""

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,7 +90,12 @@ def make_run(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, di
     output = tmp_path / "make-run.out"
     with output.open("wb") as sink:
         process = subprocess.Popen(
-            make("run", "HOST=127.0.0.1", *(f"{name}={port}" for name, port in ports.items())),
+            make(
+                "run",
+                "HOST=127.0.0.1",
+                f"USAGE_DB={tmp_path / 'usage' / 'usage.db'}",
+                *(f"{name}={port}" for name, port in ports.items()),
+            ),
             cwd=ROOT,
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -119,6 +125,21 @@ def test_make_run_prints_its_banner_once_the_gateway_answers_and_stops_when_make
     status, metrics = get(f"http://127.0.0.1:{ports['METRICS_PORT']}/metrics")
     assert status == 200 and "gen_ai_server_request_duration_seconds" in metrics
     assert "Traceback" not in banner
+    # The usage store is on, in a SQLite file: a chat shows in the usage API at once, and the page is served.
+    assert f"curl -s '{gateway}/v1/usage?group_by=model'" in banner
+    chat = b'{"model": "demo/demo-echo", "messages": [{"role": "user", "content": "hello"}]}'
+    asked = urllib.request.Request(
+        f"{gateway}/v1/chat/completions", data=chat, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(asked, timeout=10) as answer:
+            assert answer.status == 200
+    except urllib.error.HTTPError as refused:  # say why, should it ever be refused
+        raise AssertionError(f"chat answered {refused.code}: {refused.read()[:500]!r}") from None
+    wait_until(lambda: '"requests":1,' in get(f"{gateway}/v1/usage")[1], "no usage row")
+    assert '"key":"demo-echo"' in get(f"{gateway}/v1/usage?group_by=model")[1]
+    status, page = get(f"{gateway}/usage")
+    assert status == 200 and "<title>Usage" in page
 
     process.send_signal(signal.SIGTERM)  # `kill` of make's process
     assert process.wait(timeout=LIMIT) != 0

@@ -30,10 +30,10 @@ def test_message_delta_counts_override_message_starts_cache_counts_included() ->
                                                              "output_tokens": 30}}  # fmt: skip
     scanner = MessagesSseUsage()
     scanner.feed(sse("message_start", start))
-    assert scanner.usage == Usage(14, 1)
+    assert scanner.usage == Usage(14, 1, 4)  # the cache reads are the cached input tokens
     scanner.feed(sse("message_delta", delta))
     scanner.finish()
-    assert scanner.usage == Usage(15, 30)
+    assert scanner.usage == Usage(15, 30, 4)
 
 
 def test_an_anthropic_error_event_is_no_usage_and_no_first_token() -> None:
@@ -60,4 +60,4 @@ def test_a_responses_stream_cut_before_its_end_has_an_id_but_no_usage() -> None:
 def test_whole_json_answers_of_both_apis_are_read() -> None:
     scanner = JsonUsage()
     scanner.whole(MESSAGE)
-    assert scanner.usage == Usage(17, 6)
+    assert scanner.usage == Usage(17, 6, 3)

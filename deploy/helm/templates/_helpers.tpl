@@ -158,6 +158,10 @@ RATELIMIT_REDIS_FAILURE: rateLimit.redis.failure
 RATELIMIT_RESERVE_OUTPUT_TOKENS: rateLimit.reserveOutputTokens
 REDIS_TIMEOUT: rateLimit.redis.timeout
 REDIS_RETRY_INTERVAL: rateLimit.redis.retryInterval
+USAGE_STORE: usage.store (usage.sqlite, or usage.postgresql.existingSecret)
+USAGE_RETENTION: usage.retention
+USAGE_API_ENABLE: usage.apiEnabled
+USAGE_STORE_BODIES: usage.storeBodies
 EXPOSE_MCP: config.MCP_EXPOSE
 {{- end -}}
 
@@ -192,6 +196,17 @@ chart owns, or that looks like a credential, is refused rather than silently sha
 {{- if .Values.tls.existingSecret -}}
 {{- $_ := set $derived "SERVER_TLS_CERT_PATH" (printf "%s/tls.crt" .Values.tls.mountPath) -}}
 {{- $_ := set $derived "SERVER_TLS_KEY_PATH" (printf "%s/tls.key" .Values.tls.mountPath) -}}
+{{- end -}}
+{{- /* The usage store: a SQLite file on the chart's volume here; a PostgreSQL URL only by secretKeyRef. */ -}}
+{{- with .Values.usage -}}
+{{- $_ := set $derived "USAGE_RETENTION" (include "llm-gateway.envString" .retention) -}}
+{{- $_ := set $derived "USAGE_API_ENABLE" (ternary "true" "false" (.apiEnabled | default false)) -}}
+{{- $_ := set $derived "USAGE_STORE_BODIES" (ternary "true" "false" (.storeBodies | default false)) -}}
+{{- if eq .store "sqlite" -}}
+{{- $_ := set $derived "USAGE_STORE" (printf "%s/usage.db" .sqlite.mountPath) -}}
+{{- else if eq .store "off" -}}
+{{- $_ := set $derived "USAGE_STORE" "off" -}}
+{{- end -}}
 {{- end -}}
 {{- /* Only a URL without credentials (checked in llm-gateway.validate); one from a Secret is a secretKeyRef. */ -}}
 {{- with .Values.rateLimit.redis.url -}}
@@ -255,6 +270,17 @@ chart owns, or that looks like a credential, is refused rather than silently sha
 {{- end -}}
 {{- if and .Values.auth.keys.existingSecret (eq .Values.mode "service") (not .Values.podSecurityContext.fsGroup) -}}
 {{- fail "auth.keys.existingSecret needs podSecurityContext.fsGroup: the keys file is mounted with mode 0440, readable through the group only" -}}
+{{- end -}}
+{{- with .Values.usage -}}
+{{- if and (eq .store "postgresql") (not .postgresql.existingSecret) -}}
+{{- fail "usage.store postgresql needs usage.postgresql.existingSecret: a Secret holding the postgresql:// URL (it holds a password, so never a value of the chart)" -}}
+{{- end -}}
+{{- if and (eq .store "sqlite") (eq $.Values.mode "service") (or $.Values.autoscaling.enabled (gt (int $.Values.replicaCount) 1)) -}}
+{{- fail "usage.store sqlite keeps the rows in one pod's file: set replicaCount: 1 (no autoscaling), or use usage.store postgresql for several replicas" -}}
+{{- end -}}
+{{- if and (eq .store "sqlite") .sqlite.existingClaim (ne $.Values.strategy.type "Recreate") -}}
+{{- fail "usage.sqlite.existingClaim needs strategy.type: Recreate: a rolling update would start a second pod on the same ReadWriteOnce claim" -}}
+{{- end -}}
 {{- end -}}
 {{- with .Values.rateLimit.redis -}}
 {{- if and .url .existingSecret -}}
