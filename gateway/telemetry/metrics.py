@@ -19,7 +19,7 @@ from gateway.config.settings import Settings
 from gateway.exchange import Exchange
 from gateway.routing.breaker import CLOSED, HALF_OPEN, OPEN
 from gateway.routing.deployments import Live
-from gateway.telemetry.scanners import SseUsage
+from gateway.telemetry.scanners import SseUsage, UsageScanner
 
 log = structlog.get_logger("gateway.metrics")
 
@@ -289,6 +289,12 @@ class GatewayMetrics:
             ["gen_ai_provider_name", "kind"],
             registry=registry,
         )
+        self.usage_refused = Counter(
+            "llmgw_usage_refused",
+            "Answers whose usage report was not believed (counts not plain integers from 0 to 10 million).",
+            ["gen_ai_provider_name"],
+            registry=registry,
+        )
         self.relayed_bytes = Counter(
             "llmgw_relayed_bytes",
             "Body bytes relayed: request (client to provider) and response (provider to client).",
@@ -387,6 +393,8 @@ class GatewayMetrics:
         if usage is not None:
             series.input_tokens.observe(usage.input_tokens)
             series.output_tokens.observe(usage.output_tokens)
+        elif isinstance(scanner, UsageScanner) and scanner.refused:
+            self.usage_refused.labels(provider).inc()
         if isinstance(scanner, SseUsage) and scanner.first_content_at is not None:
             series.ttft.observe(scanner.first_content_at - exchange.started)
             if usage is not None and usage.output_tokens > 1:

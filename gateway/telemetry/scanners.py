@@ -32,11 +32,22 @@ class UsageScanner:
     """Fed every chunk of an answer; `usage` holds what the answer reported, once it has been seen."""
 
     _usage: Usage | None = None
+    # A usage report was there but not believed (counts that are not plain integers from 0 to 10 million): the
+    # metrics count it, so a provider that sends `true` or 2**64 - 1 is seen rather than silently free.
+    refused = False
     first_content_at: float | None = None  # set by stream scanners (SseUsage)
 
     @property
     def usage(self) -> Usage | None:
         return self._usage
+
+    def _take(self, value: Any) -> None:
+        """A reported `usage` value: believed, or refused when it is one but not sane."""
+        found = Usage.of(value)
+        if found is not None:
+            self._usage = found
+        elif value is not None:
+            self.refused = True
 
     def feed(self, chunk: bytes) -> None:
         raise NotImplementedError
@@ -96,7 +107,7 @@ class JsonUsage(UsageScanner):
             return
         if isinstance(parsed, dict):
             self._body = parsed
-            self._usage = Usage.of(parsed.get("usage"))
+            self._take(parsed.get("usage"))
 
 
 class SseUsage(UsageScanner):
@@ -146,9 +157,7 @@ class SseUsage(UsageScanner):
                 self._event(event)
 
     def _event(self, event: dict[str, Any]) -> None:
-        found = Usage.of(event.get("usage"))
-        if found is not None:
-            self._usage = found
+        self._take(event.get("usage"))
 
 
 class MessagesSseUsage(SseUsage):
@@ -172,9 +181,7 @@ class MessagesSseUsage(SseUsage):
             return
         if isinstance(usage, dict):
             self._fields.update((name, value) for name, value in usage.items() if value is not None)
-            found = Usage.of(self._fields)
-            if found is not None:
-                self._usage = found
+            self._take(self._fields)
 
 
 # The Responses API's events that end a response; its usage is on theirs.
@@ -202,6 +209,4 @@ class ResponsesSseUsage(SseUsage):
             if isinstance(rid, str):
                 self.response_id = rid
         if event.get("type") in _TERMINAL:
-            found = Usage.of(response.get("usage"))
-            if found is not None:
-                self._usage = found
+            self._take(response.get("usage"))

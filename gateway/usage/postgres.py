@@ -3,6 +3,7 @@ migrations taken under an advisory lock so replicas starting together apply each
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ MIGRATION_LOCK = 0x6C6C6D6777757365
 CONNECT_TIMEOUT = 5.0
 # A statement running longer fails, and the writer retries later: a stuck database never holds the writer forever.
 COMMAND_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 5.0
 _INSERT = (
     f"INSERT INTO usage_requests ({', '.join(COLUMNS)}) VALUES ({', '.join(f'${i + 1}' for i in range(len(COLUMNS)))})"
 )
@@ -106,6 +108,8 @@ class PostgresStore:
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
-                await pool.close()
-            except Exception:  # a server gone: terminate what close() could not end politely
+                # close() waits for connections in use: a hung server would hold shutdown.
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await pool.close()
+            except Exception:  # a server gone or hung: terminate what close() could not end politely
                 pool.terminate()

@@ -3,6 +3,7 @@ so a query never waits behind a batch and a batch never behind a query."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -31,6 +32,8 @@ class SqliteStore:
         self.where = path
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        # The writer's connection is shared by batches and retention: one transaction at a time on it.
+        self._writing = asyncio.Lock()
 
     async def _connect(self) -> aiosqlite.Connection:
         # Autocommit mode (isolation_level None): transactions are begun and ended here, explicitly.
@@ -90,26 +93,28 @@ class SqliteStore:
         db = self._writer
         if db is None:
             db = self._writer = await self._connect()
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            await db.executemany(_INSERT, rows)
-            await db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                await db.execute("ROLLBACK")
-            raise
+        async with self._writing:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                await db.executemany(_INSERT, rows)
+                await db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    await db.execute("ROLLBACK")
+                raise
 
     async def delete_before(self, ts: float, batch: int = 5000) -> int:
         db = self._writer
         assert db is not None, "the store is not open"
         total = 0
         while True:
-            cursor = await db.execute(
-                "DELETE FROM usage_requests WHERE id IN (SELECT id FROM usage_requests WHERE ts < ? LIMIT ?)",
-                (ts, batch),
-            )
-            deleted = cursor.rowcount
-            await cursor.close()
+            async with self._writing:
+                cursor = await db.execute(
+                    "DELETE FROM usage_requests WHERE id IN (SELECT id FROM usage_requests WHERE ts < ? LIMIT ?)",
+                    (ts, batch),
+                )
+                deleted = cursor.rowcount
+                await cursor.close()
             total += max(deleted, 0)
             if deleted < batch:
                 return total

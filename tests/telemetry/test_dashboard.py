@@ -100,6 +100,9 @@ async def test_every_dashboard_query_names_an_exported_metric(aiohttp_server: An
     for model, stream in (*traffic, ("grouped", True)):
         async with client.post("/v1/chat/completions", data=orjson.dumps(chat(model, stream=stream))) as response:
             await response.read()
+    fake.usage = {"prompt_tokens": True, "completion_tokens": 2}  # a report not believed: counted
+    async with client.post("/v1/chat/completions", data=orjson.dumps(chat("fake/plain"))) as response:
+        await response.read()
     exported: dict[str, set[str]] = {}  # sample name and family name -> label names
     families: set[str] = set()
     for family in text_string_to_metric_families(await scrape(app)):

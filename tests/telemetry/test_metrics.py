@@ -314,3 +314,16 @@ def test_request_body_splices_the_usage_option_or_rewrites_once() -> None:
     assert renamed == {**body, "model": "m", "stream_options": {"include_usage": True}}
     own = {**body, "stream_options": None}
     assert request_body(raw, own, "m", "m", False, ask_usage=True) is raw
+
+
+async def test_a_usage_report_that_is_not_believed_is_counted(setup: Any) -> None:
+    """`true` and 2**64 - 1 are no token counts: the answer is charged nothing by them, and the metric says so."""
+    fake, app, client = setup
+    fake.usage = {"prompt_tokens": True, "completion_tokens": 2}
+    fake.stream_usage = {"prompt_tokens": 3, "completion_tokens": 2**64 - 1}
+    assert (await post(client, chat("fake/plain")))[0] == 200
+    assert (await post(client, chat("fake/streamer", stream=True)))[0] == 200
+    fake.usage = {"prompt_tokens": 3, "completion_tokens": 2}
+    assert (await post(client, chat("fake/plain")))[0] == 200  # a sane one is not counted
+    m = await samples(app)
+    assert m.value("llmgw_usage_refused_total", gen_ai_provider_name="fake") == 2
