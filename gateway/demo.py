@@ -28,7 +28,9 @@ from typing import Any
 import orjson
 from aiohttp import BodyPartReader, web
 
-MODELS = ("demo-echo", "demo-story")
+MODELS = ("demo-echo", "demo-story")  # the chat models
+# Every model the demo lists: the chat models and one per other endpoint (the table says what each is).
+LISTED = (*MODELS, "demo-embed", "demo-image", "demo-tts", "demo-whisper", "demo-mod", "demo-rerank")
 STORY = "Once upon a time, a gateway relayed every byte as it arrived, and nobody waited for anything."
 
 
@@ -54,7 +56,7 @@ def _usage(prompt: str, answer: str) -> dict[str, int]:
 
 
 async def models(request: web.Request) -> web.Response:
-    data = [{"id": m, "object": "model", "created": 1735689600, "owned_by": "demo"} for m in MODELS]
+    data = [{"id": m, "object": "model", "created": 1735689600, "owned_by": "demo"} for m in LISTED]
     return web.json_response({"object": "list", "data": data})
 
 
@@ -513,6 +515,7 @@ USAGE = """
 Gateway on {gw} (demo upstream behind it, offline). Try:
 
   curl -s {gw}/v1/models
+  curl -s '{gw}/v1/models?service_type=stt'
   curl -s {gw}/v1/chat/completions -H 'Content-Type: application/json' \\
        -d '{{"model": "demo/demo-echo", "messages": [{{"role": "user", "content": "hello"}}]}}'
   curl -sN {gw}/v1/chat/completions -H 'Content-Type: application/json' \\

@@ -89,7 +89,8 @@ async def group_call(
     group = grouped.group
     serving = view.serving(operation)
     if not serving.members and not serving.unconfigured:
-        raise NoProvider(f"no provider of model {group.name!r} serves {operation}")
+        why = f": {'; '.join(serving.mismatched)}" if serving.mismatched else ""
+        raise NoProvider(f"no provider of model {group.name!r} serves {operation}{why}")
     strategy = STRATEGIES[grouped.tags or group.strategy]
     exchange.group, exchange.strategy = group.name, strategy.name
     body, stream = parsed.body, parsed.stream

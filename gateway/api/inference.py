@@ -64,7 +64,7 @@ def model_call(
         settings, table, model_filter, policies = state.settings, state.table, state.model_filter, state.policies
         groups = state.groups
         exchange = request[EXCHANGE]
-        limit = table.body_limit(operation, settings.max_request_body_size)
+        limit = table.body_limits.get(operation) or settings.max_request_body_size
         raw = await read_body(request, limit, settings.read_timeout, held)
         exchange.bytes_in = len(raw)
         held.take_parse(raw)

@@ -1,5 +1,6 @@
-"""`/v1/models`: every served provider's list, or one provider's (`?provider=`), filtered for the client, with the
-table's model groups listed once each (with the deployments behind them); and `/v1/models/{id}`, one model, as
+"""`/v1/models`: every served provider's list, or one provider's (`?provider=`), filtered for the client (and by
+`?service_type=`), each model with what the table knows of its capabilities, with the table's model groups listed
+once each (with the deployments behind them); and `/v1/models/{id}`, one model, as
 the SDKs' `models.retrieve` asks for it."""
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import orjson
 from aiohttp import web
 
 from gateway.access import auth
+from gateway.config.capabilities import SERVICE_TYPES
 from gateway.dialects import envelope
-from gateway.errors import GatewayError, ModelNotFound, UpstreamReply
+from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, UpstreamReply
 from gateway.exchange import EXCHANGE, Listing
 from gateway.routing import resolve
 from gateway.routing.deployments import GroupView
@@ -29,7 +31,11 @@ async def list_models(request: web.Request) -> web.Response:
     if provider is None:
         # Each model group once, first, from the table (no provider is asked).
         state = request.app[STATE]
-        data = [*_groups(request, state.groups.values(), state.model_filter, state.table.names), *data]
+        groups = _groups(request, state.groups.values(), state.model_filter, state.table.names)
+        wanted = request.query.get("service_type")  # checked by _visible_models
+        if wanted is not None:
+            groups = [group for group in groups if group.get("service_type") == wanted]
+        data = [*groups, *data]
     body = listing.listing(data, None if provider is None else {"provider": provider})
     return web.Response(body=orjson.dumps(body), content_type=_JSON)
 
@@ -60,13 +66,18 @@ async def list_models_envelope(request: web.Request) -> web.Response:
 
 async def _visible_models(request: web.Request) -> tuple[list[dict[str, Any]], str | None]:
     """Every served provider's models, or the `?provider=` one's, as the client may see them (ids
-    `provider/model`), and the provider named."""
+    `provider/model`), of the `?service_type=` only when one is asked for, and the provider named."""
     state = request.app[STATE]
     transport = request.app[TRANSPORT]
     exchange = request[EXCHANGE]
     table, model_filter, policies = state.table, state.model_filter, state.policies
     timeout = state.settings.response_header_timeout
     exchange.listing = found = Listing()
+    wanted = request.query.get("service_type")
+    if wanted is not None and wanted not in SERVICE_TYPES:
+        raise InvalidRequest(
+            f"unknown service_type {wanted[:64]!r}; one of: {', '.join(SERVICE_TYPES)}", code="invalid_service_type"
+        )
     name = request.query.get("provider")
     if name:
         provider = resolve.named(table, name)
@@ -94,7 +105,11 @@ async def _visible_models(request: web.Request) -> tuple[list[dict[str, Any]], s
         )
         named = None
     found.listed = [model["id"] for model in data]
-    return auth.visible_models(request, data, table.names), named
+    visible = auth.visible_models(request, data, table.names)
+    if wanted is not None:
+        # Models whose type is unknown are not listed under any type.
+        visible = [model for model in visible if model.get("service_type") == wanted]
+    return visible, named
 
 
 async def retrieve_model(request: web.Request) -> web.Response:
@@ -144,14 +159,21 @@ def _groups(
         ]
         if deployments:
             group = view.group
-            listed.append(
-                {
-                    "id": group.name,
-                    "object": "model",
-                    "created": 0,
-                    "owned_by": "gateway",
-                    "strategy": group.strategy,
-                    "deployments": deployments,
-                }
-            )
+            entry: dict[str, Any] = {
+                "id": group.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "gateway",
+                "strategy": group.strategy,
+                "deployments": deployments,
+            }
+            # A group has a service type when every deployment is known to be of that one type.
+            types = {
+                member.provider.catalog.of(member.model).service_type
+                for member in view.members
+                if {"provider": member.provider.id, "model": member.model} in deployments
+            }
+            if len(types) == 1 and None not in types:
+                entry["service_type"] = types.pop()
+            listed.append(entry)
     return listed

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from gateway.access import auth
 from gateway.api.inbound import Held, holding_body
 from gateway.api.inference import Translator, first_allowed
 from gateway.dialects.multipart import FormHead, FormTail, boundary_of
@@ -78,7 +79,7 @@ def upload_call(operation: str, translator: Translator | None = None) -> Handler
         state = request.app[STATE]
         settings, table, model_filter, policies = state.settings, state.table, state.model_filter, state.policies
         exchange = request[EXCHANGE]
-        limit = table.body_limit(operation, settings.max_request_body_size)
+        limit = table.body_limits.get(operation) or settings.max_request_body_size
         length = request.content_length
         if length is not None and length > limit:
             raise RequestTooLarge(f"request body of {length} bytes is over the limit of {limit} bytes")
@@ -106,6 +107,10 @@ def upload_call(operation: str, translator: Translator | None = None) -> Handler
         )
         route = first_allowed(request, exchange, candidates, model_filter, table.names)
         provider = route.provider
+        if auth.CLIENT in request:
+            # A client with a token budget reserves its output allowance (the upload's size says nothing of its
+            # tokens: audio and images are not text); the provider's reported usage settles it.
+            await auth.reserve_tokens(request, 0, {})
         rules = policies[provider.id]
         exchange.scanner = SseUsage() if stream else JsonUsage()
         changes: dict[str, bytes | None] = {}

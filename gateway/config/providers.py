@@ -19,6 +19,7 @@ import jsonschema
 import yaml
 from yarl import URL
 
+from gateway.config.capabilities import Catalog, catalog, is_exact
 from gateway.config.settings import parse_duration
 from gateway.errors import ConfigError
 
@@ -123,6 +124,8 @@ class Provider:
     # Chat messages without content are dropped before the request is forwarded (the table may turn it off).
     drop_empty_messages: bool = True
     known_models: tuple[str, ...] = ()
+    # What its models are (service type, modalities, features, context window), by name or pattern.
+    catalog: Catalog = Catalog()
     timeouts: TimeoutOverrides = TimeoutOverrides()
     retries: RetryOverrides = RetryOverrides()
     prices: Mapping[str, Price] = field(default_factory=dict)  # model name the provider receives -> its price
@@ -183,9 +186,6 @@ class ProviderTable:
     memo: dict[str, Provider | None] = field(default_factory=dict, repr=False, compare=False)
     # endpoint name -> the largest request body its routes take, replacing SERVER_MAX_REQUEST_BODY_SIZE
     body_limits: Mapping[str, int] = field(default_factory=dict)
-
-    def body_limit(self, endpoint: str, default: int) -> int:
-        return self.body_limits.get(endpoint, default) if self.body_limits else default
 
     def lookup(self, name: str) -> Provider | None:
         return self.names.get(name.lower())
@@ -579,7 +579,12 @@ def _build(entry: dict[str, Any], env: Mapping[str, str]) -> Provider:
         stream_usage=bool(entry.get("stream_usage", False)),
         drop_empty_messages=bool(entry.get("drop_empty_messages", True)),
         forward_headers=frozenset(name.lower().encode() for name in entry.get("forward_headers", ())),
-        known_models=tuple(entry.get("models", ())),
+        known_models=tuple(
+            name
+            for name in (item if isinstance(item, str) else item["id"] for item in entry.get("models", ()))
+            if is_exact(name)
+        ),
+        catalog=catalog(entry.get("models", ()), entry["endpoints"]),
         timeouts=TimeoutOverrides(**{name: _seconds(value) for name, value in entry.get("timeouts", {}).items()}),
         retries=_retry_overrides(entry.get("retries", {})),
         prices={

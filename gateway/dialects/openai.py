@@ -136,17 +136,24 @@ def without_empty_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any
     """The messages without those that carry nothing (content `""`, null or missing without a tool call, an empty
     list of parts), which several providers refuse with a 400 (seed 000's API ignores them); None when no message
     is empty, so the body goes on as it came. 400 when nothing would be left."""
+    for message in messages:
+        if not message.get("content"):
+            break
+    else:
+        return None  # every message has content (this runs on every chat request: one pass, one test each)
     kept: list[dict[str, Any]] | None = None
     for i, message in enumerate(messages):
         content = message.get("content")
         empty = (
-            (content is None or content == "" or content == [])
+            not content
+            and (content is None or content == "" or content == [])
             and message.get("role") not in _ANSWERS
             and not any(message.get(key) for key in _CONTENT_BESIDES)
         )
-        if empty and kept is None:
-            kept = messages[:i]
-        elif not empty and kept is not None:
+        if empty:
+            if kept is None:
+                kept = messages[:i]
+        elif kept is not None:
             kept.append(message)
     if kept is not None and not kept:
         raise InvalidRequest("every entry of 'messages' is empty; send one with content", code="invalid_messages")

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
+from gateway.config.capabilities import wrong_type
 from gateway.config.providers import ModelGroup, Provider, ProviderTable
 from gateway.routing.breaker import Breaker, BreakerRules
 from gateway.routing.measure import Measure
@@ -53,11 +54,14 @@ class Serving:
     """A group's members that serve one operation, why the others cannot (not configured), and the strategies'
     rankings of them (`strategy.py`: reused for a moment, so a pick does not score every member)."""
 
-    __slots__ = ("members", "rankings", "unconfigured")
+    __slots__ = ("members", "mismatched", "rankings", "unconfigured")
 
-    def __init__(self, members: tuple[Member, ...], unconfigured: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, members: tuple[Member, ...], unconfigured: tuple[str, ...] = (), mismatched: tuple[str, ...] = ()
+    ) -> None:
         self.members = members
         self.unconfigured = unconfigured
+        self.mismatched = mismatched  # members left out: their model is of another service type
         self.rankings: dict[str, object] = {}  # strategy name -> its ranking
 
 
@@ -130,12 +134,17 @@ class Fleet:
 def _serving(members: tuple[Member, ...], operation: str) -> Serving:
     serves: list[Member] = []
     unconfigured: list[str] = []
+    mismatched: list[str] = []
     for member in members:
         provider = member.provider
         if operation not in provider.endpoints:
+            continue
+        wrong = wrong_type(provider.id, provider.catalog, member.model, operation)
+        if wrong is not None:
+            mismatched.append(wrong)
             continue
         if provider.unavailable is not None:
             unconfigured.append(f"{member.name}: provider not configured ({provider.unavailable})")
             continue
         serves.append(member)
-    return Serving(tuple(serves), tuple(unconfigured))
+    return Serving(tuple(serves), tuple(unconfigured), tuple(mismatched))

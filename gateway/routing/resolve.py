@@ -3,15 +3,17 @@
 Order of the rules: `?provider=`, then a `provider` body field, then a `provider/model` id, then the provider the
 request is pinned to (the one that holds its previous response), then a model group of the table (its name,
 optionally with strategy tags: `llama@price@latency`), then the table's prefix rules. Only a provider that
-declares the request's operation (its endpoint) and is configured is a candidate. `target` answers a group as the
-group itself (the inference handler routes among its deployments); `resolve` as its deployments in the table's
-order.
+declares the request's operation (its endpoint) and is configured is a candidate, and, where the table knows the
+model's service type, only a model of the type the operation needs (a transcription never lands on a chat model).
+`target` answers a group as the group itself (the inference handler routes among its deployments); `resolve` as
+its deployments in the table's order.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+from gateway.config.capabilities import wrong_type
 from gateway.config.providers import STRATEGY_TAGS, Endpoint, ModelGroup, Provider, ProviderTable
 from gateway.errors import InvalidRequest, NoProvider, ProviderNotConfigured
 
@@ -152,18 +154,30 @@ def endpoint(provider: Provider, operation: str) -> Endpoint:
     return found
 
 
+def mismatch(provider: Provider, model: str, operation: str) -> str | None:
+    """Why `model` cannot serve `operation` (its known service type is not the one the operation needs), or None."""
+    return wrong_type(provider.id, provider.catalog, model, operation)
+
+
 def _route(provider: Provider, model: str, requested: str, operation: str) -> Route:
     found = endpoint(provider, operation)
+    if operation not in provider.catalog.unchecked and (wrong := mismatch(provider, model, operation)) is not None:
+        raise NoProvider(wrong)
     return Route(require_served(provider), model, requested, found)
 
 
 def _group_routes(table: ProviderTable, group: ModelGroup, requested: str, operation: str) -> Candidates:
     routes: list[Route] = []
     unconfigured: list[str] = []
+    mismatched: list[str] = []
     for deployment in group.deployments:
         provider = table.providers[deployment.provider]
         found = provider.endpoints.get(operation)
         if found is None:
+            continue
+        wrong = mismatch(provider, deployment.model, operation)
+        if wrong is not None:
+            mismatched.append(wrong)
             continue
         if provider.unavailable is not None:
             unconfigured.append(f"{provider.id} ({provider.unavailable})")
@@ -173,6 +187,8 @@ def _group_routes(table: ProviderTable, group: ModelGroup, requested: str, opera
         return tuple(routes)
     if unconfigured:
         raise ProviderNotConfigured(f"no provider of model {group.name!r} is configured: {'; '.join(unconfigured)}")
+    if mismatched:
+        raise NoProvider(f"no provider of model {group.name!r} serves {operation}: {'; '.join(mismatched)}")
     raise NoProvider(f"no provider of model {group.name!r} serves {operation}")
 
 

@@ -101,8 +101,14 @@ def _epoch(value: Any) -> int:
 
 
 def prefixed(provider: Provider, models: Iterable[dict[str, Any]], allowed: Allowed) -> list[dict[str, Any]]:
-    """Ids become `provider/model`; what the filter refuses is left out."""
-    return [{**model, "id": f"{provider.id}/{model['id']}"} for model in models if allowed(provider.id, model["id"])]
+    """Ids become `provider/model`, each with what the table knows of its capabilities (service type,
+    modalities, features, context window; unknown ones left out); what the filter refuses is left out."""
+    of = provider.catalog.of
+    return [
+        {**model, "id": f"{provider.id}/{model['id']}", **of(model["id"]).fields()}
+        for model in models
+        if allowed(provider.id, model["id"])
+    ]
 
 
 async def list_all(

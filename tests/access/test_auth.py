@@ -20,13 +20,15 @@ from aiohttp.test_utils import TestClient
 
 from gateway.access.auth import ACCESS, reload_keys
 from gateway.access.ratelimit import Quota
+from gateway.config.providers import parse_table
 from gateway.exchange import EXCHANGE
 from tests.fakes.access import FakeClock, KeysFile, write_keys
 from tests.fakes.bodies import chat
 from tests.fakes.gateways import ROOT, auth_settings, gateway_app, gateway_args, running
 from tests.fakes.net import free_port, read_until_cut, wait_listening
-from tests.fakes.providers import ChatProvider
+from tests.fakes.providers import ChatProvider, answering, start_provider
 from tests.fakes.tables import PROVIDER_KEY, access_table
+from tests.fakes.uploads import content_type, form
 
 Client = TestClient[web.Request, web.Application]
 
@@ -406,7 +408,7 @@ async def test_a_real_gateway_process_with_a_key_made_by_the_cli(process_gateway
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
         async with http.get(f"{base}/v1/models") as response:
             assert response.status == 401
-        async with http.get(f"{base}/v1/models", headers={"X-API-Key": key}) as response:
+        async with http.get(f"{base}/v1/models?service_type=llm", headers={"X-API-Key": key}) as response:
             assert response.status == 200
             assert [m["id"] for m in (await response.json())["data"]] == ["demo/demo-echo", "demo/demo-story"]
         async with http.get(f"{base}/health") as response:
@@ -415,3 +417,33 @@ async def test_a_real_gateway_process_with_a_key_made_by_the_cli(process_gateway
     events = [json.loads(line)["event"] for line in text.splitlines() if line.startswith("{")]
     assert "client auth on" in events
     assert key not in text and key.split("_", 2)[2] not in text
+
+
+async def test_an_upload_reserves_from_the_token_budget_and_its_reported_usage_settles_it(
+    aiohttp_client: Any, aiohttp_server: Any, keys: KeysFile, clock: FakeClock
+) -> None:
+    """A transcription reserves its output allowance (its bytes are audio, not tokens) and is charged the usage
+    the provider reports: 35 tokens on a 20-token budget, so the next upload is refused until the budget refills."""
+    usage = {"type": "tokens", "input_tokens": 30, "output_tokens": 5, "total_tokens": 35}
+    provider = await start_provider(aiohttp_server, answering({"text": "hi", "usage": usage}))
+    table = parse_table(
+        f"""
+providers:
+  fake:
+    id: fake
+    url: {provider.url}/v1
+    auth_type: none
+    endpoints:
+      audio_transcriptions: {{name: audio_transcriptions, method: POST, endpoint: /audio/transcriptions}}
+""",
+        {},
+    )
+    client = await aiohttp_client(gateway_app(auth_settings(auth_keys_file=str(keys.path)), table, clock))
+    headers = {**bearer(keys.key("tpm")), "Content-Type": content_type()}
+    upload = form(("model", b"fake/whisper-1", None), ("file", b"RIFF" + bytes(4000), "a.wav"))
+    first = await client.post("/v1/audio/transcriptions", data=upload, headers=headers)
+    assert first.status == 200 and (await first.json())["text"] == "hi"
+    second = await client.post("/v1/audio/transcriptions", data=upload, headers=headers)
+    assert second.status == 429
+    assert (await envelope(second))["error"]["type"] == "tokens"
+    assert len(provider.requests) == 1

@@ -416,6 +416,7 @@ async def test_v1_models_lists_each_group_once_with_its_deployments(routed: Any,
             "owned_by": "gateway",
             "strategy": "price+latency",
             "deployments": [{"provider": "a", "model": "m"}, {"provider": "b", "model": "m"}],
+            "service_type": "llm",  # chat-only providers: every deployment is an LLM
         }
     ]
     assert [g["deployments"] for g in await groups("narrow")] == [[{"provider": "b", "model": "m"}]]
@@ -432,6 +433,7 @@ async def test_v1_models_retrieve_answers_a_group_as_the_list_does(routed: Any) 
         "owned_by": "gateway",
         "strategy": "fallback",
         "deployments": [{"provider": "b", "model": "m"}],
+        "service_type": "llm",
     }
     assert f.calls() == {"a": 0, "b": 0}
 

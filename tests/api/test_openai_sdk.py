@@ -59,7 +59,13 @@ async def test_models_list(sdk) -> None:
     client, _ = sdk
     models = [m async for m in client.models.list()]
     assert [(m.id, m.owned_by, m.created) for m in models] == [("openai/gpt-4o", "openai", 5)]
-    assert models[0].model_extra == {"served_by": "openai"}
+    # A chat-only provider's models are LLMs: the table infers it from the endpoints it declares.
+    assert models[0].model_extra == {
+        "served_by": "openai",
+        "service_type": "llm",
+        "input_modalities": ["text"],
+        "output_modalities": ["text"],
+    }
 
 
 async def test_chat_completion(sdk) -> None:

@@ -26,7 +26,7 @@ def demo_gateway() -> Iterator[str]:
 
 async def test_the_demo_setup_serves_models_chat_and_streams(demo_gateway: str) -> None:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
-        async with http.get(f"{demo_gateway}/v1/models") as response:
+        async with http.get(f"{demo_gateway}/v1/models?service_type=llm") as response:
             ids = [m["id"] for m in (await response.json())["data"]]
         assert ids == ["demo/demo-echo", "demo/demo-story"]
         chat = {"model": "demo/demo-echo", "messages": [{"role": "user", "content": "ping"}]}

@@ -20,6 +20,9 @@ CLOUDFLARE_LIST = {"result": [{"id": "f3a1", "name": "@cf/meta/llama-3-8b", "cre
 GOOGLE_LIST = {"object": "list", "data": [{"id": "models/gemini-2.0-flash", "object": "model", "owned_by": "google"}]}
 OLLAMA_NATIVE = {"models": [{"name": "llama3:latest", "model": "llama3:latest", "modified_at": "2024-05-01T00:00:00Z"}]}
 
+# What a chat-only provider's models carry: the table infers their service type from its endpoints.
+LLM = {"service_type": "llm", "input_modalities": ["text"], "output_modalities": ["text"]}
+
 SHAPES = [
     ("openai", OPENAI_LIST, {}, {"id": "openai/gpt-4o", "created": 1700, "owned_by": "system"}),
     (
@@ -63,7 +66,7 @@ async def test_each_list_shape_maps_to_openai(gateway, fake_provider, pid, paylo
     assert response.status == 200
     assert await response.json() == {
         "object": "list",
-        "data": [{**expected, "object": "model", "served_by": pid}],
+        "data": [{**expected, "object": "model", "served_by": pid, **LLM}],
     }
 
 
@@ -114,7 +117,14 @@ async def test_one_provider_is_listed_with_its_name(gateway, fake_provider) -> N
         "provider": "openai",
         "object": "list",
         "data": [
-            {"id": "openai/gpt-4o", "object": "model", "created": 1700, "owned_by": "system", "served_by": "openai"}
+            {
+                "id": "openai/gpt-4o",
+                "object": "model",
+                "created": 1700,
+                "owned_by": "system",
+                "served_by": "openai",
+                **LLM,
+            }
         ],
     }
     assert other.requests == []
