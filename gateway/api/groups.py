@@ -178,18 +178,20 @@ async def group_call(
         else:
             scanner = JsonUsage()
         exchange.scanner = scanner
-        response = await call.deliver(
+        response = await call.relay(
             request,
-            answer,
+            transport,
             upstream,
             limits,
             exchange,
-            started,
+            rules.retry,
             settings.write_timeout,
             # A translated stream reads the usage chunk asked for on the client's behalf itself.
             UsageChunkStrip() if ask and translator is None else None,
             query_secret(provider),
             None if translator is None else translator(provider, model),
+            answer,
+            started,
         )
         _measure(member, exchange.error_type, scanner, now, clock())
         return response

@@ -46,17 +46,7 @@ from gateway.upstream.transport import (
 )
 from gateway.upstream.write_guard import WriteGuard
 
-__all__ = [
-    "TRANSPORT",
-    "Limits",
-    "StreamEdit",
-    "Translate",
-    "deliver",
-    "fetch",
-    "open_answer",
-    "relay",
-    "transport_context",
-]
+__all__ = ["TRANSPORT", "Limits", "StreamEdit", "Translate", "fetch", "open_answer", "relay", "transport_context"]
 
 log = structlog.get_logger("gateway.upstream")
 
@@ -120,6 +110,8 @@ async def relay(
     edit: StreamEdit | None = None,
     secret: bytes | None = None,
     translate: Translate | None = None,
+    answer: Response | None = None,
+    started: float | None = None,
 ) -> web.StreamResponse:
     """Send one request upstream and copy the answer back as it arrives: status, headers and bytes unchanged.
 
@@ -130,67 +122,20 @@ async def relay(
     from a non-2xx body, which is then read whole first; None for every other provider. `translate`, for a route
     of another dialect, reshapes the answer: an event stream as it passes, anything else read whole first.
 
-    The two halves are `open_answer` (the head, after the retries) and `deliver` (the rest): a caller that may
-    still turn to another provider when the head is a failure (a model group's fallback) calls them itself.
+    `answer`, when given, is a head `open_answer` already got (at `started`): a caller that may still turn to
+    another provider when the head is a failure (a model group's fallback) asks for it first, then relays it here.
     """
-    started = transport.loop.time()
-    answer = await open_answer(transport, upstream, limits, exchange, retry, started)
-    return await deliver(request, answer, upstream, limits, exchange, started, write_timeout, edit, secret, translate)
-
-
-async def open_answer(
-    transport: Transport,
-    upstream: UpstreamRequest,
-    limits: Limits,
-    exchange: Exchange,
-    retry: RetryPolicy = NO_RETRY,
-    started: float | None = None,
-) -> Response:
-    """The provider's answer head, after the retries `retry` and the time limits allow; nothing has gone to the
-    client. A transport failure is the gateway's error (502, 504; 400 for a header that cannot be forwarded), an
-    answer whose status is not HTTP a 502. The caller owns the answer: `deliver` it, or `discard` it."""
+    response: web.StreamResponse | None = None
     if started is None:
         started = transport.loop.time()
     whole_end = None if limits.whole is None else started + limits.whole
     try:
-        answer = await _answer(transport, upstream, limits, exchange, retry, started, whole_end)
-    except TransportError as exc:
-        if not isinstance(exc, InvalidHeader):  # the client's fault, refused before anything was sent
-            exchange.error_type = "timeout" if isinstance(exc, TimedOut) else "connect"
-        raise gateway_error(exc, limit=limits.headers if isinstance(exc, HeadTimedOut) else None) from None
-    except ConnectionError as exc:
-        exchange.error_type = "connect"
-        raise gateway_error(TransportError(type(exc).__name__)) from None
-    except asyncio.CancelledError:
-        exchange.client_disconnected = True
-        raise
-    if answer.status > 599:
-        # Not an HTTP status a client can act on (999 and the like): the provider's answer is not usable.
-        answer.discard()
-        exchange.error_type = "connect"
-        raise gateway_error(InvalidAnswer(f"the provider answered with status {answer.status}"))
-    exchange.upstream_status = answer.status
-    return answer
-
-
-async def deliver(
-    request: web.Request,
-    answer: Response,
-    upstream: UpstreamRequest,
-    limits: Limits,
-    exchange: Exchange,
-    started: float,
-    write_timeout: float | None = None,
-    edit: StreamEdit | None = None,
-    secret: bytes | None = None,
-    translate: Translate | None = None,
-) -> web.StreamResponse:
-    """Copy an answer whose head `open_answer` returned to the client, as `relay` says; `started` is when that call
-    began (the answer's whole-time limit counts from it). Always consumes the answer."""
-    response: web.StreamResponse | None = None
-    holding: Response | None = answer
-    whole_end = None if limits.whole is None else started + limits.whole
-    try:
+        if answer is None:
+            answer = await _answer(transport, upstream, limits, exchange, retry, started, whole_end)
+            if answer.status > 599:
+                # Not an HTTP status a client can act on (999 and the like): the provider's answer is not usable.
+                raise InvalidAnswer(f"the provider answered with status {answer.status}")
+            exchange.upstream_status = answer.status
         if translate is not None:
             if 200 <= answer.status < 300 and answer.content_type == "text/event-stream":
                 edit = translate.stream()
@@ -198,7 +143,7 @@ async def deliver(
                 body = await _translated_body(answer, exchange, upstream.url, limits, whole_end)
                 response = _translated_response(answer, body, exchange, translate, secret)
                 answer.release()
-                holding = None
+                answer = None
                 return response
         if answer.complete and answer.buffered <= _ONE_WRITE:
             response = _whole_response(answer, answer.take_buffered(), exchange, edit, secret)
@@ -222,12 +167,12 @@ async def deliver(
                 return response
             await response.write_eof()
         answer.release()
-        holding = None
+        answer = None
         return response
     except TransportError as exc:
-        if not isinstance(exc, InvalidHeader):
+        if not isinstance(exc, InvalidHeader):  # the client's fault, refused before anything was sent
             exchange.error_type = "timeout" if isinstance(exc, TimedOut) else "connect"
-        raise gateway_error(exc) from None
+        raise gateway_error(exc, limit=limits.headers if isinstance(exc, HeadTimedOut) else None) from None
     except ConnectionError as exc:
         if response is not None and response.prepared:
             # Mid-answer: either the client went away (its write failed) or the provider broke off.
@@ -242,6 +187,7 @@ async def deliver(
         raise gateway_error(TransportError(type(exc).__name__)) from None
     except Unscrubbable as exc:
         # Nothing of the body has gone out: the scrubbed head goes, then the connection is cut, never the key.
+        assert answer is not None
         log.warning("provider answer not relayed: it cannot be scrubbed", provider=exchange.provider, reason=str(exc))
         exchange.error_type = "truncated"
         response = _start_response(answer, exchange, True, secret)
@@ -253,8 +199,43 @@ async def deliver(
         exchange.client_disconnected = True
         raise
     finally:
-        if holding is not None:
-            holding.discard()
+        if answer is not None:
+            answer.discard()
+
+
+async def open_answer(
+    transport: Transport,
+    upstream: UpstreamRequest,
+    limits: Limits,
+    exchange: Exchange,
+    retry: RetryPolicy = NO_RETRY,
+    started: float | None = None,
+) -> Response:
+    """The provider's answer head, after the retries `retry` and the time limits allow; nothing has gone to the
+    client. A transport failure is the gateway's error (502, 504; 400 for a header that cannot be forwarded), an
+    answer whose status is not HTTP a 502. The caller owns the answer: `relay` it, or `discard` it."""
+    if started is None:
+        started = transport.loop.time()
+    whole_end = None if limits.whole is None else started + limits.whole
+    try:
+        answer = await _answer(transport, upstream, limits, exchange, retry, started, whole_end)
+    except TransportError as exc:
+        if not isinstance(exc, InvalidHeader):  # the client's fault, refused before anything was sent
+            exchange.error_type = "timeout" if isinstance(exc, TimedOut) else "connect"
+        raise gateway_error(exc, limit=limits.headers if isinstance(exc, HeadTimedOut) else None) from None
+    except ConnectionError as exc:
+        exchange.error_type = "connect"
+        raise gateway_error(TransportError(type(exc).__name__)) from None
+    except asyncio.CancelledError:
+        exchange.client_disconnected = True
+        raise
+    if answer.status > 599:
+        # Not an HTTP status a client can act on (999 and the like): the provider's answer is not usable.
+        answer.discard()
+        exchange.error_type = "connect"
+        raise gateway_error(InvalidAnswer(f"the provider answered with status {answer.status}"))
+    exchange.upstream_status = answer.status
+    return answer
 
 
 async def _answer(
