@@ -34,6 +34,7 @@ def create_app(settings: Settings, table: ProviderTable, routes: Sequence[ApiRou
             lambda: app[STATE].table,
             mounted.genai_operations,
             lambda: app[STATE].fleet.live,
+            mcp=settings.mcp_enable,
         )
         gateway_metrics.config_loaded(True)
     # What reads each finished request, in order; none of them delays the answer (they run after it is out).

@@ -95,6 +95,16 @@ class AnswerReader(Protocol):
     def whole(self, body: bytes) -> None: ...
 
 
+class ToolRun(NamedTuple):
+    """One MCP tool the gateway ran for a chat request (gateway/mcp/loop.py): its name as chat sees it, its server,
+    how it went (`ok`, `error`, `timeout`, `unavailable`) and how long it took."""
+
+    tool: str
+    server: str
+    outcome: str
+    seconds: float
+
+
 @dataclass(slots=True)
 class Listing:
     """What a /v1/models request learnt: each provider list that failed, and the ids a good answer showed."""
@@ -132,6 +142,7 @@ class Exchange:
     fallbacks: int = 0
     # Per-operation details hang off the record; only the operation that has them fills them in.
     listing: Listing | None = None
+    tool_runs: list[ToolRun] | None = None  # a chat request whose MCP tools the gateway ran
 
 
 EXCHANGE = web.RequestKey("exchange", Exchange)

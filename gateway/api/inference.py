@@ -19,6 +19,8 @@ from gateway.api.inbound import Held, holding_body, read_body
 from gateway.dialects.openai import ModelRequest, UsageChunkStrip, without_empty_messages
 from gateway.errors import Handler
 from gateway.exchange import EXCHANGE, Exchange
+from gateway.mcp import loop
+from gateway.mcp.hub import MCP
 from gateway.routing import filters, resolve
 from gateway.routing.filters import ModelFilter, Names
 from gateway.routing.resolve import Candidates, Grouped, Route
@@ -47,6 +49,7 @@ def model_call(
     pin: Pin | None = None,
     answered: Answered | None = None,
     budget: bool = True,
+    mcp_tools: bool = False,
 ) -> Handler:
     """The handler of one operation: the provider's endpoint of that name serves it. `stream_usage`: streams may be
     asked for a final usage chunk (`stream_options`), for providers whose table entry says so. `drop_empty`: the
@@ -56,7 +59,8 @@ def model_call(
     when it is not JSON (a form upload). `stream_scanner` reads usage from the dialect's stream events when the
     answer is relayed as it is; `pin` and `answered` are for APIs whose answers leave state at the provider (the
     Responses API). `budget`: the call may use tokens, so they are reserved from the client's token budget first
-    (counting tokens uses none)."""
+    (counting tokens uses none). `mcp_tools`: with MCP on, the request gets the MCP tools its client may have, and
+    the gateway runs them (gateway/mcp/loop.py) instead of a plain relay."""
 
     async def serve(request: web.Request, held: Held) -> web.StreamResponse:
         state = request.app[STATE]
@@ -135,6 +139,20 @@ def model_call(
             ),
             payload,
         )
+        secret = query_secret(provider)
+        # With MCP on, the gateway runs the MCP tools it adds (none for a query-key provider: its error bodies may
+        # echo the key, which only the relay scrubs).
+        if (
+            mcp_tools
+            and (hub := request.app.get(MCP)) is not None
+            and secret is None
+            and (tools := loop.offer(request, hub, body))
+        ):
+            limits = rules.limits(stream)
+            turns = loop.Upstream(
+                request.app[call.TRANSPORT], upstream, route.model, limits, rules.retry, ask, settings.write_timeout
+            )
+            return await loop.run(request, exchange, hub, tools, body, turns, stream)
         response = await call.relay(
             request,
             request.app[call.TRANSPORT],
@@ -146,7 +164,7 @@ def model_call(
             # The usage chunk asked for on the client's behalf is read, not relayed: the client gets what the
             # provider would have sent it (a translated stream reads it itself).
             UsageChunkStrip() if ask and translator is None else None,
-            secret=query_secret(provider),
+            secret=secret,
             translate=None if translator is None else translator(provider, route.model),
         )
         if answered is not None:

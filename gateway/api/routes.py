@@ -46,12 +46,14 @@ def model_route(
     pin: inference.Pin | None = None,
     answered: inference.Answered | None = None,
     budget: bool = True,
+    mcp_tools: bool = False,
 ) -> ApiRoute:
     """A POST whose JSON body names a model, relayed to the provider's endpoint named `endpoint` (by default the
     operation's name): only providers that declare it serve the route. A route of another dialect than OpenAI's
     names it, with the `translator` of its answers (its parser gives the request in OpenAI's shape), or, for an
     API relayed as it is, the `stream_scanner` that reads its streams' usage; `pin` and `answered` keep a request
-    with the provider that holds its state."""
+    with the provider that holds its state. `mcp_tools`: the route's requests get MCP tools (with MCP_ENABLE), run
+    by the gateway (gateway/mcp/loop.py)."""
     handler = inference.model_call(
         endpoint or operation,
         parse,
@@ -63,6 +65,7 @@ def model_route(
         pin=pin,
         answered=answered,
         budget=budget,
+        mcp_tools=mcp_tools,
     )
     return ApiRoute(path, ("POST",), handler, operation, dialect)
 
@@ -82,7 +85,9 @@ ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("/ready", ("GET",), health.ready, "other", public=True, inference=False),
     ApiRoute("/v1/models", ("GET",), models.list_models, "models", inference=False),
     ApiRoute("/v1/models/{model:.+}", ("GET",), models.retrieve_model, "models", inference=False),
-    model_route("/v1/chat/completions", "chat", openai_dialect.parse_chat, stream_usage=True, drop_empty=True),
+    model_route(
+        "/v1/chat/completions", "chat", openai_dialect.parse_chat, stream_usage=True, drop_empty=True, mcp_tools=True
+    ),
     # The operation names are OpenTelemetry's GenAI ones where it has one; the endpoint is the table's name.
     model_route("/v1/embeddings", "embeddings", openai_dialect.parse_model_request),
     model_route(

@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 
 from gateway.config.providers import ProviderTable
 from gateway.config.settings import Settings
-from gateway.exchange import Exchange
+from gateway.exchange import Exchange, ToolRun
 from gateway.routing.breaker import CLOSED, HALF_OPEN, OPEN
 from gateway.routing.deployments import Live
 from gateway.telemetry.scanners import SseUsage, UsageScanner
@@ -227,6 +227,30 @@ class _RoutingCollector(Collector):
         return iter(())
 
 
+class ToolSeries:
+    """The MCP tool calls the gateway ran: their duration (OpenTelemetry's execute_tool operation) and a count."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.duration = Histogram(
+            "gen_ai_execute_tool_duration_seconds",
+            "MCP tool calls the gateway ran: time from the call to its result (or its time-out).",
+            ["gen_ai_tool_name", "mcp_server", "error_type"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.calls = Counter(
+            "llmgw_mcp_tool_calls",
+            "MCP tool calls the gateway ran, by tool, server and outcome (ok, error, timeout, unavailable).",
+            ["gen_ai_tool_name", "mcp_server", "outcome"],
+            registry=registry,
+        )
+
+    def record(self, runs: Iterable[ToolRun]) -> None:
+        for run in runs:
+            self.duration.labels(run.tool, run.server, "" if run.outcome == "ok" else run.outcome).observe(run.seconds)
+            self.calls.labels(run.tool, run.server, run.outcome).inc()
+
+
 class GatewayMetrics:
     """Every series the gateway exports, on its own registry (never prometheus_client's global one)."""
 
@@ -236,6 +260,7 @@ class GatewayMetrics:
         table: Callable[[], ProviderTable],
         genai_operations: frozenset[str] = GENAI_OPERATIONS,
         deployments: Callable[[], Mapping[tuple[str, str], Live]] | None = None,
+        mcp: bool = False,
     ) -> None:
         self.registry = registry = CollectorRegistry()
         self.models = models
@@ -335,6 +360,9 @@ class GatewayMetrics:
             ["group"],
             registry=registry,
         )
+        # MCP tools the gateway ran for chat requests (gateway/mcp/loop.py), with MCP_ENABLE only; tool names come
+        # from the servers' lists the gateway took, never from a client.
+        self.tools = ToolSeries(registry) if mcp else None
         self._clients: set[str] = set()
         registry.register(_LiveCollector(self.live, table))
         if deployments is not None:
@@ -377,6 +405,8 @@ class GatewayMetrics:
             self.group_requests.labels(exchange.group, exchange.strategy or "").inc()
             if exchange.fallbacks:
                 self.group_fallbacks.labels(exchange.group).inc(exchange.fallbacks)
+        if exchange.tool_runs and self.tools is not None:
+            self.tools.record(exchange.tool_runs)
         if exchange.operation not in self.genai_operations:
             return
         provider = exchange.provider or ""

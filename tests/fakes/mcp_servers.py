@@ -89,9 +89,12 @@ class McpTestServer:
     def stop(self) -> None:
         if self._uvicorn is None or self._thread is None:
             return
-        # No graceful drain: streams held open (SSE) are cut, as when a server dies.
-        self._uvicorn.should_exit = self._uvicorn.force_exit = True
-        self._thread.join(10)
+        # Closed as a server that dies: its port at once; streams still open (SSE) are cut after a moment.
+        self._uvicorn.should_exit = True
+        self._thread.join(2)
+        if self._thread.is_alive():
+            self._uvicorn.force_exit = True
+            self._thread.join(10)
         self._uvicorn = self._thread = None
 
 
