@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import orjson
 
+from gateway.usage.record import COLUMNS
 from gateway.usage.store import Row, Store
 
 GroupBy = Literal["hour", "day", "model", "provider", "client"]
@@ -19,33 +20,8 @@ MAX_BUCKETS = 1000
 MAX_ROWS = 1000
 _SECONDS = {"hour": 3600, "day": 86400}
 
-# The columns a page of rows shows (bodies only in one request's record).
-_LIST = (
-    "id",
-    "request_id",
-    "ts",
-    "client",
-    "route",
-    "operation",
-    "provider",
-    "model_requested",
-    "model",
-    "model_group",
-    "strategy",
-    "status",
-    "error_type",
-    "duration_ms",
-    "ttft_ms",
-    "input_tokens",
-    "output_tokens",
-    "cached_tokens",
-    "cost",
-    "stream",
-    "retries",
-    "fallbacks",
-    "metadata",
-    "end_user",
-)
+# The columns a page of rows shows: the stored ones without the bodies (those only in one request's record).
+_LIST = ("id", *COLUMNS[: COLUMNS.index("request_body")])
 _ONE = (*_LIST, "request_body", "response_body")
 
 
