@@ -58,7 +58,7 @@ fmt: install ## fix formatting and what ruff can fix
 typecheck: install ## mypy --strict
 	$(BIN)/mypy --strict gateway bench
 
-pytest: install ## the test suite, without the chart's (tests/deploy)
+pytest: install test-deps ## the test suite, without the chart's (tests/deploy); test-deps first, so `make test` installs them as root
 	$(BIN)/pytest -q --ignore=tests/deploy
 
 # The Helm chart (lint, render with several value sets, strict Kubernetes schemas), the image and the sidecar
@@ -96,7 +96,7 @@ BENCH_SKIP = $(BENCH_MISSING); \
 
 # What the tests need beyond Python: a real PostgreSQL (the usage store's suite starts its own servers) and Debian's
 # chromium with its driver (the usage page's test). As root, apt-get installs what is missing (a failure stops the
-# target: CI runs as root); any other user gets the list. Outside CI the tests skip what is not installed.
+# target: CI runs as root); any other user gets the list and the tests skip what is not installed (outside CI).
 TEST_MISSING = missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing="$$missing postgresql"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
@@ -104,7 +104,7 @@ TEST_MISSING = missing=""; \
 test-deps: ## what the tests need beyond Python (PostgreSQL, chromium, chromium-driver): apt-get as root
 	@$(TEST_MISSING); \
 	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" != 0 ]; then echo "$@: missing$$missing: run make test-deps as root, or apt-get install$$missing" >&2; exit 1; fi; \
+	  if [ "$$(id -u)" != 0 ]; then echo "$@: missing$$missing (not root, so not installed: the tests that need them skip; apt-get install$$missing as root)" >&2; exit 0; fi; \
 	  echo "$@: installing$$missing"; \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null || \
