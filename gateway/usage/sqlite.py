@@ -24,6 +24,21 @@ _INSERT = f"INSERT INTO usage_requests ({', '.join(COLUMNS)}) VALUES ({', '.join
 _BAD_BATCH = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError, ValueError, TypeError)
 
 
+async def _enter_wal(db: aiosqlite.Connection) -> None:
+    # Switching a new file to WAL needs its exclusive lock, and SQLite answers "database is locked" at once, without
+    # the busy handler, when two connections race for it (each holds a shared lock the other must wait out): replicas
+    # starting together on one file retry for as long as the busy timeout would have waited.
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            await db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(0.01)
+
+
 class SqliteStore:
     dialect: Dialect = "sqlite"
 
@@ -40,7 +55,7 @@ class SqliteStore:
         db = await aiosqlite.connect(self.path, isolation_level=None)
         try:
             await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            await db.execute("PRAGMA journal_mode = WAL")
+            await _enter_wal(db)
             # In WAL mode NORMAL loses at most the last transactions on a power cut, never the file.
             await db.execute("PRAGMA synchronous = NORMAL")
         except BaseException:
