@@ -15,7 +15,7 @@ from gateway.config.providers import ProviderTable
 from gateway.config.settings import Settings
 from gateway.exchange import Sink
 from gateway.mcp import hub as mcp_hub
-from gateway.runtime import reload
+from gateway.runtime import registry, reload
 from gateway.runtime.state import STATE, GatewayState
 from gateway.telemetry import access_log, bad_requests, logs, metrics
 from gateway.telemetry.observe import observer
@@ -69,6 +69,8 @@ def create_app(settings: Settings, table: ProviderTable, routes: Sequence[ApiRou
         ]
     )
     app[STATE] = GatewayState(settings, table)
+    # The Inference API's registered providers (with USAGE_STORE): read in the background, joined to the table.
+    registry.setup(app)
     app[BODY_BUDGET] = BodyBudget(settings.max_body_memory)
     auth.setup(app, settings, gateway_metrics.registry.register if gateway_metrics is not None else None)
     app.cleanup_ctx.append(transport_context(settings))

@@ -13,6 +13,7 @@
     ├── ModelNotFound               404 invalid_request_error / model_not_found
     ├── NotFound                    404 invalid_request_error / not_found (a usage record, an API that is off)
     ├── ResponseNotFound            404 invalid_request_error / response_not_found
+    ├── Conflict                    409 invalid_request_error / conflict (a registry name taken, a file's entry)
     ├── RateLimited                 429 requests / rate_limit_exceeded (+ Retry-After)
     ├── LimiterUnavailable          503 server_error / rate_limiter_unavailable
     ├── ServerBusy                  503 server_error / server_busy (+ Retry-After: bodies in flight at their limit)
@@ -166,6 +167,15 @@ class NotFound(GatewayError):
     status = 404
     type = "invalid_request_error"
     code = "not_found"
+
+
+class Conflict(GatewayError):
+    """The change conflicts with what exists: a provider name already taken, or an entry of the providers file
+    (read-only through the API)."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
 
 
 class StoreUnavailable(GatewayError):

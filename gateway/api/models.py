@@ -5,7 +5,7 @@ the SDKs' `models.retrieve` asks for it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import orjson
@@ -13,7 +13,6 @@ from aiohttp import web
 
 from gateway.access import auth
 from gateway.config.capabilities import SERVICE_TYPES
-from gateway.dialects import envelope
 from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, UpstreamReply
 from gateway.exchange import EXCHANGE, Listing
 from gateway.routing import resolve
@@ -27,12 +26,12 @@ _JSON = "application/json"
 
 
 async def list_models(request: web.Request) -> web.Response:
-    data, provider = await _visible_models(request)
+    data, provider = await visible_models(request)
     if provider is None:
         # Each model group once, first, from the table (no provider is asked).
         state = request.app[STATE]
         groups = _groups(request, state.groups.values(), state.model_filter, state.table.names)
-        wanted = request.query.get("service_type")  # checked by _visible_models
+        wanted = request.query.get("service_type")  # checked by visible_models
         if wanted is not None:
             groups = [group for group in groups if group.get("service_type") == wanted]
         data = [*groups, *data]
@@ -40,33 +39,12 @@ async def list_models(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(body), content_type=_JSON)
 
 
-async def list_models_envelope(request: web.Request) -> web.Response:
-    """The Inference API's `GET /models`: the same lists, each model as `{id, provider, ownedBy, created}` (its
-    bare id and the provider that serves it), in the envelope."""
-    try:
-        data, _ = await _visible_models(request)
-    except UpstreamReply as reply:
-        # The provider's own refusal of its list, in the envelope too (and without its key).
-        name = request.query.get("provider", "")
-        provider = request.app[STATE].table.lookup(name)
-        secrets = () if provider is None else envelope.provider_secrets(provider)
-        status, content_type, body = envelope.provider_failure(reply.status, reply.body, name, secrets)
-        return web.Response(status=status, body=body, content_type=content_type)
-    models = [
-        {
-            "id": model["id"].partition("/")[2],
-            "provider": model["served_by"],
-            "ownedBy": model["owned_by"],
-            "created": model["created"],
-        }
-        for model in data
-    ]
-    return web.Response(body=envelope.success(models), content_type=_JSON)
-
-
-async def _visible_models(request: web.Request) -> tuple[list[dict[str, Any]], str | None]:
-    """Every served provider's models, or the `?provider=` one's, as the client may see them (ids
-    `provider/model`), of the `?service_type=` only when one is asked for, and the provider named."""
+async def visible_models(
+    request: web.Request, only: Collection[str] | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Every served provider's models (of the providers in `only`, when given), or the `?provider=` one's, as the
+    client may see them (ids `provider/model`), of the `?service_type=` only when one is asked for, and the
+    provider named."""
     state = request.app[STATE]
     transport = request.app[TRANSPORT]
     exchange = request[EXCHANGE]
@@ -96,7 +74,7 @@ async def _visible_models(request: web.Request) -> tuple[list[dict[str, Any]], s
         limits = {pid: rules.stream.headers for pid, rules in policies.items()}
         data = await listing.list_all(
             transport,
-            table.providers.values(),
+            [p for p in table.providers.values() if only is None or p.id in only],
             model_filter.allows,
             timeout,
             exchange.request_id,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.api import health, inference, mcp, models, proxy, responses, uploads, usage
+from gateway.api import catalog, health, inference, mcp, models, proxy, registry, responses, uploads, usage
 from gateway.dialects import DIALECTS, Dialect, envelope
 from gateway.dialects import anthropic as anthropic_dialect
 from gateway.dialects import openai as openai_dialect
@@ -205,7 +205,20 @@ ROUTES: tuple[ApiRoute, ...] = (
         "audio_transcriptions",
         "envelope",
     ),
-    ApiRoute(f"{INFERENCE_API}/models", ("GET",), models.list_models_envelope, "models", "envelope", inference=False),
+    # Synced model lists (live for a provider never synced), and a sync; the provider registry (admins change it).
+    ApiRoute(f"{INFERENCE_API}/models", ("GET",), catalog.list_models, "models", "envelope", inference=False),
+    ApiRoute(f"{INFERENCE_API}/models/sync", ("POST",), catalog.sync_models, "models", "envelope", inference=False),
+    ApiRoute(
+        f"{INFERENCE_API}/providers", ("GET", "POST"), registry.providers, "providers", "envelope", inference=False
+    ),
+    ApiRoute(
+        f"{INFERENCE_API}/providers/{{idOrName}}",
+        ("GET", "PUT", "DELETE"),
+        registry.provider,
+        "providers",
+        "envelope",
+        inference=False,
+    ),
     # The usage store in the Inference API's shape (seed 001), the same rows and rules as /v1/usage.
     ApiRoute(f"{INFERENCE_API}/usage", ("GET",), usage.inference_usage, "usage", "envelope", inference=False),
     ApiRoute(

@@ -48,7 +48,7 @@ async def usage_summary(request: web.Request) -> web.Response:
     if include - {"requests"}:
         raise InvalidRequest("include: only `requests` can be included")
     limit = _integer(params, "limit", DEFAULT_ROWS, query.MAX_ROWS)
-    async with _reading():
+    async with reading():
         body: dict[str, Any] = {
             "object": "usage",
             "since": _iso(filters.since),
@@ -72,7 +72,7 @@ async def inference_usage(request: web.Request) -> web.Response:
     usage, client = _scope(request)
     filters = _filters(request.query, client)
     limit = _integer(request.query, "limit", DEFAULT_ROWS, query.MAX_ROWS)
-    async with _reading():
+    async with reading():
         summary = await query.summary(usage.store, filters)
         rows, _ = await query.requests(usage.store, filters, limit)
     data = {
@@ -94,7 +94,7 @@ async def inference_request(request: web.Request) -> web.Response:
     """Seed 001's `GET /api/v1/inference/requests/{id}`: one request's record, in the envelope."""
     usage, client = _scope(request)
     request_id = request.match_info["id"][:MAX_FILTER]
-    async with _reading():
+    async with reading():
         found = await query.one(usage.store, request_id, client)
     if found is None:
         raise NotFound(f"no usage record for request id {request_id!r}")
@@ -117,7 +117,7 @@ def _camel_name(name: str) -> str:
 async def request_record(request: web.Request) -> web.Response:
     usage, client = _scope(request)
     request_id = request.match_info["id"]
-    async with _reading():
+    async with reading():
         found = await query.one(usage.store, request_id[:MAX_FILTER], client)
     if found is None:
         raise NotFound(f"no usage record for request id {request_id[:MAX_FILTER]!r}")
@@ -158,7 +158,7 @@ async def usage_export(request: web.Request) -> web.StreamResponse:
     filters = _filters(request.query, client)
     limit = _integer(request.query, "limit", DEFAULT_EXPORT, MAX_EXPORT)
     # The first page is read before the answer starts, so a failing store is still an error envelope.
-    async with _reading():
+    async with reading():
         rows, cursor = await query.requests(usage.store, filters, min(limit, query.MAX_ROWS))
     response = web.StreamResponse(
         headers={"Content-Type": "text/csv; charset=utf-8", "Content-Disposition": 'attachment; filename="usage.csv"'}
@@ -171,7 +171,7 @@ async def usage_export(request: web.Request) -> web.StreamResponse:
         sent += len(rows)
         if cursor is None or sent >= limit:
             break
-        async with _reading():
+        async with reading():
             rows, cursor = await query.requests(usage.store, filters, min(limit - sent, query.MAX_ROWS), cursor)
     await response.write_eof()
     return response
@@ -238,7 +238,7 @@ def _scope(request: web.Request) -> tuple[Usage, str | None]:
 
 
 @asynccontextmanager
-async def _reading() -> AsyncIterator[None]:
+async def reading() -> AsyncIterator[None]:
     """A store that is down or slow is a 503, never a hung request or a stack trace."""
     try:
         async with asyncio.timeout(QUERY_TIMEOUT):

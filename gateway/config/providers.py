@@ -7,6 +7,7 @@ here, once, so the hot path does dictionary lookups only.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -186,6 +187,9 @@ class ProviderTable:
     memo: dict[str, Provider | None] = field(default_factory=dict, repr=False, compare=False)
     # endpoint name -> the largest request body its routes take, replacing SERVER_MAX_REQUEST_BODY_SIZE
     body_limits: Mapping[str, int] = field(default_factory=dict)
+    # The file's own entries as validated (id -> entry): the kinds a registered provider takes its URL, auth and
+    # endpoints from (config/registry.py). Never read per request.
+    entries: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False, compare=False)
 
     def lookup(self, name: str) -> Provider | None:
         return self.names.get(name.lower())
@@ -228,6 +232,21 @@ def load_schema() -> dict[str, Any]:
     return schema
 
 
+@functools.cache
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(load_schema())
+
+
+def entry_problems(pid: str, entry: Mapping[str, Any]) -> list[str]:
+    """What the schema says of one provider entry under `pid`, worded as a file's problems are (no values that may
+    be secrets)."""
+    document = {"providers": {pid: entry}}
+    return [
+        f"{_json_path('', error.absolute_path)}: {_schema_problem(error)}"
+        for error in sorted(_validator().iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path])
+    ]
+
+
 def load_table(path: str | Path, env: Mapping[str, str]) -> ProviderTable:
     """Read, validate and resolve a providers file; raise ConfigError listing every problem."""
     source = str(path)
@@ -258,8 +277,8 @@ def parse_table(text: str, env: Mapping[str, str], source: str = "<providers>") 
     problems = _cross_check(entries, where) + _check_groups(groups, entries)
     if problems:
         raise ConfigError(source, problems)
-    providers = {pid: _build(entry, env) for pid, entry in entries.items()}
-    return index_table(providers, source, _groups(groups, entries), document.get("body_limits"))
+    providers = {pid: build_provider(entry, env) for pid, entry in entries.items()}
+    return index_table(providers, source, _groups(groups, entries), document.get("body_limits"), entries)
 
 
 def index_table(
@@ -267,6 +286,7 @@ def index_table(
     source: str = "",
     groups: Mapping[str, ModelGroup] | None = None,
     body_limits: Mapping[str, int] | None = None,
+    entries: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> ProviderTable:
     names: dict[str, Provider] = {}
     prefixes: dict[str, Provider] = {}
@@ -286,6 +306,7 @@ def index_table(
         by_name,
         price_index=_price_index(providers, groups),
         body_limits=dict(body_limits or {}),
+        entries=dict(entries or {}),
     )
 
 
@@ -507,7 +528,7 @@ def _canonical_strategy(strategy: str) -> str:
 _PER_REQUEST = frozenset({"accept-encoding", "x-request-id"})
 
 
-def _build(entry: dict[str, Any], env: Mapping[str, str]) -> Provider:
+def build_provider(entry: dict[str, Any], env: Mapping[str, str]) -> Provider:
     pid: str = entry["id"]
     prefix = env_prefix(pid)
     url_env = f"{prefix}_API_URL"

@@ -113,6 +113,8 @@ class Settings:
     usage_flush_interval: float = 1.0
     usage_api_enable: bool = False  # the usage API with client auth off (it shows everyone's usage)
     usage_store_bodies: bool = False  # keep request and answer bodies, truncated and redacted, with each row
+    # Changes to the Inference API's provider registry and model sync with client auth off (anyone could make them)
+    registry_write_enable: bool = False
     # MCP: tools of Model Context Protocol servers for chat clients (gateway/mcp)
     mcp_enable: bool = False
     mcp_expose: bool = False
@@ -207,6 +209,7 @@ class Settings:
             usage_flush_interval=reader.duration("USAGE_FLUSH_INTERVAL", 1.0),
             usage_api_enable=reader.boolean("USAGE_API_ENABLE", False),
             usage_store_bodies=reader.boolean("USAGE_STORE_BODIES", False),
+            registry_write_enable=reader.boolean("REGISTRY_WRITE_ENABLE", False),
             **_mcp_settings(reader),
         )
         reader.errors.extend(_auth_problems(settings))

@@ -77,7 +77,7 @@ class Reloader:
             )
             return False
         self.seen = current
-        old = self.state.table
+        old = self.state.file_table
         self.state.swap(table)
         self.state.record_load("success")
         log.info("provider table reloaded", source=self.path, reason=reason, **_changes(old, table))

@@ -101,6 +101,17 @@ class PostgresStore:
         pool = await self._ensure_pool()
         return [tuple(r) for r in await pool.fetch(placeholders(sql), *params)]
 
+    async def write(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        pool = await self._ensure_pool()
+        changed: list[int] = []
+        async with pool.acquire() as conn, conn.transaction():
+            for sql, params in statements:
+                status = await conn.execute(placeholders(sql), *params)
+                # "INSERT 0 1", "UPDATE 2", "DELETE 0": the last word is the count.
+                last = status.rsplit(" ", 1)[-1]
+                changed.append(int(last) if last.isdigit() else 0)
+        return changed
+
     def transient(self, exc: BaseException) -> bool:
         return not isinstance(exc, _BAD_BATCH)
 

@@ -69,6 +69,34 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE usage_requests ADD COLUMN response_body TEXT",
         ),
     ),
+    Migration(
+        3,
+        "the Inference API's provider registry and synced model lists",
+        (
+            # A provider registered through /api/v1/inference/providers: a YAML kind (`type`) under a name of its
+            # own, with the NAME of the variable holding its key (never a key), and optional overrides.
+            """CREATE TABLE inference_providers (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL UNIQUE,
+                type TEXT NOT NULL,
+                default_model TEXT,
+                env_var TEXT NOT NULL,
+                url TEXT,
+                endpoints TEXT,
+                created {real} NOT NULL,
+                updated {real} NOT NULL
+            )""",
+            # A provider's model list as /models/sync last fetched it; a sync replaces the provider's rows.
+            """CREATE TABLE inference_models (
+                provider TEXT NOT NULL,
+                model TEXT NOT NULL,
+                owned_by TEXT,
+                created INTEGER NOT NULL,
+                synced_at {real} NOT NULL,
+                PRIMARY KEY (provider, model)
+            )""",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

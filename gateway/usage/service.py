@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 from aiohttp import web
@@ -34,6 +34,7 @@ class Usage:
     writer: Writer
     api_enable: bool  # the usage API with client auth off
     ready: bool = False  # open and migrated: queries may run
+    opened: asyncio.Event = field(default_factory=asyncio.Event)  # set with `ready`
 
 
 USAGE = web.AppKey("usage", Usage)
@@ -100,6 +101,7 @@ async def _work(usage: Usage, keep_for: float) -> None:
             await asyncio.sleep(pause)
             pause = min(pause * 2, OPEN_RETRY_MAX)
     usage.ready = True
+    usage.opened.set()
     log.info("usage store ready", store=store.where, kind=store.dialect)
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(usage.writer.run())

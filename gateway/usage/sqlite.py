@@ -140,6 +140,24 @@ class SqliteStore:
         async with db.execute(sql, tuple(params)) as cursor:
             return [tuple(r) for r in await cursor.fetchall()]
 
+    async def write(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        db = self._writer
+        assert db is not None, "the store is not open"
+        changed: list[int] = []
+        async with self._writing:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    cursor = await db.execute(sql, tuple(params))
+                    changed.append(max(cursor.rowcount, 0))
+                    await cursor.close()
+                await db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    await db.execute("ROLLBACK")
+                raise
+        return changed
+
     def transient(self, exc: BaseException) -> bool:
         return not isinstance(exc, _BAD_BATCH)
 

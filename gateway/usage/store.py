@@ -33,6 +33,9 @@ class Store(Protocol):
     async def fetch(self, sql: str, params: Sequence[Any]) -> list[Row]:
         """A read; `sql` uses `?` placeholders, whatever the store."""
 
+    async def write(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        """Statements (`?` placeholders) in one transaction; the rows each one changed."""
+
     def transient(self, exc: BaseException) -> bool:
         """May writing these rows succeed later (a server down, a lock, a read-only database), or is the batch
         itself bad (then it is dropped, not retried forever)?"""
