@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient
 from gateway.app import create_app
 from gateway.config.providers import ProviderTable
 from gateway.config.settings import Settings
+from tests.fakes.postgres import PostgresServer, postgres_server
 from tests.fakes.providers import FakeProvider, Handler, default_answer, start_provider
 from tests.fakes.tables import table_of
 
@@ -37,3 +38,11 @@ def gateway(aiohttp_client: Any) -> Callable[..., Awaitable[TestClient[web.Reque
         return client
 
     return make
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (the usage store's tests, the registry's replicas); each test
+    makes a database of its own on it."""
+    with postgres_server() as server:
+        yield server

@@ -339,12 +339,21 @@ async def test_models_lists_every_served_providers_models_or_one(seed: Seed) -> 
         ("openai", "plain"),
         ("openai", "streamer"),
     ]
-    assert {"id": "plain", "provider": "openai", "ownedBy": "fake", "created": 1} in listed
+    # Never synced (the usage store is off here): asked live, `syncedAt` null.
+    assert {"id": "plain", "provider": "openai", "ownedBy": "fake", "created": 1, "syncedAt": None} in listed
     one = await seed.gateway.client.get(f"{API}/models", params={"provider": "anthropic"})
     assert await body_of(one) == {
         "success": True,
         # anthropic's list shape (the table's models_list) has no owner and a created_at the fake leaves out.
-        "data": [{"id": "claude-sonnet-4-20250514", "provider": "anthropic", "ownedBy": "anthropic", "created": 0}],
+        "data": [
+            {
+                "id": "claude-sonnet-4-20250514",
+                "provider": "anthropic",
+                "ownedBy": "anthropic",
+                "created": 0,
+                "syncedAt": None,
+            }
+        ],
     }
 
 

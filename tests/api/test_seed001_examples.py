@@ -1,8 +1,8 @@
 """Every example of seed 001 (`seed001.txt`, the product document, verbatim) run as written with curl, only the
 host and port changed, against a gateway whose providers are fakes behind the shipped providers.yaml: each gets
-the documented shape back. The examples of routes not served yet (the provider registry) get the envelope's 404,
-so this test fails the day one of them is served without its shape checked here. The JSON transcription example's
-audio is a placeholder (`<base64-encoded-audio>`): it gets the envelope's 400 saying so."""
+the documented shape back. The registry example registers `openai`, which the shipped providers.yaml declares: it
+gets the envelope's 409 naming the file, and the same command under another name the seed's answer. The JSON
+transcription example's audio is a placeholder (`<base64-encoded-audio>`): it gets the envelope's 400 saying so."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ PLACEHOLDER = "<base64-encoded-audio>"
 
 # What each example's route answers: a check of the envelope's data, the stream's events, or "not served".
 EXPECTED: dict[str, Callable[[dict[str, Any]], None] | str] = {
-    "/providers": "not served",
+    "/providers": "registry",
     "/chat": _chat,
     "/chat/stream": "events",
     "/images": _image,
@@ -128,9 +128,15 @@ async def test_each_example_as_written(aiohttp_client: Any, aiohttp_server: Any,
     openai = await SurfacesProvider().start(aiohttp_server)
     anthropic = await SurfacesProvider().start(aiohttp_server)
     table = shipped_table({"openai": f"{openai.url}/v1", "anthropic": f"{anthropic.url}/v1"})
-    # The usage store on (a SQLite file), its API served with auth off as the seed's examples call it.
+    # The usage store on (a SQLite file), its API and the registry's changes served with auth off as the seed's
+    # examples call them.
     gateway = await start_gateway(
-        aiohttp_client, table, TINY, usage_store=str(tmp_path / "usage.db"), usage_api_enable=True
+        aiohttp_client,
+        table,
+        TINY,
+        usage_store=str(tmp_path / "usage.db"),
+        usage_api_enable=True,
+        registry_write_enable=True,
     )
     await store_ready(gateway.app)
     (tmp_path / "recording.mp3").write_bytes(b"ID3 not really audio")  # the multipart example's file
@@ -141,8 +147,31 @@ async def test_each_example_as_written(aiohttp_client: Any, aiohttp_server: Any,
         answer = orjson.loads(body)
         assert (status, answer["error"]["code"]) == (400, "BAD_REQUEST")
         assert answer["error"]["message"].startswith("audio must be base64")
-    elif expected == "not served":
-        assert (status, orjson.loads(body)["error"]["code"]) == (404, "NOT_FOUND")
+    elif expected == "registry":
+        assert status == 409
+        assert orjson.loads(body) == {
+            "success": False,
+            "error": {
+                "code": "CONFLICT",
+                "message": "provider 'openai' is declared in providers.yaml: it is read-only here",
+            },
+        }
+        # The same command under a name the file does not hold: the seed's answer.
+        renamed = [arg.replace('"name": "openai"', '"name": "openai-2"') for arg in command]
+        assert renamed != command
+        status, body = await _curl(renamed, f"http://127.0.0.1:{gateway.port}", tmp_path)
+        assert status == 201
+        answer = orjson.loads(body)
+        assert answer["success"] is True
+        data = answer["data"]
+        assert {k: data[k] for k in ("name", "type", "defaultModel", "envVar")} == {
+            "name": "openai-2",
+            "type": "openai",
+            "defaultModel": "gpt-4o",
+            "envVar": "OPENAI_API_KEY",
+        }
+        assert data["created"] == data["updated"]
+        assert len(data["created"]) == len("2026-03-05T12:00:00.000Z") and data["created"].endswith("Z")
         assert not openai.requests and not anthropic.requests
     elif expected == "events":
         assert status == 200

@@ -1,24 +1,18 @@
 """The usage-store suite runs over both stores: a SQLite file, and a database of its own on one real PostgreSQL
-server started for the session (tests/fakes/postgres.py)."""
+server started for the session (tests/fakes/postgres.py, the `pg_server` fixture of tests/conftest.py)."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from gateway.usage.store import Store, open_store
-from tests.fakes.postgres import PostgresServer, postgres_server
+from tests.fakes.postgres import PostgresServer
 
 _databases = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PostgresServer]:
-    with postgres_server() as server:
-        yield server
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
