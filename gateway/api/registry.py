@@ -112,7 +112,9 @@ async def update_provider(request: web.Request) -> web.Response:
     registration = _checked(state, _replaced(current, changed))
     async with reading():
         if not await stored.replace(registry.usage.store, registration, current.name):
-            raise Conflict(f"a provider named {registration.name!r} is already registered, or {wanted!r} was removed")
+            raise Conflict(
+                f"a provider named {registration.name!r} is already registered, or {wanted[:64]!r} was removed"
+            )
         await registry.refresh()
     return _answer(_registered(state, registration))
 

@@ -339,7 +339,7 @@ async def test_with_the_store_off_the_file_is_listed_and_changes_are_refused(
 async def test_model_sync_stores_the_list_and_models_lists_it(
     aiohttp_client: Any, aiohttp_server: Any, tmp_path: Path
 ) -> None:
-    gateway, openai = await _gateway(aiohttp_client, aiohttp_server, tmp_path)
+    gateway, openai = await _gateway(aiohttp_client, aiohttp_server, tmp_path, {"OPENAI_EU_API_KEY": EU_KEY})
     # Never synced: asked live, syncedAt null.
     status, live = await _call(gateway, "GET", "/models?provider=openai")
     assert status == 200
@@ -371,6 +371,16 @@ async def test_model_sync_stores_the_list_and_models_lists_it(
     ]
     status, everyone = await _call(gateway, "GET", "/models")
     assert status == 200 and everyone["data"] == listed["data"]  # openai is the only served provider
+    # A provider never synced beside it is asked live.
+    registered = {"name": "eu", "type": "openai", "envVar": "OPENAI_EU_API_KEY", "url": f"{openai.url}/v1"}
+    assert (await _call(gateway, "POST", "/providers", registered))[0] == 201
+    status, everyone = await _call(gateway, "GET", "/models")
+    assert status == 200
+    assert everyone["data"] == [
+        {"id": "newer", "provider": "eu", "ownedBy": "fake", "created": 1, "syncedAt": None},
+        *listed["data"],
+    ]
+    assert openai.last.path == "/v1/models" and openai.last.headers["Authorization"] == f"Bearer {EU_KEY}"
     # A sync replaces the stored list.
     status, again = await _call(gateway, "POST", "/models/sync", {"provider": "openai"})
     assert status == 200 and again["data"]["count"] == 1
