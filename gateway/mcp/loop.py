@@ -382,7 +382,7 @@ class Loop:
 
     async def _run_one(self, one: Call, results: list[str], index: int) -> None:
         tool = self.tools[one.name]
-        started = time.perf_counter()
+        at, started = time.time(), time.perf_counter()
         remaining = self.deadline - asyncio.get_running_loop().time()
         arguments = _arguments(one.arguments)
         if isinstance(arguments, str):
@@ -395,7 +395,7 @@ class Loop:
         seconds = time.perf_counter() - started
         results[index] = text
         assert self.exchange.tool_runs is not None
-        self.exchange.tool_runs.append(ToolRun(tool.name, tool.server, outcome, seconds))
+        self.exchange.tool_runs.append(ToolRun(tool.name, tool.server, outcome, seconds, at))
         log.info(
             "mcp tool call",
             tool=tool.name,

@@ -69,6 +69,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE usage_requests ADD COLUMN response_body TEXT",
         ),
     ),
+    Migration(
+        3,
+        "one row per MCP tool call the gateway ran (never its arguments)",
+        (
+            """CREATE TABLE usage_tool_calls (
+                id {id},
+                request_id TEXT NOT NULL,
+                ts {real} NOT NULL,
+                server TEXT NOT NULL,
+                tool TEXT NOT NULL,
+                outcome TEXT NOT NULL,
+                duration_ms {real} NOT NULL
+            )""",
+            # Read by request id (a request's record); deleted by time (retention).
+            "CREATE INDEX usage_tool_calls_request_id ON usage_tool_calls (request_id)",
+            "CREATE INDEX usage_tool_calls_ts ON usage_tool_calls (ts)",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
