@@ -1,5 +1,6 @@
 """The usage queries: a summary, grouped buckets and pages of rows for a time range and filters, and one request
-by id (with the MCP tool calls the gateway ran for it). Every read is bounded: a time range always, a cap on buckets and rows, keyset pages (never OFFSET scans)."""
+by id (with the MCP tool calls the gateway ran for it). Every read is bounded: a time range always, a cap on
+buckets and rows, keyset pages (never OFFSET scans)."""
 
 from __future__ import annotations
 
