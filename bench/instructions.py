@@ -306,7 +306,7 @@ async def instrumentation(pid: int, state: str) -> None:
 
 async def drive(port: int, gateway: subprocess.Popen[bytes], args: argparse.Namespace) -> float:
     """Warm up, count `args.requests` requests; return the seconds the counted phase took."""
-    await wait_healthy(port, gateway, any_answer=args.target == "floor")
+    await wait_healthy(port, gateway, any_answer=args.target.startswith("floor"))
     client = Client(port, SCENARIOS[args.scenario])
     try:
         await client.open(args.connections)
@@ -403,10 +403,12 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[int, float]:
         port = free_port()
         out_file = workdir / "callgrind.out"
         valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out_file}"]
-        if args.target == "floor":
+        if args.target.startswith("floor"):
             # bench/floor_proxy.py: aiohttp's server and ClientSession relaying, nothing else.
             upstream_url = f"http://{HOST}:{upstream_port}/v1/chat/completions"
             program = [str(PYTHON), "-m", "bench.floor_proxy", str(port), upstream_url]
+            if args.target == "floor-lowlevel":
+                program.append("--lowlevel")
         else:
             program = [str(PYTHON), "-m", "gateway", "--host", HOST, "--port", str(port), "--providers", str(providers)]
         command = valgrind + program
@@ -432,7 +434,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[int, float]:
             stop(gateway, signal.SIGKILL, 10)
             sys.stderr.write(log.read_text(errors="replace")[-3000:])
             raise
-    if gateway.returncode != 0 and args.target == "gateway":  # the floor relay ends on SIGINT with a traceback
+    if gateway.returncode != 0 and args.target == "gateway":  # a floor relay ends on SIGINT with a traceback
         raise RuntimeError(f"the gateway exited with {gateway.returncode}: {log.read_text(errors='replace')[-3000:]}")
     return total_instructions(out_file), elapsed
 
@@ -497,7 +499,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--source", type=Path, default=REPO, help="source tree the gateway runs from (default: here)")
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="plain", help="what the requests are")
     parser.add_argument(
-        "--target", choices=("gateway", "floor"), default="gateway", help="the gateway, or the naive aiohttp relay"
+        "--target",
+        choices=("gateway", "floor", "floor-lowlevel"),
+        default="gateway",
+        help="the gateway, or the naive aiohttp relay (on the application router, or on aiohttp's low-level server)",
     )
     parser.add_argument("--requests", type=count(1, MAX_REQUESTS), default=2000, help="counted requests")
     parser.add_argument("--warmup", type=count(0, MAX_REQUESTS), default=300, help="requests before counting")

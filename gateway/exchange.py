@@ -104,12 +104,13 @@ class AnswerReader(Protocol):
 
 class ToolRun(NamedTuple):
     """One MCP tool the gateway ran for a chat request (gateway/mcp/loop.py): its name as chat sees it, its server,
-    how it went (`ok`, `error`, `timeout`, `unavailable`) and how long it took."""
+    how it went (`ok`, `error`, `timeout`, `unavailable`), how long it took and when it started (wall clock)."""
 
     tool: str
     server: str
     outcome: str
     seconds: float
+    at: float = 0.0  # epoch seconds
 
 
 @dataclass(slots=True)

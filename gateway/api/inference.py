@@ -12,8 +12,10 @@ from aiohttp import web
 from aiohttp.typedefs import RawHeaders
 
 from gateway.access import auth
+from gateway.api import groups
+from gateway.api.group_tools import GroupTurns
 from gateway.api.groups import Encoder as Encoder  # routes.py names them here, with the handler
-from gateway.api.groups import GroupCall, Snapshot, group_call
+from gateway.api.groups import GroupCall, Snapshot
 from gateway.api.groups import Translator as Translator
 from gateway.api.inbound import Held, holding_body, read_body
 from gateway.dialects.openai import ModelRequest, UsageChunkStrip, without_empty_messages
@@ -66,7 +68,7 @@ def model_call(
         state = request.app[STATE]
         # Read once: a reload during this request does not change the table it finishes on.
         settings, table, model_filter, policies = state.settings, state.table, state.model_filter, state.policies
-        groups = state.groups
+        group_views = state.groups
         exchange = request[EXCHANGE]
         limit = table.body_limits.get(operation) or settings.max_request_body_size
         raw = await read_body(request, limit, settings.read_timeout, held)
@@ -88,7 +90,7 @@ def model_call(
             pinned=pin(request, parsed) if pin is not None else None,
         )
         if type(candidates) is Grouped:
-            view = groups[candidates.group.name.lower()]
+            view = group_views[candidates.group.name.lower()]
             snapshot = Snapshot(settings, table.names, model_filter, policies, state.fleet)
             how = GroupCall(
                 stream_usage,
@@ -99,7 +101,14 @@ def model_call(
                 budget,
                 encode,
             )
-            response = await group_call(request, operation, raw, parsed, candidates, view, snapshot, how)
+            deployments = await groups.prepare(request, operation, raw, parsed, candidates, view, snapshot, how)
+            hub = request.app.get(MCP) if mcp_tools else None
+            tools = loop.offer(request, hub, body) if hub is not None else None
+            if tools and hub is not None:
+                exchange.scanner = stream_scanner() if stream else JsonUsage()
+                turns = GroupTurns(deployments, drop_empty, stream_usage)
+                return await loop.run(request, exchange, hub, tools, body, turns, stream, settings.write_timeout)
+            response = await groups.group_call(deployments, raw)
             if answered is not None:
                 answered(request, exchange)
             return response
@@ -121,6 +130,9 @@ def model_call(
         # Streams report usage only when asked; the client's own stream_options always win.
         ask = stream_usage and stream and provider.stream_usage and "stream_options" not in body
         exchange.usage_requested = ask
+        # With MCP on, the request gets the MCP tools its client may have (None: a plain relay).
+        hub = request.app.get(MCP) if mcp_tools else None
+        tools = loop.offer(request, hub, body) if hub is not None else None
         if encode is None:
             payload = outbound.request_body(raw, body, route.model, route.requested, "provider" in body, ask, rewrite)
             content_type = _JSON
@@ -132,27 +144,19 @@ def model_call(
             outbound.upstream_headers(
                 request.raw_headers if translator is None else translated_headers(request.raw_headers, content_type),
                 provider,
-                # A translated answer is read by the gateway: it comes unencoded.
-                disable_compression=settings.disable_compression or translator is not None,
+                # A translated answer, or an MCP loop's turns, are read by the gateway: they come unencoded.
+                disable_compression=settings.disable_compression or translator is not None or tools is not None,
                 request_id=exchange.request_id,
                 inference=True,
             ),
             payload,
         )
         secret = query_secret(provider)
-        # With MCP on, the gateway runs the MCP tools it adds (none for a query-key provider: its error bodies may
-        # echo the key, which only the relay scrubs).
-        if (
-            mcp_tools
-            and (hub := request.app.get(MCP)) is not None
-            and secret is None
-            and (tools := loop.offer(request, hub, body))
-        ):
-            limits = rules.limits(stream)
-            turns = loop.Upstream(
-                request.app[call.TRANSPORT], upstream, route.model, limits, rules.retry, ask, settings.write_timeout
+        if tools and hub is not None:
+            pinned = loop.Pinned(
+                request.app[call.TRANSPORT], upstream, route.model, rules.limits(stream), rules.retry, ask, secret
             )
-            return await loop.run(request, exchange, hub, tools, body, turns, stream)
+            return await loop.run(request, exchange, hub, tools, body, pinned, stream, settings.write_timeout)
         response = await call.relay(
             request,
             request.app[call.TRANSPORT],

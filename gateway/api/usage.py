@@ -98,7 +98,9 @@ async def inference_request(request: web.Request) -> web.Response:
         found = await query.one(usage.store, request_id, client)
     if found is None:
         raise NotFound(f"no usage record for request id {request_id!r}")
-    return web.Response(body=envelope.success(_camel(found)), content_type=_JSON)
+    record = _camel(found)
+    record["toolCalls"] = [{_camel_name(k): v for k, v in call.items()} for call in record["toolCalls"]]
+    return web.Response(body=envelope.success(record), content_type=_JSON)
 
 
 def _camel(row: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """The chat loop: a chat request gets the MCP tools its client may have, added to its own `tools`; when the model
 calls them, the gateway runs them and asks the model again with their results, until it answers or calls one of
 the client's own tools (which goes back to the client untouched), within MCP_MAX_ITERATIONS model turns and the
-MCP_LOOP_TIMEOUT budget. The chat handler calls `offer` (cheap, no I/O) and, when it gives tools, `run`.
+MCP_LOOP_TIMEOUT budget. The chat handler calls `offer` (cheap, no I/O) and, when it gives tools, `run`, with the
+request's `Route`: how each turn reaches a provider (`Pinned`: the provider the route resolved, with its retries; a
+model group's route, in api/groups.py, picks a deployment per turn, with the group's fallbacks).
 
 Streams: one stream to the client. Text reaches it as each turn produces it; the gateway's own tool calls do not
 (a tool call the client did not make would break its own loop): while they run it reads SSE comments,
@@ -12,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 import structlog
@@ -28,8 +30,16 @@ from gateway.mcp.hub import Hub
 from gateway.mcp.turns import Call, StreamTurn, Usage, answer_calls, assistant_message, client_answer, split_calls
 from gateway.mcp.turns import usage_event as summed_usage_event
 from gateway.upstream import call
+from gateway.upstream.scrub import scrub
 from gateway.upstream.timeouts import Limits, RetryPolicy
-from gateway.upstream.transport import TimedOut, Transport, TransportError, UpstreamRequest, gateway_error
+from gateway.upstream.transport import (
+    Response,
+    TimedOut,
+    Transport,
+    TransportError,
+    UpstreamRequest,
+    gateway_error,
+)
 
 log = structlog.get_logger("gateway.mcp")
 
@@ -62,17 +72,57 @@ def offer(request: web.Request, hub: Hub, body: dict[str, Any]) -> dict[str, Too
     return offered(catalog, rules, client_tool_names(tools)) or None
 
 
+class Turn(NamedTuple):
+    """One turn's answer as its route opened it: the head (after the retries and, in a group, the fallbacks), the
+    limits of reading the body, whether the gateway asked for the stream's usage chunk the client did not, the key
+    the provider carries in its URL query (scrubbed from a refusal), and who hears how the turn ended."""
+
+    answer: Response
+    idle: float | None
+    whole_end: float | None  # loop time
+    ask_usage: bool
+    secret: bytes | None = None
+    ended: Callable[[str | None, Any], None] | None = None  # (error_type, the turn's usage object)
+
+
+class Route(Protocol):
+    async def open(self, exchange: Exchange, body: dict[str, Any], stream: bool) -> Turn:
+        """The provider's answer head to one turn: `body` is the turn's request in the client's terms (the
+        conversation so far, the tools); the route sets the model its provider receives, and the usage option."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
-class Upstream:
-    """The provider call the chat handler resolved, as the loop repeats it once per turn."""
+class Pinned:
+    """The provider the chat handler resolved, asked once per turn (with its retries)."""
 
     transport: Transport
-    request: UpstreamRequest  # method, URL and headers; the body is the loop's
+    request: UpstreamRequest  # method, URL and headers; the body is the turn's
     model: str  # the model name the provider receives
     limits: Limits
     retry: RetryPolicy
     ask_usage: bool  # the gateway asks for stream usage the client did not (the provider's table entry says so)
-    write_timeout: float | None
+    secret: bytes | None = None
+
+    async def open(self, exchange: Exchange, body: dict[str, Any], stream: bool) -> Turn:
+        started = self.transport.loop.time()
+        payload = turn_payload(body, self.model, stream and self.ask_usage)
+        request = self.request._replace(body=payload)
+        answer = await call.open_answer(self.transport, request, self.limits, exchange, self.retry, started)
+        whole_end = None if self.limits.whole is None else started + self.limits.whole
+        return Turn(answer, self.limits.idle, whole_end, self.ask_usage, self.secret)
+
+
+def turn_payload(body: dict[str, Any], model: str, ask_usage: bool, messages: list[Any] | None = None) -> bytes:
+    """A turn's bytes for a provider: `body` with the model it receives, the usage option the gateway asks for,
+    and (`messages`) the conversation as that provider takes it."""
+    payload = dict(body)
+    payload["model"] = model
+    if messages is not None:
+        payload["messages"] = messages
+    if ask_usage:
+        payload["stream_options"] = {"include_usage": True}
+    return orjson.dumps(payload)
 
 
 async def run(
@@ -81,10 +131,11 @@ async def run(
     hub: Hub,
     tools: dict[str, Tool],
     body: dict[str, Any],
-    upstream: Upstream,
+    route: Route,
     stream: bool,
+    write_timeout: float | None,
 ) -> web.StreamResponse:
-    loop = Loop(request, exchange, hub, tools, body, upstream)
+    loop = Loop(request, exchange, hub, tools, body, route, write_timeout)
     return await (loop.streamed() if stream else loop.whole())
 
 
@@ -96,10 +147,12 @@ class Loop:
         hub: Hub,
         tools: dict[str, Tool],
         body: dict[str, Any],
-        upstream: Upstream,
+        route: Route,
+        write_timeout: float | None,
     ) -> None:
         settings = hub.settings
-        self.request, self.exchange, self.hub, self.tools, self.upstream = request, exchange, hub, tools, upstream
+        self.request, self.exchange, self.hub, self.tools, self.route = request, exchange, hub, tools, route
+        self.write_timeout = write_timeout
         self.body = body
         self.names = frozenset(tools)
         self.messages: list[Any] = list(body["messages"])
@@ -119,11 +172,10 @@ class Loop:
         says goes to the client (a call of an MCP tool it was not offered is dropped, not run)."""
         return turn + 1 >= self.turns or asyncio.get_running_loop().time() >= self.deadline
 
-    def _payload(self, last: bool, stream: bool) -> bytes:
-        """The turn's request: the client's body with the conversation so far, its tools and (but on the last
-        turn) the MCP tools."""
+    def _turn_body(self, last: bool) -> dict[str, Any]:
+        """The turn's request in the client's terms: its body with the conversation so far, its tools and (but on
+        the last turn) the MCP tools."""
         payload = dict(self.body)
-        payload["model"] = self.upstream.model
         payload.pop("provider", None)
         payload["messages"] = self.messages
         tools = self.without_mcp if last else self.with_mcp
@@ -133,22 +185,15 @@ class Loop:
             payload.pop("tools", None)
             payload.pop("tool_choice", None)
             payload.pop("parallel_tool_calls", None)
-        if stream and self.upstream.ask_usage:
-            payload["stream_options"] = {"include_usage": True}
-        return orjson.dumps(payload)
+        return payload
 
-    async def _open(self, last: bool, stream: bool) -> tuple[Any, float | None]:
-        up = self.upstream
-        started = up.transport.loop.time()
-        request = up.request._replace(body=self._payload(last, stream))
-        answer = await call.open_answer(up.transport, request, up.limits, self.exchange, up.retry, started)
-        whole_end = None if up.limits.whole is None else started + up.limits.whole
-        return answer, whole_end
+    async def _open(self, last: bool, stream: bool) -> Turn:
+        return await self.route.open(self.exchange, self._turn_body(last), stream)
 
-    async def _read_whole(self, answer: Any, whole_end: float | None) -> bytes:
-        chunks, size = [], 0
+    async def _read_whole(self, turn: Turn) -> bytes:
+        answer, chunks, size = turn.answer, [], 0
         try:
-            while chunk := await answer.read(self.upstream.limits.idle, whole_end):
+            while chunk := await answer.read(turn.idle, turn.whole_end):
                 size += len(chunk)
                 if size > ANSWER_MAX:
                     self.exchange.error_type = "truncated"
@@ -156,32 +201,41 @@ class Loop:
                 chunks.append(chunk)
         except TransportError as exc:
             self.exchange.error_type = "timeout" if isinstance(exc, TimedOut) else "truncated"
+            _ended(turn, self.exchange.error_type)
             raise gateway_error(exc, late="did not finish its answer") from None
         finally:
             answer.discard()
         return b"".join(chunks)
 
+    def _refusal(self, turn: Turn, raw: bytes) -> UpstreamReply:
+        """The provider's own refusal of a turn, to pass on as it came (scrubbed of a key in its URL query)."""
+        if turn.secret is not None:
+            raw = scrub(raw, turn.secret)
+        return UpstreamReply(turn.answer.status, raw, {"Content-Type": turn.answer.content_type or "application/json"})
+
     # --- whole answers ---------------------------------------------------------------------------------------
 
     async def whole(self) -> web.StreamResponse:
-        for turn in range(self.turns):
-            last = self._last(turn)
-            answer, whole_end = await self._open(last, False)
-            status, content_type = answer.status, answer.content_type
-            raw = await self._read_whole(answer, whole_end)
+        for n in range(self.turns):
+            last = self._last(n)
+            turn = await self._open(last, False)
+            status = turn.answer.status
+            raw = await self._read_whole(turn)
             if not 200 <= status < 300:
                 # The provider's own refusal, passed on as it came (nothing has gone to the client yet).
-                raise UpstreamReply(status, raw, {"Content-Type": content_type or "application/json"})
+                raise self._refusal(turn, raw)
             try:
                 parsed = orjson.loads(raw)
             except orjson.JSONDecodeError:
                 parsed = None
             if not isinstance(parsed, dict):
+                _ended(turn, None)
                 return self._whole_response(raw)
+            _ended(turn, None, parsed.get("usage"))
             self.usage.add(parsed.get("usage"))
             mine, theirs = split_calls(answer_calls(parsed), self.names)
             if last or not mine or theirs:
-                if turn == 0 and not mine:
+                if n == 0 and not mine:
                     return self._whole_response(raw)  # no tool round: the provider's bytes, untouched
                 return self._whole_response(orjson.dumps(client_answer(parsed, self.names, self.usage)))
             self.messages.append(assistant_message(parsed))
@@ -206,29 +260,30 @@ class Loop:
         response: web.StreamResponse | None = None
         stream_id: str | None = None
         try:
-            for turn in range(self.turns):
-                last = self._last(turn)
-                answer, whole_end = await self._open(last, True)
+            for n in range(self.turns):
+                last = self._last(n)
+                turn = await self._open(last, True)
+                answer = turn.answer
                 if not 200 <= answer.status < 300 or answer.content_type != "text/event-stream":
-                    raw = await self._read_whole(answer, whole_end)
+                    raw = await self._read_whole(turn)
+                    _ended(turn, None)
                     if response is None:
-                        raise UpstreamReply(
-                            answer.status, raw, {"Content-Type": answer.content_type or "application/json"}
-                        )
+                        raise self._refusal(turn, raw)
                     log.warning("provider refused a later turn of an MCP stream", status=answer.status)
                     exchange.error_type = "truncated"
                     _abort(self.request)
                     return response
                 if response is None:
-                    response = await self._start(answer)
+                    response = await self._start(turn)
                 state = StreamTurn(stream_id)
-                if not await self._copy_turn(answer, whole_end, state, response):
+                if not await self._copy_turn(turn, state, response):
                     return response
+                _ended(turn, None, state.usage)
                 stream_id = stream_id or state.first_id
                 self.usage.add(state.usage)
                 mine, theirs = split_calls(state.tool_calls, self.names)
                 if last or not mine or theirs:
-                    send_usage = not self.upstream.ask_usage
+                    send_usage = not turn.ask_usage
                     await self._write(response, state.ending(self.names, self.usage, send_usage))
                     if not send_usage and self.usage.seen and exchange.scanner is not None:
                         exchange.scanner.feed(summed_usage_event(self.usage))  # the record's usage: every turn
@@ -250,11 +305,13 @@ class Loop:
             _abort(self.request)
             return response
 
-    async def _start(self, answer: Any) -> web.StreamResponse:
+    async def _start(self, turn: Turn) -> web.StreamResponse:
         headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         if self.exchange.request_id:
             headers["X-Request-ID"] = self.exchange.request_id
-        upstream_id = answer.headers.get("x-request-id")
+        upstream_id = turn.answer.headers.get("x-request-id")
+        if upstream_id and turn.secret is not None:
+            upstream_id = scrub(upstream_id.encode("latin-1"), turn.secret).decode("latin-1")
         if upstream_id:
             self.exchange.upstream_request_id = upstream_id[:128]
             headers["X-Upstream-Request-ID"] = upstream_id
@@ -262,13 +319,12 @@ class Loop:
         await response.prepare(self.request)
         return response
 
-    async def _copy_turn(
-        self, answer: Any, whole_end: float | None, state: StreamTurn, response: web.StreamResponse
-    ) -> bool:
+    async def _copy_turn(self, turn: Turn, state: StreamTurn, response: web.StreamResponse) -> bool:
         """The turn's text to the client as it arrives; False when the provider broke off (the client's stream
         is then cut: it must not pass for a whole answer)."""
+        answer = turn.answer
         try:
-            while chunk := await answer.read(self.upstream.limits.idle, whole_end):
+            while chunk := await answer.read(turn.idle, turn.whole_end):
                 out = state.feed(chunk)
                 if out:
                     await self._write(response, out)
@@ -278,6 +334,7 @@ class Loop:
         except TransportError as exc:
             log.warning("provider stream broke off in an MCP loop", error=type(exc).__name__)
             self.exchange.error_type = "timeout" if isinstance(exc, TimedOut) else "truncated"
+            _ended(turn, self.exchange.error_type)
             _abort(self.request)
             return False
         finally:
@@ -290,7 +347,7 @@ class Loop:
             exchange.first_chunk_at = time.perf_counter()
         if exchange.scanner is not None:
             exchange.scanner.feed(data)
-        limit = self.upstream.write_timeout
+        limit = self.write_timeout
         if limit is None:
             await response.write(data)
         else:
@@ -325,7 +382,7 @@ class Loop:
 
     async def _run_one(self, one: Call, results: list[str], index: int) -> None:
         tool = self.tools[one.name]
-        started = time.perf_counter()
+        at, started = time.time(), time.perf_counter()
         remaining = self.deadline - asyncio.get_running_loop().time()
         arguments = _arguments(one.arguments)
         if isinstance(arguments, str):
@@ -338,7 +395,7 @@ class Loop:
         seconds = time.perf_counter() - started
         results[index] = text
         assert self.exchange.tool_runs is not None
-        self.exchange.tool_runs.append(ToolRun(tool.name, tool.server, outcome, seconds))
+        self.exchange.tool_runs.append(ToolRun(tool.name, tool.server, outcome, seconds, at))
         log.info(
             "mcp tool call",
             tool=tool.name,
@@ -360,6 +417,11 @@ def _arguments(text: str) -> dict[str, Any] | str:
     if not isinstance(parsed, dict):
         return "error: the arguments must be a JSON object"
     return parsed
+
+
+def _ended(turn: Turn, error_type: str | None, usage: Any = None) -> None:
+    if turn.ended is not None:
+        turn.ended(error_type, usage)
 
 
 def _abort(request: web.Request) -> None:

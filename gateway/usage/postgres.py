@@ -13,7 +13,7 @@ import asyncpg
 from yarl import URL
 
 from gateway.usage import schema
-from gateway.usage.record import COLUMNS
+from gateway.usage.record import COLUMNS, TOOL_COLUMNS
 from gateway.usage.schema import LATEST, Dialect
 from gateway.usage.store import Row
 
@@ -77,20 +77,28 @@ class PostgresStore:
         pool = await self._ensure_pool()
         return int(await pool.fetchval("SELECT coalesce(max(version), 0) FROM usage_migrations"))
 
-    async def insert(self, rows: Sequence[Row]) -> None:
+    async def insert(self, rows: Sequence[Row], tool_rows: Sequence[Row] = ()) -> None:
         pool = await self._ensure_pool()
         async with pool.acquire() as conn:
             # COPY, binary: several times the rate of INSERTs, in one statement (so one transaction).
-            await conn.copy_records_to_table("usage_requests", records=rows, columns=COLUMNS)
+            if not tool_rows:
+                await conn.copy_records_to_table("usage_requests", records=rows, columns=COLUMNS)
+                return
+            async with conn.transaction():  # a batch with its tool calls: both tables, or neither
+                await conn.copy_records_to_table("usage_requests", records=rows, columns=COLUMNS)
+                await conn.copy_records_to_table("usage_tool_calls", records=tool_rows, columns=TOOL_COLUMNS)
 
     async def delete_before(self, ts: float, batch: int = 5000) -> int:
+        total = await self._delete_before("usage_requests", ts, batch)
+        await self._delete_before("usage_tool_calls", ts, batch)
+        return total
+
+    async def _delete_before(self, table: str, ts: float, batch: int) -> int:
         pool = await self._ensure_pool()
         total = 0
         while True:
             status = await pool.execute(
-                "DELETE FROM usage_requests WHERE id IN (SELECT id FROM usage_requests WHERE ts < $1 LIMIT $2)",
-                ts,
-                batch,
+                f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE ts < $1 LIMIT $2)", ts, batch
             )
             deleted = int(status.rsplit(" ", 1)[-1])
             total += deleted

@@ -1,5 +1,6 @@
 """The usage queries: a summary, grouped buckets and pages of rows for a time range and filters, and one request
-by id. Every read is bounded: a time range always, a cap on buckets and rows, keyset pages (never OFFSET scans)."""
+by id (with the MCP tool calls the gateway ran for it). Every read is bounded: a time range always, a cap on
+buckets and rows, keyset pages (never OFFSET scans)."""
 
 from __future__ import annotations
 
@@ -181,7 +182,30 @@ async def one(store: Store, request_id: str, client: str | None = None) -> dict[
         sql += " AND client = ?"
         params.append(client)
     found = await store.fetch(sql + " ORDER BY id DESC LIMIT 1", params)
-    return _record(_ONE, found[0]) if found else None
+    if not found:
+        return None
+    record = _record(_ONE, found[0])
+    record["tool_calls"] = await tool_calls(store, record["request_id"], record["ts"], record["duration_ms"])
+    return record
+
+
+# A tool call is matched to its request by the request's id and time window, widened by this much each side (the
+# two are stamped by separate reads of the wall clock).
+_SLACK = 1.0
+
+
+async def tool_calls(store: Store, request_id: str, ts: float, duration_ms: float) -> list[dict[str, Any]]:
+    """The MCP tool calls the gateway ran for one request, in the order they started (at most MAX_ROWS). Request
+    ids may repeat: only the calls within this request's time are its."""
+    found = await store.fetch(
+        "SELECT ts, server, tool, outcome, duration_ms FROM usage_tool_calls"
+        " WHERE request_id = ? AND ts >= ? AND ts <= ? ORDER BY ts, id LIMIT ?",
+        [request_id, ts - _SLACK, ts + duration_ms / 1000.0 + _SLACK, MAX_ROWS],
+    )
+    return [
+        {"time": _iso(float(at)), "server": server, "tool": tool, "outcome": outcome, "duration_ms": _ms(ms)}
+        for at, server, tool, outcome, ms in found
+    ]
 
 
 def _record(columns: Sequence[str], values: Row) -> dict[str, Any]:

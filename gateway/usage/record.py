@@ -1,5 +1,6 @@
 """The usage row: what the sink captures from a finished request's Exchange (cheaply, on the event loop) and the
-row the writer makes of it later (cost from the table's prices, metadata serialized and bounded)."""
+rows the writer makes of it later: the request's (cost from the table's prices, metadata serialized and bounded)
+and one per MCP tool call the gateway ran for it (never the call's arguments)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from gateway.config.providers import ProviderTable
-from gateway.exchange import Exchange, Usage
+from gateway.exchange import Exchange, ToolRun, Usage
 
 # The body's `metadata` is kept up to this many bytes of JSON; larger, only its size is kept.
 MAX_METADATA = 2048
@@ -46,6 +47,9 @@ COLUMNS = (
     "response_body",
 )
 
+# The tool-call table's columns, in the order its rows are written.
+TOOL_COLUMNS = ("request_id", "ts", "server", "tool", "outcome", "duration_ms")
+
 Scrub = Callable[[Any], Any]  # secrets out of a value (telemetry's redactor), passed in by the app
 Bodies = Callable[[Exchange], tuple[str | None, str | None]]  # the stored request and answer bodies, or None
 
@@ -75,6 +79,7 @@ class Capture(NamedTuple):
     user: Any
     request_body: str | None
     response_body: str | None
+    tool_runs: list[ToolRun] | None
 
 
 def capture(exchange: Exchange, status: int, ended: float, bodies: Bodies | None = None) -> Capture:
@@ -116,6 +121,7 @@ def capture(exchange: Exchange, status: int, ended: float, bodies: Bodies | None
         metadata,
         user,
         *stored,
+        exchange.tool_runs,
     )
 
 
@@ -154,6 +160,15 @@ def row(c: Capture, table: ProviderTable, scrub: Scrub) -> tuple[Any, ...]:
         c.request_body,
         c.response_body,
     )
+
+
+def tool_rows(c: Capture) -> list[tuple[Any, ...]]:
+    """The writer's part for a request's MCP tool calls: one row each, in TOOL_COLUMNS order."""
+    request_id = _text(c.request_id)
+    return [
+        (request_id, run.at, run.server, run.tool, run.outcome, round(run.seconds * 1000.0, 3))
+        for run in c.tool_runs or ()
+    ]
 
 
 def _text(value: str | None, limit: int = MAX_TEXT) -> str | None:

@@ -71,6 +71,24 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         3,
+        "one row per MCP tool call the gateway ran (never its arguments)",
+        (
+            """CREATE TABLE usage_tool_calls (
+                id {id},
+                request_id TEXT NOT NULL,
+                ts {real} NOT NULL,
+                server TEXT NOT NULL,
+                tool TEXT NOT NULL,
+                outcome TEXT NOT NULL,
+                duration_ms {real} NOT NULL
+            )""",
+            # Read by request id (a request's record); deleted by time (retention).
+            "CREATE INDEX usage_tool_calls_request_id ON usage_tool_calls (request_id)",
+            "CREATE INDEX usage_tool_calls_ts ON usage_tool_calls (ts)",
+        ),
+    ),
+    Migration(
+        4,
         "the Inference API's provider registry and synced model lists",
         (
             # A provider registered through /api/v1/inference/providers: a YAML kind (`type`) under a name of its

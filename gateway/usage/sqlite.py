@@ -13,13 +13,16 @@ from typing import Any
 import aiosqlite
 
 from gateway.usage import schema
-from gateway.usage.record import COLUMNS
+from gateway.usage.record import COLUMNS, TOOL_COLUMNS
 from gateway.usage.schema import LATEST, Dialect
 from gateway.usage.store import Row
 
 # How long a statement waits for another writer's lock before it fails (and the writer retries later).
 BUSY_TIMEOUT_MS = 2000
 _INSERT = f"INSERT INTO usage_requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_INSERT_TOOLS = (
+    f"INSERT INTO usage_tool_calls ({', '.join(TOOL_COLUMNS)}) VALUES ({', '.join('?' * len(TOOL_COLUMNS))})"
+)
 # Failures of the batch itself, not of the database: retrying cannot help.
 _BAD_BATCH = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError, ValueError, TypeError)
 
@@ -104,7 +107,7 @@ class SqliteStore:
         assert db is not None, "the store is not open"
         return await self._applied(db)
 
-    async def insert(self, rows: Sequence[Row]) -> None:
+    async def insert(self, rows: Sequence[Row], tool_rows: Sequence[Row] = ()) -> None:
         db = self._writer
         if db is None:
             db = self._writer = await self._connect()
@@ -112,6 +115,8 @@ class SqliteStore:
             await db.execute("BEGIN IMMEDIATE")
             try:
                 await db.executemany(_INSERT, rows)
+                if tool_rows:
+                    await db.executemany(_INSERT_TOOLS, tool_rows)
                 await db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
@@ -119,14 +124,18 @@ class SqliteStore:
                 raise
 
     async def delete_before(self, ts: float, batch: int = 5000) -> int:
+        total = await self._delete_before("usage_requests", ts, batch)
+        await self._delete_before("usage_tool_calls", ts, batch)
+        return total
+
+    async def _delete_before(self, table: str, ts: float, batch: int) -> int:
         db = self._writer
         assert db is not None, "the store is not open"
         total = 0
         while True:
             async with self._writing:
                 cursor = await db.execute(
-                    "DELETE FROM usage_requests WHERE id IN (SELECT id FROM usage_requests WHERE ts < ? LIMIT ?)",
-                    (ts, batch),
+                    f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE ts < ? LIMIT ?)", (ts, batch)
                 )
                 deleted = cursor.rowcount
                 await cursor.close()

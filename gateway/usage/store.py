@@ -24,11 +24,13 @@ class Store(Protocol):
 
     async def version(self) -> int: ...
 
-    async def insert(self, rows: Sequence[Row]) -> None:
-        """Write rows (in record.COLUMNS order) in one transaction."""
+    async def insert(self, rows: Sequence[Row], tool_rows: Sequence[Row] = ()) -> None:
+        """Write request rows (in record.COLUMNS order) and tool-call rows (record.TOOL_COLUMNS) in one
+        transaction."""
 
     async def delete_before(self, ts: float, batch: int = 5000) -> int:
-        """Delete rows older than `ts` (epoch seconds), `batch` at a time so no lock is held long."""
+        """Delete rows older than `ts` (epoch seconds), requests and tool calls, `batch` at a time so no lock is
+        held long; the requests deleted."""
 
     async def fetch(self, sql: str, params: Sequence[Any]) -> list[Row]:
         """A read; `sql` uses `?` placeholders, whatever the store."""

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from gateway.config.providers import ProviderTable
 from gateway.exchange import Exchange
-from gateway.usage.record import Bodies, Capture, Scrub, capture, row
+from gateway.usage.record import Bodies, Capture, Scrub, capture, row, tool_rows
 from gateway.usage.store import Row, Store
 
 log = structlog.get_logger("gateway.usage")
@@ -65,6 +65,7 @@ class Writer:
         self.counters = Counters()
         self._wake = asyncio.Event()
         self._pending: list[Row] = []  # the batch being written: taken off the queue, not yet in the store
+        self._pending_tools: list[Row] = []  # its requests' tool calls
         self._dropping = 0  # captures dropped in the current incident (0: none)
         self._failing = False
 
@@ -117,16 +118,19 @@ class Writer:
             if not count:
                 return True
             table, scrub = self.table(), self.scrub
-            self._pending = [row(queue.popleft(), table, scrub) for _ in range(count)]
-        rows = self._pending
+            captures = [queue.popleft() for _ in range(count)]
+            self._pending = [row(c, table, scrub) for c in captures]
+            # A request's MCP tool calls go in the same transaction as its row.
+            self._pending_tools = [one for c in captures if c.tool_runs for one in tool_rows(c)]
+        rows, tools = self._pending, self._pending_tools
         try:
-            await self.store.insert(rows)
+            await self.store.insert(rows, tools)
         except Exception as exc:
             self.counters.write_errors += 1
             self.counters.store_up = False
             if not self.store.transient(exc):
                 self.counters.failed += len(rows)
-                self._pending = []
+                self._pending, self._pending_tools = [], []
                 log.error("usage rows refused by the store: dropped", rows=len(rows), error=_describe(exc))
                 return True
             if not self._failing:
@@ -137,7 +141,7 @@ class Writer:
                     error=_describe(exc),
                 )
             return False
-        self._pending = []
+        self._pending, self._pending_tools = [], []
         self.counters.written += len(rows)
         self.counters.store_up = True
         if self._failing:

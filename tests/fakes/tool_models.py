@@ -17,6 +17,10 @@ Scripts (by model name):
 - `client`: calls only the client's `get_weather`.
 - `chatty`: answers at once, calling nothing.
 - `refused`: the provider refuses it (400, REFUSAL).
+- `leaky`: the provider refuses it (400), echoing the URL it was called at (query and all) in the message.
+
+`fail` maps a request's number (0: the first this provider gets) to a status it answers instead (503, 429: a
+group's deployment failing before its first byte). With `compress`, answers are gzipped when the request accepts it.
 
 A streamed turn that calls tools first says "Let me look. ", then sends each call in pieces (name, then the
 arguments in two halves), the `tool_calls` finish, a usage chunk when asked, and [DONE]. Every turn reports USAGE.
@@ -25,7 +29,7 @@ arguments in two halves), the `tool_calls` finish, a usage chunk when asked, and
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -68,14 +72,23 @@ class ToolModel(FakeProvider):
     streamed answer after its first words until set."""
 
     held: asyncio.Event | None = None
+    fail: dict[int, int] = field(default_factory=dict)
+    compress: bool = False
 
     def __post_init__(self) -> None:
         self.routes = {"/v1/chat/completions": self.chat}
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
+        status = self.fail.get(len(self.requests) - 1)
+        if status is not None:
+            return web.json_response({"error": {"message": "overloaded"}}, status=status)
         body = orjson.loads(await request.read())
         if body["model"] == "refused":
             return web.json_response(REFUSAL, status=400)
+        if body["model"] == "leaky":
+            return web.json_response(
+                {"error": {"message": f"bad URL http://{request.host}{request.raw_path}"}}, status=400
+            )
         script = _SCRIPTS[body["model"]]
         seen = results(body)
         names = offered(body)
@@ -94,8 +107,13 @@ class ToolModel(FakeProvider):
         usage_asked = bool((body.get("stream_options") or {}).get("include_usage"))
         turn = len([m for m in body["messages"] if m.get("role") == "assistant"])
         if not body.get("stream"):
-            return web.json_response(self._whole(body["model"], turn, calls, text), headers={"x-request-id": "up-1"})
+            answer = web.json_response(self._whole(body["model"], turn, calls, text), headers={"x-request-id": "up-1"})
+            if self.compress:
+                answer.enable_compression()
+            return answer
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "x-request-id": "up-1"})
+        if self.compress:
+            response.enable_compression()
         await response.prepare(request)
         for part in self._stream(body["model"], turn, calls, text, usage_asked):
             await response.write(part)

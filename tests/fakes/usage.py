@@ -1,4 +1,5 @@
-"""Usage rows for the store tests: a row in the store's column order from a few named fields."""
+"""Usage rows for the store tests: a row in the store's column order from a few named fields (a request's, an
+MCP tool call's)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.usage.record import COLUMNS
+from gateway.usage.record import COLUMNS, TOOL_COLUMNS
 from gateway.usage.service import USAGE
 
 BASE_TS = 1_800_000_000.0  # 2027-01-15T08:00:00Z, on the hour
@@ -45,6 +46,21 @@ def usage_row(**fields: Any) -> tuple[Any, ...]:
     assert not unknown, f"not columns: {unknown}"
     values.update(fields)
     return tuple(values[name] for name in COLUMNS)
+
+
+def tool_row(**fields: Any) -> tuple[Any, ...]:
+    values: dict[str, Any] = {
+        "request_id": "r",
+        "ts": BASE_TS,
+        "server": "files",
+        "tool": "files__add",
+        "outcome": "ok",
+        "duration_ms": 1.5,
+    }
+    unknown = set(fields) - set(values)
+    assert not unknown, f"not columns: {unknown}"
+    values.update(fields)
+    return tuple(values[name] for name in TOOL_COLUMNS)
 
 
 async def written(app: web.Application, rows: int, limit: float = 15.0) -> None:

@@ -15,7 +15,7 @@ from gateway.mcp.hub import MCP
 from tests.fakes.access import write_keys
 from tests.fakes.gateways import start_gateway, telemetry_settings
 from tests.fakes.net import wait_for
-from tests.fakes.tables import one_provider
+from tests.fakes.tables import entry, one_provider, table_of
 from tests.fakes.telemetry import captured_logs, events_named, samples
 from tests.fakes.tool_models import REFUSAL, USAGE, WEATHER, ToolModel
 from tests.mcp.conftest import mcp_settings
@@ -361,3 +361,31 @@ async def test_a_call_the_last_turn_was_not_offered_is_dropped_not_run(aiohttp_c
             assert answer.choices[0].message.tool_calls == []
     (exchange,) = await gateway.settled()
     assert len(exchange.tool_runs) == 1 and len(model.requests) == 2
+
+
+async def test_turns_are_read_unencoded_whatever_the_client_accepts(aiohttp_client, model, files_server):
+    model.compress = True  # gzips every answer whose request accepts it (the SDK's requests do)
+    # Compression passed through (CLIENT_DISABLE_COMPRESSION=false): a relay asks for the client's encodings.
+    gateway = await started(aiohttp_client, model, files_server, disable_compression=False)
+    async with sdk(gateway) as client:
+        answer = await client.chat.completions.create(model="p/adder", messages=HI)
+        stream = await client.chat.completions.create(model="p/adder", messages=HI, stream=True)
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert answer.choices[0].message.content == "results: 5"
+    assert text == "Let me look. results: 5 "
+    assert {seen.headers["Accept-Encoding"] for seen in model.requests} == {"identity"}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+async def test_a_query_key_providers_refusal_is_scrubbed(aiohttp_client, model, files_server, stream):
+    key = "AIza+query/key=0123456789-secret"
+    table = table_of(entry("p", model.url + "/v1", "query", stream_usage=True), env={"P_API_KEY": key})
+    gateway = await start_gateway(aiohttp_client, table, mcp_settings(files_server))
+    await wait_for(lambda: len(gateway.app[MCP].catalog.tools) == 4, limit=15)
+    body = {"model": "p/leaky", "messages": HI, "stream": stream}
+    response = await gateway.client.post("/v1/chat/completions", json=body)
+    assert response.status == 400
+    message = orjson.loads(await response.read())["error"]["message"]
+    # The provider was offered the tools (a query-key provider gets them too) and echoed its URL: the key is out.
+    assert offered(model.last) == FILES_TOOLS
+    assert message.startswith("bad URL http://127.0.0.1:") and message.endswith("?key=[REDACTED]")

@@ -1,4 +1,4 @@
-"""The registry's tables (migration 3) in both stores (usage/registry.py): registrations added once per name,
+"""The registry's tables (migration 4) in both stores (usage/registry.py): registrations added once per name,
 replaced, removed with their synced list; a sync replacing a provider's stored list; only variable names stored."""
 
 from __future__ import annotations

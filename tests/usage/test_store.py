@@ -15,7 +15,7 @@ from gateway.usage.query import Filters, QueryError
 from gateway.usage.record import Capture, row
 from gateway.usage.schema import LATEST
 from gateway.usage.store import Store, open_store
-from tests.fakes.usage import BASE_TS, usage_row
+from tests.fakes.usage import BASE_TS, tool_row, usage_row
 
 HOUR = 3600.0
 ALL = Filters(BASE_TS, BASE_TS + 2 * HOUR)
@@ -249,8 +249,60 @@ async def test_client_text_with_nul_is_kept_without_it(store: Store) -> None:
         "u\x00",
         None,
         None,
+        None,
     )
     await store.insert([row(capture, index_table({}), lambda v: v)])
     found = await query.one(store, "id")
     assert found is not None and found["model_requested"] == "mx" and found["end_user"] == "u"
     assert found["metadata"] == {"k": "v\x00"}
+
+
+TOOL_ROWS = [
+    tool_row(request_id="r1", ts=BASE_TS + 0.002, tool="files__add", duration_ms=1.25),
+    tool_row(request_id="r1", ts=BASE_TS + 0.004, tool="files__fail", outcome="error", duration_ms=2.5),
+    tool_row(request_id="r2", ts=BASE_TS + 60.001, server="search", tool="search__find", outcome="timeout"),
+    # The same request id, another request an hour later: not r1's.
+    tool_row(request_id="r1", ts=BASE_TS + HOUR, tool="files__echo"),
+]
+
+
+async def test_a_requests_tool_calls_are_in_its_record(store: Store) -> None:
+    await store.insert(ROWS, TOOL_ROWS)
+    found = await query.one(store, "r1")
+    assert found is not None
+    assert found["tool_calls"] == [
+        {
+            "time": "2027-01-15T08:00:00.002Z",
+            "server": "files",
+            "tool": "files__add",
+            "outcome": "ok",
+            "duration_ms": 1.25,
+        },
+        {
+            "time": "2027-01-15T08:00:00.004Z",
+            "server": "files",
+            "tool": "files__fail",
+            "outcome": "error",
+            "duration_ms": 2.5,
+        },
+    ]
+    other = await query.one(store, "r2")
+    assert other is not None and [(c["server"], c["outcome"]) for c in other["tool_calls"]] == [("search", "timeout")]
+    none = await query.one(store, "r3")
+    assert none is not None and none["tool_calls"] == []
+
+
+async def test_a_batch_and_its_tool_calls_are_written_together_or_not_at_all(store: Store) -> None:
+    bad = tool_row(request_id="r1", server=None)  # NOT NULL: the store refuses the batch
+    with pytest.raises(Exception) as refused:
+        await store.insert(ROWS[:1], [bad])
+    assert not store.transient(refused.value)  # a bad batch: dropped, not retried forever
+    assert await query.one(store, "r1") is None
+    assert await store.fetch("SELECT count(*) FROM usage_tool_calls", []) == [(0,)]
+
+
+async def test_retention_deletes_old_tool_calls_too(store: Store) -> None:
+    await store.insert(ROWS, TOOL_ROWS)
+    assert await store.delete_before(BASE_TS + HOUR) == 2
+    left = await store.fetch("SELECT request_id, tool FROM usage_tool_calls ORDER BY ts", [])
+    assert left == [("r1", "files__echo")]
