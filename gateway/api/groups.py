@@ -271,7 +271,7 @@ async def group_call(deployments: Deployments, raw: bytes) -> web.StreamResponse
         answer,
         started,
     )
-    _measure(member, exchange.error_type, scanner, now, clock())
+    measure(member, exchange.error_type, scanner, now, clock())
     return response
 
 
@@ -312,7 +312,7 @@ def _max_output(body: Mapping[str, object]) -> int | None:
     return None
 
 
-def _measure(member: Member, error: str | None, scanner: SseUsage | JsonUsage, started: float, ended: float) -> None:
+def measure(member: Member, error: str | None, scanner: SseUsage | JsonUsage, started: float, ended: float) -> None:
     """The answer's figures into the deployment's averages; an answer cut short counts against its breaker."""
     live = member.live
     if error in ("truncated", "timeout"):
