@@ -4,6 +4,9 @@ failure is relayed untouched. Each attempt feeds the deployment's circuit breake
 
 The first byte is the answer's head: once a head that is not a failure is relayed, the client has an answer and no
 other deployment is tried, whatever happens to the body.
+
+`prepare` checks the request against the group once; `Deployments.first_answer` runs the tries; `group_call`
+relays the answer. An MCP chat loop asks `first_answer` once per model turn instead (group_tools.py).
 """
 
 from __future__ import annotations
