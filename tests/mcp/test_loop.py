@@ -104,13 +104,14 @@ async def test_one_turns_tools_run_together_and_each_answers(aiohttp_client, mod
     [
         ("failing", "Error executing tool fail", "error"),
         ("bad-args", "error: the arguments are not valid JSON", "error"),
-        ("sleepy", "error: the tool did not answer within 0.5s", "timeout"),
+        ("sleepy", "error: the tool did not answer within 1.5s", "timeout"),
     ],
 )
 async def test_tool_failures_are_results_the_model_reads(
     aiohttp_client, model, files_server, model_name, result, outcome
 ):
-    gateway = await started(aiohttp_client, model, files_server, mcp_request_timeout=0.5)
+    # Time-outs short enough for the slow tool (5 s), long enough for a busy machine's quick calls and polls.
+    gateway = await started(aiohttp_client, model, files_server, mcp_request_timeout=1.5)
     async with sdk(gateway) as client:
         answer = await client.chat.completions.create(model=f"p/{model_name}", messages=HI)
     assert answer.choices[0].message.content == f"results: {result}"
@@ -273,7 +274,7 @@ async def test_streamed_client_calls_come_back_untouched(aiohttp_client, model, 
 
 
 async def test_tool_metrics_and_log_lines(aiohttp_client, model, files_server):
-    gateway = await started(aiohttp_client, model, files_server, base=telemetry_settings(), mcp_request_timeout=0.5)
+    gateway = await started(aiohttp_client, model, files_server, base=telemetry_settings(), mcp_request_timeout=1.5)
     with captured_logs() as logs:
         async with sdk(gateway) as client:
             await client.chat.completions.create(model="p/pair", messages=HI)
@@ -407,7 +408,7 @@ async def test_a_tool_the_policy_denies_is_never_run_even_when_called(aiohttp_cl
 
 async def test_a_long_tool_round_keeps_the_stream_alive(aiohttp_client, model, files_server, monkeypatch):
     monkeypatch.setattr(loop, "KEEPALIVE", 0.05)
-    gateway = await started(aiohttp_client, model, files_server, mcp_request_timeout=0.5)
+    gateway = await started(aiohttp_client, model, files_server, mcp_request_timeout=1.5)
     response = await gateway.client.post(
         "/v1/chat/completions", json={"model": "p/sleepy", "messages": HI, "stream": True}
     )
