@@ -118,7 +118,7 @@ bench-deps: ## the benchmark's tools (wrk, nginx, node, valgrind): apt-get as ro
 bench: install bench-deps ## the benchmark against direct calls and nginx (15-25 minutes)
 	$(BIN)/python -m bench.run --out bench/results/latest.md
 
-# About two minutes: instructions per request of each hot path under callgrind, against bench/baseline.json; fails
+# About five minutes: instructions per request of each hot path under callgrind, against bench/baseline.json; fails
 # when one grows by more than the file's tolerance. UPDATE=1 writes the new figures (say why in the commit).
 bench-instructions: install ## instructions per request under callgrind, against bench/baseline.json (UPDATE=1 rewrites)
 	@$(BENCH_SKIP); $(BENCH_INSTALL); \

@@ -2,7 +2,7 @@
 counting switched on only while a fixed number of keep-alive requests go through it (deterministic, blind to
 system calls and to how busy the machine is).
 
-    python -m bench.instructions --source DIR [--scenario plain|stream] [--requests 2000] [--warmup 300]
+    python -m bench.instructions --source DIR [--scenario NAME] [--requests 2000] [--warmup 300]
     python -m bench.instructions --check bench/baseline.json [--update]
 
 The gateway runs from DIR (a source tree, e.g. a `git worktree` of another commit; default: this one) as deployed
@@ -50,6 +50,43 @@ ANSWER_BODY = (
     b'"choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the bench."},'
     b'"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":5,"total_tokens":14}}'
 )
+# One request of each surface beyond chat, and the answer the fake upstream gives it (relayed as it is).
+EMBEDDINGS_BODY = b'{"model":"bench-small","input":"Say hello."}'
+EMBEDDINGS_ANSWER = (
+    b'{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,0.2,0.3]}],"model":"bench-model",'
+    b'"usage":{"prompt_tokens":3,"total_tokens":3}}'
+)
+RESPONSES_BODY = b'{"model":"bench-small","input":"Say hello.","max_output_tokens":16}'
+RESPONSES_ANSWER = (
+    b'{"id":"resp_bench","object":"response","created_at":1700000000,"status":"completed","model":"bench-model",'
+    b'"output":[{"type":"message","id":"msg_bench","status":"completed","role":"assistant","content":[{"type":'
+    b'"output_text","text":"Hello from the bench.","annotations":[]}]}],'
+    b'"usage":{"input_tokens":9,"output_tokens":5,"total_tokens":14}}'
+)
+MESSAGES_BODY = b'{"model":"bench-small","max_tokens":16,"messages":[{"role":"user","content":"Say hello."}]}'
+MESSAGES_ANSWER = (
+    b'{"id":"msg_bench","type":"message","role":"assistant","model":"bench-model","content":[{"type":"text",'
+    b'"text":"Hello from the bench."}],"stop_reason":"end_turn","stop_sequence":null,'
+    b'"usage":{"input_tokens":9,"output_tokens":5}}'
+)
+# Seed 001's chat: the same upstream answer as plain, translated into the API's envelope.
+INFERENCE_BODY = b'{"model":"bench-small","messages":[{"role":"user","content":"Say hello."}],"maxTokens":16}'
+INFERENCE_ANSWER = (
+    b'{"success":true,"data":{"content":"Hello from the bench.","model":"bench-model","provider":"bench",'
+    b'"finishReason":"stop","toolCalls":[],"usage":{"inputTokens":9,"outputTokens":5}}}'
+)
+# A transcription: a multipart upload of a small file, streamed through to the provider.
+BOUNDARY = "bench-boundary"
+UPLOAD_BODY = (
+    (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="model"\r\n\r\nbench-small\r\n'
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="hello.wav"\r\n'
+        f"Content-Type: audio/wav\r\n\r\n"
+    ).encode()
+    + bytes(range(256)) * 16
+    + f"\r\n--{BOUNDARY}--\r\n".encode()
+)
+TRANSCRIPTION_ANSWER = b'{"text":"Hello from the bench."}'
 MODELS_BODY = (
     b'{"object":"list","data":[{"id":"bench-model","object":"model","created":1700000000,"owned_by":"bench"}]}'
 )
@@ -71,6 +108,10 @@ providers:
         name: chat_completions
         method: POST
         endpoint: /chat/completions
+      embeddings: {{name: embeddings, method: POST, endpoint: /embeddings}}
+      responses: {{name: responses, method: POST, endpoint: /responses}}
+      messages: {{name: messages, method: POST, endpoint: /messages}}
+      audio_transcriptions: {{name: audio_transcriptions, method: POST, endpoint: /audio/transcriptions}}
 """
 
 START_TIMEOUT = 120.0  # valgrind makes the gateway's start-up slow
@@ -112,13 +153,21 @@ STREAM_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-E
 )
 STREAM_TAIL = _chunk(STREAM_REST) + b"0\r\n\r\n"
 CHAT_RESPONSE = _response("200 OK", ANSWER_BODY)
+# By the path's last part: what the fake upstream answers each surface's POST.
+SURFACE_RESPONSES = {
+    "/embeddings": _response("200 OK", EMBEDDINGS_ANSWER),
+    "/responses": _response("200 OK", RESPONSES_ANSWER),
+    "/messages": _response("200 OK", MESSAGES_ANSWER),
+    "/transcriptions": _response("200 OK", TRANSCRIPTION_ANSWER),
+}
 MODELS_RESPONSE = _response("200 OK", MODELS_BODY)
 NOT_FOUND = _response("404 Not Found", b'{"error":"not found"}')
 UNSUPPORTED = b"HTTP/1.1 411 Length Required\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
 class UpstreamProtocol(asyncio.Protocol):
-    """HTTP/1.1 with keep-alive and pipelining; request bodies framed by Content-Length only (the gateway's)."""
+    """HTTP/1.1 with keep-alive and pipelining; request bodies framed by Content-Length or chunked (an upload the
+    gateway streams through)."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -134,25 +183,36 @@ class UpstreamProtocol(asyncio.Protocol):
         while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
             lines = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
             length = 0
+            chunked = False
             for line in lines[1:]:
                 name, _, value = line.partition(":")
                 name = name.strip().lower()
                 if name == "content-length":
                     length = int(value)
                 elif name == "transfer-encoding":
-                    self.transport.write(UNSUPPORTED)
-                    self.transport.close()
+                    chunked = value.strip().lower() == "chunked"
+                    if not chunked:
+                        self.transport.write(UNSUPPORTED)
+                        self.transport.close()
+                        return
+            if chunked:
+                framed = _chunked_length(self.buffer, end + 4)
+                if framed is None:
                     return
-            if len(self.buffer) < end + 4 + length:
+                length = framed
+            elif len(self.buffer) < end + 4 + length:
                 return
             body = bytes(self.buffer[end + 4 : end + 4 + length])
             del self.buffer[: end + 4 + length]
             method, path, _ = lines[0].split(" ", 2)
+            surface = SURFACE_RESPONSES.get(path[path.rfind("/") :]) if method == "POST" else None
             if method == "POST" and path.endswith("/chat/completions") and b'"stream":true' in body:
                 self.transport.write(STREAM_HEAD)
                 asyncio.get_running_loop().call_later(STREAM_DELAY, self._finish_stream)
             elif method == "POST" and path.endswith("/chat/completions"):
                 self.transport.write(CHAT_RESPONSE)
+            elif surface is not None:
+                self.transport.write(surface)
             elif method == "GET" and path.endswith("/models"):
                 self.transport.write(MODELS_RESPONSE)
             else:
@@ -163,6 +223,22 @@ class UpstreamProtocol(asyncio.Protocol):
     def _finish_stream(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(STREAM_TAIL)
+
+
+def _chunked_length(buffer: bytearray, start: int) -> int | None:
+    """The length of a whole chunked body from `start` (its last chunk and final CRLF included), or None while it
+    has not all arrived. Only the framing is read: the bench checks answers, not what the upstream got."""
+    at = start
+    while True:
+        line_end = buffer.find(b"\r\n", at)
+        if line_end < 0:
+            return None
+        size = int(bytes(buffer[at:line_end]).split(b";")[0], 16)
+        at = line_end + 2 + size + 2
+        if len(buffer) < at:
+            return None
+        if size == 0:
+            return at - start
 
 
 async def serve_upstream() -> None:
@@ -185,10 +261,12 @@ class Scenario:
     name: str
     body: bytes
     answer: bytes
+    path: str = "/v1/chat/completions"
+    content_type: str = "application/json"
 
     def request(self, port: int) -> bytes:
         head = (
-            f"POST /v1/chat/completions HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
+            f"POST {self.path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: {self.content_type}\r\n"
             f"Authorization: Bearer bench-client-key\r\nX-Bench: mode={self.name}\r\n"
             f"Content-Length: {len(self.body)}\r\n\r\n"
         )
@@ -198,6 +276,17 @@ class Scenario:
 SCENARIOS = {
     "plain": Scenario("plain", REQUEST_BODY, ANSWER_BODY),
     "stream": Scenario("stream", STREAM_BODY, STREAM_ANSWER),
+    "embeddings": Scenario("embeddings", EMBEDDINGS_BODY, EMBEDDINGS_ANSWER, "/v1/embeddings"),
+    "responses": Scenario("responses", RESPONSES_BODY, RESPONSES_ANSWER, "/v1/responses"),
+    "messages": Scenario("messages", MESSAGES_BODY, MESSAGES_ANSWER, "/v1/messages"),
+    "inference": Scenario("inference", INFERENCE_BODY, INFERENCE_ANSWER, "/api/v1/inference/chat"),
+    "transcription": Scenario(
+        "transcription",
+        UPLOAD_BODY,
+        TRANSCRIPTION_ANSWER,
+        "/v1/audio/transcriptions",
+        f"multipart/form-data; boundary={BOUNDARY}",
+    ),
 }
 
 
@@ -360,6 +449,8 @@ def upstream(cpu: int | None) -> Iterator[int]:
         yield int(line)
     finally:
         stop(process, signal.SIGTERM, 5)
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 def gateway_env(source: Path, upstream_port: int, gateway_port: int, usage_store: Path | None = None) -> dict[str, str]:
@@ -471,8 +562,11 @@ def check(args: argparse.Namespace) -> int:
     tolerance = float(baseline["tolerance"])
     failed = []
     figures: dict[str, int] = {}
+    default_requests = args.requests
     for name, expected in baseline["instructions_per_request"].items():
         args.scenario = name
+        # A scenario may be counted over fewer requests (the surfaces beyond chat: CI's time, at the same precision).
+        args.requests = baseline.get("requests", {}).get(name, default_requests)
         figures[name] = measured = measure_one(args)
         change = measured / expected - 1
         verdict = "ok" if change <= tolerance else "REGRESSION"

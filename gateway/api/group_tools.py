@@ -6,13 +6,15 @@ different deployments, and each sees the conversation so far.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from gateway.api.groups import Deployments
+from gateway.api.groups import Deployments, measure
 from gateway.dialects.openai import without_empty_messages
 from gateway.exchange import Exchange
 from gateway.mcp import loop
 from gateway.routing.deployments import Member
+from gateway.telemetry.scanners import JsonUsage, SseUsage
 from gateway.upstream.scrub import query_secret
 from gateway.upstream.transport import UpstreamRequest
 
@@ -44,19 +46,23 @@ class GroupTurns:
             return UpstreamRequest(endpoint.method, endpoint.url, headers, payload), ask
 
         tried = await deployments.first_answer(build)
-        member = tried.member
+        member, now, clock = tried.member, tried.now, deployments.clock
         whole = tried.limits.whole
         whole_end = None if whole is None else tried.started + whole
+        # The turn's own figures for the deployment's measurements, read as the loop reads the turn (timed by the
+        # fleet's clock, as a plain group request's are).
+        scanner: SseUsage | JsonUsage
+        watch: Callable[[bytes], None]
+        if stream:
+            scanner = streamed = SseUsage()
+            streamed.clock = clock
+            watch = streamed.feed
+        else:
+            scanner = JsonUsage()
+            watch = scanner.whole
 
-        def ended(error_type: str | None, usage: Any) -> None:
-            """The turn's end into its deployment's breaker and output average (its latency is not measured: the
-            loop reads a turn's words as they come and does not time them)."""
-            live, now = member.live, deployments.clock()
-            if error_type in ("truncated", "timeout"):
-                live.breaker.failure(now, f"the answer was cut short ({error_type})")
-                return
-            output = usage.get("completion_tokens") if isinstance(usage, dict) else None
-            if type(output) is int:
-                live.measure.observe(now, None, None, output)
+        def ended(error_type: str | None) -> None:
+            measure(member, error_type, scanner, now, clock())
 
-        return loop.Turn(tried.answer, tried.limits.idle, whole_end, tried.ask, query_secret(member.provider), ended)
+        secret = query_secret(member.provider)
+        return loop.Turn(tried.answer, tried.limits.idle, whole_end, tried.ask, secret, watch, ended)

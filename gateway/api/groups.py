@@ -4,6 +4,9 @@ failure is relayed untouched. Each attempt feeds the deployment's circuit breake
 
 The first byte is the answer's head: once a head that is not a failure is relayed, the client has an answer and no
 other deployment is tried, whatever happens to the body.
+
+`prepare` checks the request against the group once; `Deployments.first_answer` runs the tries; `group_call`
+relays the answer. An MCP chat loop asks `first_answer` once per model turn instead (group_tools.py).
 """
 
 from __future__ import annotations
@@ -271,7 +274,7 @@ async def group_call(deployments: Deployments, raw: bytes) -> web.StreamResponse
         answer,
         started,
     )
-    _measure(member, exchange.error_type, scanner, now, clock())
+    measure(member, exchange.error_type, scanner, now, clock())
     return response
 
 
@@ -312,7 +315,7 @@ def _max_output(body: Mapping[str, object]) -> int | None:
     return None
 
 
-def _measure(member: Member, error: str | None, scanner: SseUsage | JsonUsage, started: float, ended: float) -> None:
+def measure(member: Member, error: str | None, scanner: SseUsage | JsonUsage, started: float, ended: float) -> None:
     """The answer's figures into the deployment's averages; an answer cut short counts against its breaker."""
     live = member.live
     if error in ("truncated", "timeout"):

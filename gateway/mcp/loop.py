@@ -75,14 +75,17 @@ def offer(request: web.Request, hub: Hub, body: dict[str, Any]) -> dict[str, Too
 class Turn(NamedTuple):
     """One turn's answer as its route opened it: the head (after the retries and, in a group, the fallbacks), the
     limits of reading the body, whether the gateway asked for the stream's usage chunk the client did not, the key
-    the provider carries in its URL query (scrubbed from a refusal), and who hears how the turn ended."""
+    the provider carries in its URL query (scrubbed from a refusal); for a route that measures its providers, who
+    sees the turn's bytes as they arrive (`watch`: a stream's chunks, a whole answer's body) and who hears how the
+    turn ended (`ended`: its error type, None when whole)."""
 
     answer: Response
     idle: float | None
     whole_end: float | None  # loop time
     ask_usage: bool
     secret: bytes | None = None
-    ended: Callable[[str | None, Any], None] | None = None  # (error_type, the turn's usage object)
+    watch: Callable[[bytes], None] | None = None
+    ended: Callable[[str | None], None] | None = None
 
 
 class Route(Protocol):
@@ -228,10 +231,11 @@ class Loop:
                 parsed = orjson.loads(raw)
             except orjson.JSONDecodeError:
                 parsed = None
+            if turn.watch is not None:
+                turn.watch(raw)
+            _ended(turn, None)
             if not isinstance(parsed, dict):
-                _ended(turn, None)
                 return self._whole_response(raw)
-            _ended(turn, None, parsed.get("usage"))
             self.usage.add(parsed.get("usage"))
             mine, theirs = split_calls(answer_calls(parsed), self.names)
             if last or not mine or theirs:
@@ -278,7 +282,7 @@ class Loop:
                 state = StreamTurn(stream_id)
                 if not await self._copy_turn(turn, state, response):
                     return response
-                _ended(turn, None, state.usage)
+                _ended(turn, None)
                 stream_id = stream_id or state.first_id
                 self.usage.add(state.usage)
                 mine, theirs = split_calls(state.tool_calls, self.names)
@@ -322,9 +326,11 @@ class Loop:
     async def _copy_turn(self, turn: Turn, state: StreamTurn, response: web.StreamResponse) -> bool:
         """The turn's text to the client as it arrives; False when the provider broke off (the client's stream
         is then cut: it must not pass for a whole answer)."""
-        answer = turn.answer
+        answer, watch = turn.answer, turn.watch
         try:
             while chunk := await answer.read(turn.idle, turn.whole_end):
+                if watch is not None:
+                    watch(chunk)
                 out = state.feed(chunk)
                 if out:
                     await self._write(response, out)
@@ -419,9 +425,9 @@ def _arguments(text: str) -> dict[str, Any] | str:
     return parsed
 
 
-def _ended(turn: Turn, error_type: str | None, usage: Any = None) -> None:
+def _ended(turn: Turn, error_type: str | None) -> None:
     if turn.ended is not None:
-        turn.ended(error_type, usage)
+        turn.ended(error_type)
 
 
 def _abort(request: web.Request) -> None:

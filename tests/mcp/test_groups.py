@@ -104,6 +104,10 @@ async def test_a_streamed_groups_turns_are_one_stream(group):
     assert [seen.json()["messages"] for seen in g.b.requests] == [HI]
     (exchange,) = await g.gateway.settled()
     assert (exchange.provider, exchange.fallbacks) == ("a", 1)
+    # Each turn fed its deployment's measurements (time to first token, output tokens), as a plain request would.
+    for pid in ("a", "b"):
+        measured = g.live(pid).measure
+        assert (measured.samples, measured.output) == (1, 2.0)
 
 
 async def test_a_later_turn_no_deployment_serves_is_the_groups_503(group):

@@ -11,6 +11,7 @@ import openai
 import orjson
 import pytest
 
+from gateway.mcp import loop
 from gateway.mcp.hub import MCP
 from tests.fakes.access import write_keys
 from tests.fakes.gateways import start_gateway, telemetry_settings
@@ -103,13 +104,14 @@ async def test_one_turns_tools_run_together_and_each_answers(aiohttp_client, mod
     [
         ("failing", "Error executing tool fail", "error"),
         ("bad-args", "error: the arguments are not valid JSON", "error"),
-        ("sleepy", "error: the tool did not answer within 0.5s", "timeout"),
+        ("sleepy", "error: the tool did not answer within 1.5s", "timeout"),
     ],
 )
 async def test_tool_failures_are_results_the_model_reads(
     aiohttp_client, model, files_server, model_name, result, outcome
 ):
-    gateway = await started(aiohttp_client, model, files_server, mcp_request_timeout=0.5)
+    # Time-outs short enough for the slow tool (5 s), long enough for a busy machine's quick calls and polls.
+    gateway = await started(aiohttp_client, model, files_server, mcp_request_timeout=1.5)
     async with sdk(gateway) as client:
         answer = await client.chat.completions.create(model=f"p/{model_name}", messages=HI)
     assert answer.choices[0].message.content == f"results: {result}"
@@ -272,7 +274,7 @@ async def test_streamed_client_calls_come_back_untouched(aiohttp_client, model, 
 
 
 async def test_tool_metrics_and_log_lines(aiohttp_client, model, files_server):
-    gateway = await started(aiohttp_client, model, files_server, base=telemetry_settings(), mcp_request_timeout=0.5)
+    gateway = await started(aiohttp_client, model, files_server, base=telemetry_settings(), mcp_request_timeout=1.5)
     with captured_logs() as logs:
         async with sdk(gateway) as client:
             await client.chat.completions.create(model="p/pair", messages=HI)
@@ -389,3 +391,38 @@ async def test_a_query_key_providers_refusal_is_scrubbed(aiohttp_client, model, 
     # The provider was offered the tools (a query-key provider gets them too) and echoed its URL: the key is out.
     assert offered(model.last) == FILES_TOOLS
     assert message.startswith("bad URL http://127.0.0.1:") and message.endswith("?key=[REDACTED]")
+
+
+async def test_a_tool_the_policy_denies_is_never_run_even_when_called(aiohttp_client, model, files_server, tmp_path):
+    keys = write_keys(tmp_path, {"adder": {"policy": "adder"}}, {"adder": {"mcp_tools": ["files__add"]}})
+    gateway = await started(aiohttp_client, model, files_server, auth_enable=True, auth_keys_file=str(keys.path))
+    async with sdk(gateway, keys.key("adder")) as client:
+        # `stubborn` calls files__echo whether it was offered or not: not this client's, so it goes back to it.
+        answer = await client.chat.completions.create(model="p/stubborn", messages=HI)
+    assert offered(model.last) == ["files__add"]
+    assert [c.function.name for c in answer.choices[0].message.tool_calls] == ["files__echo"]
+    assert len(model.requests) == 1
+    (exchange,) = await gateway.settled()
+    assert exchange.tool_runs == []
+
+
+async def test_a_long_tool_round_keeps_the_stream_alive(aiohttp_client, model, files_server, monkeypatch):
+    monkeypatch.setattr(loop, "KEEPALIVE", 0.05)
+    gateway = await started(aiohttp_client, model, files_server, mcp_request_timeout=1.5)
+    response = await gateway.client.post(
+        "/v1/chat/completions", json={"model": "p/sleepy", "messages": HI, "stream": True}
+    )
+    events = (await response.read()).split(b"\n\n")
+    # The slow tool ran until its time-out; meanwhile the client read comments, then the answer.
+    first = events.index(b": mcp files__slow running")
+    assert events[first + 1] == b": mcp tools running"
+    assert events[-2:] == [b"data: [DONE]", b""]
+
+
+async def test_the_streamed_loop_stops_after_max_iterations(aiohttp_client, model, files_server):
+    gateway = await started(aiohttp_client, model, files_server, mcp_max_iterations=3)
+    async with sdk(gateway) as client:
+        stream = await client.chat.completions.create(model="p/forever", messages=HI, stream=True)
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert text == "Let me look. Let me look. results: again | again "
+    assert [offered(seen) for seen in model.requests] == [FILES_TOOLS, FILES_TOOLS, []]

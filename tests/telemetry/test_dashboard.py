@@ -1,27 +1,43 @@
-"""The Grafana dashboard asks only for what the gateway exports: every metric and label in its queries is checked
-against a real gateway's /metrics after traffic."""
+"""The Grafana dashboard asks only for what the gateway exports, and shows all of it: every metric and label in its
+queries is checked against a real gateway's /metrics after traffic (model groups and MCP tools included), and every
+exported family with samples must be on it."""
 
 from __future__ import annotations
 
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import orjson
+import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config.providers import parse_table
+from gateway.config.settings import McpServer
 from gateway.exchange import EXCHANGE
+from gateway.mcp.hub import MCP
 from tests.fakes.bodies import chat
 from tests.fakes.gateways import ROOT, gateway_app, telemetry_settings
-from tests.fakes.net import free_port
+from tests.fakes.mcp_servers import McpTestServer, mcp_server
+from tests.fakes.net import free_port, wait_for
 from tests.fakes.providers import ChatProvider
 from tests.fakes.tables import TELEMETRY_ENV, telemetry_table_yaml
 from tests.fakes.telemetry import scrape
+from tests.fakes.tool_models import ToolModel
+from tests.mcp.conftest import mcp_settings
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "gateway-dashboard.json"
+# A provider whose models call the MCP server's tools (tests/fakes/tool_models.py).
+TOOLS_PROVIDER = """  tools:
+    id: tools
+    url: {url}/v1
+    auth_type: none
+    endpoints:
+      chat: {{name: chat_completions, method: POST, endpoint: /chat/completions}}
+"""
 
 _IDENT = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
@@ -85,21 +101,36 @@ async def as_client(request: web.Request, handler: Any) -> web.StreamResponse:
     return response
 
 
-async def test_every_dashboard_query_names_an_exported_metric(aiohttp_server: Any, aiohttp_client: Any) -> None:
+@pytest.fixture(scope="module")
+def files_server() -> Iterator[McpTestServer]:
+    with mcp_server() as server:
+        yield server
+
+
+async def test_every_dashboard_query_names_an_exported_metric(
+    aiohttp_server: Any, aiohttp_client: Any, files_server: McpTestServer
+) -> None:
     fake = await ChatProvider().start(aiohttp_server)
+    tools = await ToolModel().start(aiohttp_server)
     # With a model group whose first deployment is down: its request falls over, and every routing series has one.
     group = (
         "\nmodels:\n  grouped:\n    deployments:\n"
         "      - {provider: down, model: x}\n      - {provider: fake, model: plain}\n"
     )
-    table = parse_table(telemetry_table_yaml(fake.port, free_port()) + group, TELEMETRY_ENV, source="test.yaml")
-    app = gateway_app(telemetry_settings(), table)
+    yaml = telemetry_table_yaml(fake.port, free_port()) + TOOLS_PROVIDER.format(url=tools.url) + group
+    table = parse_table(yaml, TELEMETRY_ENV, source="test.yaml")
+    # MCP on, with one server up and one that never answers: every MCP series has samples.
+    down = McpServer("gone", f"http://127.0.0.1:{free_port()}/mcp")
+    settings = mcp_settings(files_server, base=telemetry_settings())
+    app = gateway_app(replace(settings, mcp_servers=(*settings.mcp_servers, down)), table)
     app.middlewares.append(as_client)
     client = await aiohttp_client(app)
+    await wait_for(lambda: len(app[MCP].catalog.tools) == 4, limit=15)
     traffic = (("fake/plain", False), ("fake/streamer", True), ("fake/fail", False), ("down/x", False))
-    for model, stream in (*traffic, ("grouped", True)):
+    for model, stream in (*traffic, ("grouped", True), ("tools/pair", False), ("tools/failing", True)):
         async with client.post("/v1/chat/completions", data=orjson.dumps(chat(model, stream=stream))) as response:
             await response.read()
+    await wait_for(lambda: app[MCP].links["gone"].connect_failures > 0, limit=15)
     fake.usage = {"prompt_tokens": True, "completion_tokens": 2}  # a report not believed: counted
     async with client.post("/v1/chat/completions", data=orjson.dumps(chat("fake/plain"))) as response:
         await response.read()
