@@ -69,6 +69,8 @@ MESSAGES_ANSWER = (
     b'"text":"Hello from the bench."}],"stop_reason":"end_turn","stop_sequence":null,'
     b'"usage":{"input_tokens":9,"output_tokens":5}}'
 )
+# A chat to a model group of two deployments, chosen by price and latency: the routing decision and its record.
+GROUP_BODY = b'{"model":"bench-group","messages":[{"role":"user","content":"Say hello."}],"max_tokens":16}'
 # Seed 001's chat: the same upstream answer as plain, translated into the API's envelope.
 INFERENCE_BODY = b'{"model":"bench-small","messages":[{"role":"user","content":"Say hello."}],"maxTokens":16}'
 INFERENCE_ANSWER = (
@@ -112,6 +114,12 @@ providers:
       responses: {{name: responses, method: POST, endpoint: /responses}}
       messages: {{name: messages, method: POST, endpoint: /messages}}
       audio_transcriptions: {{name: audio_transcriptions, method: POST, endpoint: /audio/transcriptions}}
+models:
+  bench-group:
+    strategy: price+latency
+    deployments:
+      - {{provider: bench, model: bench-model, input_price: 0.5, output_price: 1.5}}
+      - {{provider: bench, model: bench-other, input_price: 0.6, output_price: 1.2}}
 """
 
 START_TIMEOUT = 120.0  # valgrind makes the gateway's start-up slow
@@ -279,6 +287,7 @@ SCENARIOS = {
     "embeddings": Scenario("embeddings", EMBEDDINGS_BODY, EMBEDDINGS_ANSWER, "/v1/embeddings"),
     "responses": Scenario("responses", RESPONSES_BODY, RESPONSES_ANSWER, "/v1/responses"),
     "messages": Scenario("messages", MESSAGES_BODY, MESSAGES_ANSWER, "/v1/messages"),
+    "group": Scenario("group", GROUP_BODY, ANSWER_BODY),
     "inference": Scenario("inference", INFERENCE_BODY, INFERENCE_ANSWER, "/api/v1/inference/chat"),
     "transcription": Scenario(
         "transcription",

@@ -23,7 +23,7 @@ from tests.fakes.access import write_keys
 from tests.fakes.browser import chromium, require_browser
 from tests.fakes.gateways import gateway_args, running
 from tests.fakes.net import free_port
-from tests.fakes.usage import usage_row
+from tests.fakes.usage import tool_row, usage_row
 
 PRICES = {"demo-echo": (0.5, 1.5), "demo-story": (3.0, 15.0)}  # config/demo.providers.yaml, per million
 SCREENSHOT = os.environ.get("USAGE_PAGE_SCREENSHOT")  # also save the screenshot there (docs/usage-page.png)
@@ -138,7 +138,8 @@ def test_the_page_shows_the_traffic(tmp_path: Path) -> None:
     async def seed() -> None:
         store = open_store(str(db))
         await store.open()
-        await store.insert(history)
+        # One seeded request ran an MCP tool: its record shows the call.
+        await store.insert(history, [tool_row(request_id="seed-1-0", ts=now - 3600 + 0.01, duration_ms=12.5)])
         await store.close()
 
     asyncio.run(seed())
@@ -213,6 +214,15 @@ def test_the_page_shows_the_traffic(tmp_path: Path) -> None:
                 lambda d: f'"request_id": "{request_id}"' in d.find_element(By.ID, "record-body").text
             )
             assert '"status": 404' in driver.find_element(By.ID, "record-body").text
+            assert '"tool_calls": []' in driver.find_element(By.ID, "record-body").text
+            driver.execute_script("location.hash = '#request=seed-1-0'")
+            WebDriverWait(driver, 10).until(
+                lambda d: '"request_id": "seed-1-0"' in d.find_element(By.ID, "record-body").text
+            )
+            record = orjson.loads(driver.find_element(By.ID, "record-body").text)
+            assert [(c["server"], c["tool"], c["outcome"], c["duration_ms"]) for c in record["tool_calls"]] == [
+                ("files", "files__add", "ok", 12.5)
+            ]
             # The key was never stored by the page.
             assert driver.execute_script("return [localStorage.length, sessionStorage.length, document.cookie]") == [
                 0,

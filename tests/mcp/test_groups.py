@@ -140,3 +140,4 @@ async def test_the_opt_out_header_gives_a_groups_plain_relay(group):
         answer = await client.chat.completions.create(model="g", messages=HI, extra_headers={"X-Gateway-MCP": "off"})
     assert answer.choices[0].message.content == "results: "
     assert [offered(seen) for seen in g.a.requests] == [[]]
+    assert "x-gateway-mcp" not in {name.lower() for name in g.a.requests[0].headers}

@@ -1,6 +1,6 @@
 """The Grafana dashboard asks only for what the gateway exports, and shows all of it: every metric and label in its
-queries is checked against a real gateway's /metrics after traffic (model groups and MCP tools included), and every
-exported family with samples must be on it."""
+queries is checked against a real gateway's /metrics after traffic (model groups, MCP tools and the usage store
+included), and every exported family with samples must be on it."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -108,7 +109,7 @@ def files_server() -> Iterator[McpTestServer]:
 
 
 async def test_every_dashboard_query_names_an_exported_metric(
-    aiohttp_server: Any, aiohttp_client: Any, files_server: McpTestServer
+    aiohttp_server: Any, aiohttp_client: Any, files_server: McpTestServer, tmp_path: Path
 ) -> None:
     fake = await ChatProvider().start(aiohttp_server)
     tools = await ToolModel().start(aiohttp_server)
@@ -122,7 +123,9 @@ async def test_every_dashboard_query_names_an_exported_metric(
     # MCP on, with one server up and one that never answers: every MCP series has samples.
     down = McpServer("gone", f"http://127.0.0.1:{free_port()}/mcp")
     settings = mcp_settings(files_server, base=telemetry_settings())
-    app = gateway_app(replace(settings, mcp_servers=(*settings.mcp_servers, down)), table)
+    # The usage store on (SQLite): the writer's series are exported and must be on the dashboard too.
+    settings = replace(settings, mcp_servers=(*settings.mcp_servers, down), usage_store=str(tmp_path / "usage.db"))
+    app = gateway_app(settings, table)
     app.middlewares.append(as_client)
     client = await aiohttp_client(app)
     await wait_for(lambda: len(app[MCP].catalog.tools) == 4, limit=15)
