@@ -68,9 +68,15 @@ async def get_provider(request: web.Request) -> web.Response:
     state = request.app[STATE]
     wanted = request.match_info["idOrName"]
     file_provider = _in_file(state.file_table, wanted)
-    if file_provider is not None:
-        return _answer(_file_entry(state, file_provider))
-    return _answer(_registered(state, await _find(request, wanted)))
+    shown = (
+        _file_entry(state, file_provider)
+        if file_provider is not None
+        else _registered(state, await _find(request, wanted))
+    )
+    policy = auth.client_policy(request)
+    if not (policy.admin or policy.allows_provider(shown["name"])):
+        raise NotFound(f"no provider {wanted[:64]!r}")  # as the list: what the client may not use, it does not see
+    return _answer(shown)
 
 
 async def create_provider(request: web.Request) -> web.Response:

@@ -287,8 +287,12 @@ async def test_with_auth_off_changes_need_the_explicit_setting(
 
 
 async def test_with_auth_on_only_admins_change_it(aiohttp_client: Any, aiohttp_server: Any, tmp_path: Path) -> None:
-    keys = write_keys(tmp_path, {"ops": {"admin": True}, "app": {}})
-    admin, plain = keys.key("ops"), keys.key("app")
+    keys = write_keys(
+        tmp_path,
+        {"ops": {"admin": True}, "app": {}, "narrow": {"policy": "eu-only"}},
+        {"eu-only": {"providers": ["eu"]}},
+    )
+    admin, plain, narrow = keys.key("ops"), keys.key("app"), keys.key("narrow")
     gateway, _ = await _gateway(
         aiohttp_client,
         aiohttp_server,
@@ -311,6 +315,14 @@ async def test_with_auth_on_only_admins_change_it(aiohttp_client: Any, aiohttp_s
     # Any client reads.
     status, listed = await _call(gateway, "GET", "/providers/eu", key=plain)
     assert status == 200 and listed["data"]["name"] == "eu"
+    # Each client sees the providers its policy lets it use; an admin every one.
+    status, listed = await _call(gateway, "GET", "/providers", key=narrow)
+    assert status == 200 and [p["name"] for p in listed["data"]] == ["eu"]
+    assert (await _call(gateway, "GET", "/providers/eu", key=narrow))[0] == 200
+    status, answer = await _call(gateway, "GET", "/providers/openai", key=narrow)
+    assert status == 404 and _error(answer) == ("NOT_FOUND", "no provider 'openai'")
+    status, listed = await _call(gateway, "GET", "/providers", key=admin)
+    assert len(listed["data"]) == len(gateway.app[STATE].file_table.providers) + 1
     status, answer = await _call(gateway, "DELETE", "/providers/eu", key=plain)
     assert (status, _error(answer)[0]) == (403, "FORBIDDEN")
     assert (await _call(gateway, "DELETE", "/providers/eu", key=admin))[0] == 200
