@@ -70,7 +70,7 @@ def create_app(settings: Settings, table: ProviderTable, routes: Sequence[ApiRou
     )
     app[STATE] = GatewayState(settings, table)
     # The Inference API's registered providers (with USAGE_STORE): read in the background, joined to the table.
-    registry.setup(app)
+    registry.setup(app, gateway_metrics.registry.register if gateway_metrics is not None else None)
     app[BODY_BUDGET] = BodyBudget(settings.max_body_memory)
     auth.setup(app, settings, gateway_metrics.registry.register if gateway_metrics is not None else None)
     app.cleanup_ctx.append(transport_context(settings))

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import structlog
 from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from gateway.runtime.state import STATE, GatewayState
 from gateway.usage import registry as stored
@@ -82,12 +83,40 @@ class Registry:
 REGISTRY = web.AppKey("registry", Registry)
 
 
-def setup(app: web.Application) -> None:
-    """With the usage store on: the app's registry and its poller (cleanup_ctx). Call after STATE is set."""
+class RegistryCollector:
+    """The registry's reads and rows as Prometheus series (on the app's own registry, when metrics are on)."""
+
+    def __init__(self, registry: Registry, namespace: str = "llmgw") -> None:
+        self.registry = registry
+        self.namespace = namespace
+
+    def collect(self) -> Iterator[Metric]:
+        ns, state = self.namespace, self.registry.state
+        failures = CounterMetricFamily(
+            f"{ns}_registry_read_failures",
+            "Reads of the provider registry from the usage store that failed (the last registry read stays).",
+        )
+        failures.add_metric([], self.registry.failures)
+        rows = GaugeMetricFamily(
+            f"{ns}_registry_providers",
+            "Registered providers this replica read: `joined` to the table, or `left_out` (a row it cannot take).",
+            labels=["state"],
+        )
+        left_out = len(state.registry_problems)
+        rows.add_metric(["joined"], len(state.registered) - left_out)
+        rows.add_metric(["left_out"], left_out)
+        yield from (failures, rows)
+
+
+def setup(app: web.Application, register: Callable[[RegistryCollector], None] | None = None) -> None:
+    """With the usage store on: the app's registry and its poller (cleanup_ctx), and its series when `register`
+    (the metrics registry's) is given. Call after STATE is set."""
     usage = app.get(USAGE)
     if usage is None:
         return
     registry = app[REGISTRY] = Registry(app[STATE], usage)
+    if register is not None:
+        register(RegistryCollector(registry))
     # A file reload merges the registry again: a registration it leaves out is logged too.
     registry.state.reload_listeners.append(lambda _outcome: registry.report())
     app.cleanup_ctx.append(_lifecycle(registry))

@@ -20,7 +20,7 @@ from tests.fakes.gateways import start_gateway
 from tests.fakes.net import wait_for
 from tests.fakes.providers import answering, start_provider
 from tests.fakes.tables import entry
-from tests.fakes.telemetry import captured_logs, events_named
+from tests.fakes.telemetry import captured_logs, events_named, samples
 from tests.fakes.usage import store_ready
 
 
@@ -40,7 +40,12 @@ async def test_rows_from_elsewhere_join_and_a_bad_one_is_left_out_and_logged(
     path = tmp_path / "providers.yaml"
     _write(path, entry("local", "http://127.0.0.1:9/v1"), entry("other", "http://127.0.0.1:9/v1"))
     gateway = await start_gateway(
-        aiohttp_client, load_table(path, {}), reload_interval=0.05, usage_store=str(tmp_path / "usage.db")
+        aiohttp_client,
+        load_table(path, {}),
+        reload_interval=0.05,
+        usage_store=str(tmp_path / "usage.db"),
+        telemetry_enable=True,
+        telemetry_metrics_port=0,
     )
     await store_ready(gateway.app)
     state, store = gateway.app[STATE], gateway.app[REGISTRY].usage.store
@@ -54,6 +59,10 @@ async def test_rows_from_elsewhere_join_and_a_bad_one_is_left_out_and_logged(
     assert state.registry_problems == {"broken": "type 'nosuch' is not a provider of " + str(path)}
     left_out = events_named(logs, "registered provider left out of the table")
     assert [(e["provider"], e["reason"]) for e in left_out] == [("broken", state.registry_problems["broken"])]
+    metrics = await samples(gateway.app)
+    assert metrics.value("llmgw_registry_providers", state="joined") == 1
+    assert metrics.value("llmgw_registry_providers", state="left_out") == 1
+    assert metrics.value("llmgw_registry_read_failures_total") == 0
 
     # A file reload keeps the registered providers; one whose type the file drops is left out (and logged).
     with captured_logs() as logs:
@@ -73,7 +82,12 @@ async def test_a_failing_store_keeps_the_last_registry_read(
     path = tmp_path / "providers.yaml"
     _write(path, entry("local", "http://127.0.0.1:9/v1"))
     gateway = await start_gateway(
-        aiohttp_client, load_table(path, {}), reload_interval=0.05, usage_store=str(tmp_path / "usage.db")
+        aiohttp_client,
+        load_table(path, {}),
+        reload_interval=0.05,
+        usage_store=str(tmp_path / "usage.db"),
+        telemetry_enable=True,
+        telemetry_metrics_port=0,
     )
     await store_ready(gateway.app)
     registry, state = gateway.app[REGISTRY], gateway.app[STATE]
@@ -85,5 +99,8 @@ async def test_a_failing_store_keeps_the_last_registry_read(
         await wait_for(lambda: registry.failures >= 3)
     assert state.table is table
     assert (await (await gateway.client.post(CHAT, json=chat("mine/m"))).json()) == {"served_by": "registered"}
-    # Logged once, not at every poll.
+    # Logged once, not at every poll; counted each time.
     assert len(events_named(logs, "provider registry unreadable; keeping the last one read")) == 1
+    metrics = await samples(gateway.app)
+    assert metrics.value("llmgw_registry_read_failures_total") >= 3  # the poller keeps counting as it runs
+    assert metrics.value("llmgw_registry_providers", state="joined") == 1
