@@ -26,6 +26,8 @@ from gateway.upstream.transport import StreamedBody, UpstreamRequest
 
 # The fields a request is routed by: a second one later in the form is refused.
 ROUTED = frozenset({"model", "provider"})
+# The answers a translator can read: JSON (a text, subtitle or streamed answer cannot be put in another envelope).
+TRANSLATABLE_FORMATS = frozenset({"json", "verbose_json"})
 
 
 class Upload:
@@ -102,6 +104,19 @@ def upload_call(operation: str, translator: Translator | None = None) -> Handler
             if sum(1 for field in form.fields if field.name == name) > 1:
                 raise InvalidRequest(f"the form repeats the field {name!r}; send it once", code="duplicate_key")
         exchange.stream = stream = (form.value("stream") or "").strip().lower() == "true"
+        if translator is not None:
+            # Refused before anything goes upstream, rather than a provider's answer the gateway cannot translate.
+            answer_format = form.value("response_format")
+            if answer_format is not None and answer_format.strip() not in TRANSLATABLE_FORMATS:
+                raise InvalidRequest(
+                    "'response_format' must be json or verbose_json here: the answer is translated into this API's "
+                    "envelope",
+                    code="invalid_response_format",
+                )
+            if stream:
+                raise InvalidRequest(
+                    "'stream' is not served here: the answer is one enveloped JSON", code="invalid_stream"
+                )
         candidates = resolve.resolve(
             table, model, operation, query_provider=request.query.get("provider"), body_provider=provider_field
         )

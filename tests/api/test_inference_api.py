@@ -413,6 +413,38 @@ async def test_transcribe_multipart_is_relayed_and_its_answer_enveloped(seed: Se
 
 
 @pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("response_format", "srt", "'response_format' must be json or verbose_json here"),
+        ("response_format", "text", "'response_format' must be json or verbose_json here"),
+        ("stream", "true", "'stream' is not served here"),
+    ],
+)
+async def test_transcribe_multipart_whose_answer_could_not_be_enveloped_is_refused_up_front(
+    seed: Seed, field: str, value: str, message: str
+) -> None:
+    form = aiohttp.FormData()
+    form.add_field("model", "whisper-1")
+    form.add_field(field, value)
+    form.add_field("file", WAV, filename="recording.wav", content_type="audio/wav")
+    response = await seed.gateway.client.post(f"{API}/transcribe", data=form)
+    answer = await body_of(response)
+    assert (response.status, answer["error"]["code"]) == (400, "BAD_REQUEST")
+    assert answer["error"]["message"].startswith(message)
+    assert not seed.openai.requests
+
+
+async def test_transcribe_multipart_verbose_json_is_relayed(seed: Seed) -> None:
+    form = aiohttp.FormData()
+    form.add_field("model", "whisper-1")
+    form.add_field("response_format", "verbose_json")
+    form.add_field("file", WAV, filename="recording.wav", content_type="audio/wav")
+    response = await seed.gateway.client.post(f"{API}/transcribe", data=form)
+    assert response.status == 200
+    assert (await body_of(response))["data"]["text"] == "Hello there"
+
+
+@pytest.mark.parametrize(
     ("body", "message"),
     [
         ({"model": "whisper-1"}, "audio is required"),
