@@ -8,12 +8,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from gateway.access import auth
 from gateway.api.models import visible_models
-from gateway.api.registry import may_change, small_body
+from gateway.api.registry import json_object, may_change, small_body
 from gateway.api.usage import reading
 from gateway.config.capabilities import SERVICE_TYPES
 from gateway.config.providers import Provider
@@ -118,12 +117,7 @@ def _store(request: web.Request) -> Usage:
 
 
 def _provider_name(raw: bytes) -> str:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("the body is not valid JSON") from None
-    if type(body) is not dict:
-        raise InvalidRequest("the body must be a JSON object")
+    body = json_object(raw)
     unknown = [key for key in body if key != "provider"]
     if unknown:
         raise InvalidRequest(f"unknown field {unknown[0][:64]!r}; a sync takes: provider")

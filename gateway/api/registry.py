@@ -220,14 +220,20 @@ _ATTRS = {
 }
 
 
-def _fields(raw: bytes, *, partial: bool) -> dict[str, Any]:
-    """The body's fields, each checked; values that could be secrets are never repeated in a message."""
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A small body (`small_body`) that must be one JSON object."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise InvalidRequest("the body is not valid JSON") from None
     if type(body) is not dict:
         raise InvalidRequest("the body must be a JSON object")
+    return body
+
+
+def _fields(raw: bytes, *, partial: bool) -> dict[str, Any]:
+    """The body's fields, each checked; values that could be secrets are never repeated in a message."""
+    body = json_object(raw)
     for name in body:
         if name not in FIELDS and _SECRET_NAME.search(name):
             raise InvalidRequest(
