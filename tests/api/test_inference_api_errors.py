@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from tests.fakes.access import write_keys
-from tests.fakes.gateways import TINY, auth_settings, start_gateway
+from tests.fakes.gateways import SHORT, TINY, auth_settings, start_gateway
 from tests.fakes.net import free_port
 from tests.fakes.providers import SurfacesProvider, start_provider
 from tests.fakes.tables import PROVIDER_KEY, shipped_table
@@ -35,7 +35,7 @@ async def client(aiohttp_client: Any, aiohttp_server: Any) -> Any:
     openai = await SurfacesProvider().start(aiohttp_server)
     anthropic = await SurfacesProvider().start(aiohttp_server)
     table = shipped_table({"openai": f"{openai.url}/v1", "anthropic": f"{anthropic.url}/v1"})
-    return (await start_gateway(aiohttp_client, table, TINY, max_request_body_size=2048)).client
+    return (await start_gateway(aiohttp_client, table, SHORT, max_request_body_size=2048)).client
 
 
 async def test_the_seeds_own_example_of_an_error(client: Any) -> None:

@@ -26,8 +26,8 @@ from tests.fakes.providers import Handler
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository, where `python -m gateway` runs
 
-# Every limit small, so a test that relies on one firing ends quickly; retries off unless a test turns them on.
-TINY = Settings(
+# Every limit short, for the tests of time limits: a slow fake provider (0.5 s) outwaits them.
+SHORT = Settings(
     client_timeout=0.3,
     connect_timeout=0.3,
     response_header_timeout=0.3,
@@ -37,6 +37,17 @@ TINY = Settings(
     max_retries=0,
     retry_backoff=0.01,
     retry_backoff_max=0.05,
+)
+# The test gateways' default: retries off unless a test turns them on, and limits small enough that a test relying on
+# one ends quickly, large enough that a busy machine (a loaded CI runner) does not trip them where nothing is slow.
+TINY = replace(
+    SHORT,
+    client_timeout=1.0,
+    connect_timeout=1.0,
+    response_header_timeout=1.0,
+    stream_idle_timeout=1.0,
+    read_timeout=1.0,
+    write_timeout=1.0,
 )
 
 

@@ -16,7 +16,7 @@ from gateway.config.settings import Settings
 from gateway.errors import ConfigError
 from gateway.upstream.timeouts import call_policies
 from tests.fakes.bodies import CHAT, chat, event
-from tests.fakes.gateways import start_gateway
+from tests.fakes.gateways import SHORT, start_gateway
 from tests.fakes.net import read_until_cut
 from tests.fakes.providers import start_provider
 from tests.fakes.tables import entry, one_provider, table_of
@@ -65,7 +65,7 @@ async def test_a_connect_that_never_completes_is_504_after_the_connect_limit(aio
 @pytest.mark.parametrize("stream", [True, False])
 async def test_a_provider_that_never_sends_its_head_is_504(aiohttp_client, aiohttp_server, stream) -> None:
     provider = await start_provider(aiohttp_server, silent)
-    gw = await start_gateway(aiohttp_client, one_provider(provider))
+    gw = await start_gateway(aiohttp_client, one_provider(provider), SHORT)
     response = await gw.client.post(CHAT, json=chat(stream=stream))
     assert response.status == 504
     assert (await response.json())["error"] == {
@@ -87,11 +87,11 @@ async def test_the_head_limit_of_a_stream_is_its_own_not_the_whole_limit(aiohttp
         return response
 
     provider = await start_provider(aiohttp_server, late_head)
-    slow_head = await start_gateway(aiohttp_client, one_provider(provider), response_header_timeout=2)
+    slow_head = await start_gateway(aiohttp_client, one_provider(provider), SHORT, response_header_timeout=2)
     ok = await slow_head.client.post(CHAT, json=chat(stream=True))
     assert ok.status == 200
     assert await ok.read() == event(1)
-    quick_head = await start_gateway(aiohttp_client, one_provider(provider), client_timeout=5)
+    quick_head = await start_gateway(aiohttp_client, one_provider(provider), SHORT, client_timeout=5)
     cut = await quick_head.client.post(CHAT, json=chat(stream=True))
     assert cut.status == 504
 
@@ -193,7 +193,7 @@ async def test_per_provider_overrides_replace_the_settings(aiohttp_client, aioht
         entry("local", url, timeouts={"total": "5s"}),
         entry("hosted", url),
     )
-    gw = await start_gateway(aiohttp_client, table)
+    gw = await start_gateway(aiohttp_client, table, SHORT)
     patient = await gw.client.post(CHAT, json=chat("local/m"))
     assert patient.status == 200
     assert await patient.json() == {"ok": True}
@@ -263,7 +263,7 @@ async def test_model_lists_use_each_providers_head_limit(aiohttp_client, aiohttp
     provider = await start_provider(aiohttp_server, slow_list)
     url = provider.url
     table = table_of(entry("local", url, timeouts={"response_header": 5}), entry("hosted", url))
-    gw = await start_gateway(aiohttp_client, table)
+    gw = await start_gateway(aiohttp_client, table, SHORT)
     listing = await (await gw.client.get("/v1/models")).json()
     # The hosted provider's list took longer than the default 0.3 s and is left out; the local one waited.
     assert [model["id"] for model in listing["data"]] == ["local/m1"]
