@@ -26,29 +26,25 @@ from tests.fakes.providers import Handler
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository, where `python -m gateway` runs
 
+
+def with_limits(base: Settings, seconds: float) -> Settings:
+    """`base` with every limit of a request's time at `seconds`."""
+    return replace(
+        base,
+        client_timeout=seconds,
+        connect_timeout=seconds,
+        response_header_timeout=seconds,
+        stream_idle_timeout=seconds,
+        read_timeout=seconds,
+        write_timeout=seconds,
+    )
+
+
 # Every limit short, for the tests of time limits: a slow fake provider (0.5 s) outwaits them.
-SHORT = Settings(
-    client_timeout=0.3,
-    connect_timeout=0.3,
-    response_header_timeout=0.3,
-    stream_idle_timeout=0.3,
-    read_timeout=0.3,
-    write_timeout=0.3,
-    max_retries=0,
-    retry_backoff=0.01,
-    retry_backoff_max=0.05,
-)
+SHORT = with_limits(Settings(max_retries=0, retry_backoff=0.01, retry_backoff_max=0.05), 0.3)
 # The test gateways' default: retries off unless a test turns them on, and limits small enough that a test relying on
 # one ends quickly, large enough that a busy machine (a loaded CI runner) does not trip them where nothing is slow.
-TINY = replace(
-    SHORT,
-    client_timeout=1.0,
-    connect_timeout=1.0,
-    response_header_timeout=1.0,
-    stream_idle_timeout=1.0,
-    read_timeout=1.0,
-    write_timeout=1.0,
-)
+TINY = with_limits(SHORT, 1.0)
 
 
 @dataclass
