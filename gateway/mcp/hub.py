@@ -6,7 +6,6 @@ changes its list. Start-up never waits on a server; a request reads `hub.catalog
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -63,13 +62,18 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        for link in hub.links.values():
+            link.closing = True
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            # A server that does not let go of its connection does not hold up the shutdown.
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
-                async with asyncio.timeout(2):
-                    await task
+        if tasks:
+            # A server that does not let go of its connection does not hold up the shutdown: `asyncio.wait` bounds
+            # the wait even for a task that swallowed its cancellation, which awaiting it under a timeout does not
+            # (the timeout's cancel would be passed on to that task, and swallowed again).
+            done, _ = await asyncio.wait(tasks, timeout=2)
+            for task in done:
+                if not task.cancelled():
+                    task.exception()  # retrieved: the link's end is logged by the link, not as "never retrieved"
 
 
 class HubCollector(Collector):

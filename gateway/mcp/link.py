@@ -71,6 +71,9 @@ class Link:
         self._prefer: TransportName = "streamable_http"
         # Set by a call that failed on the connection: the next poll comes at once, not after the interval.
         self._suspect = asyncio.Event()
+        # Set by the app's shutdown before it cancels `run`: the SDK's task groups can swallow that cancellation
+        # (anyio uncancels the task), which must then end the link rather than count as a broken connection.
+        self.closing = False
 
     # --- the background task ------------------------------------------------------------------------------
 
@@ -87,7 +90,7 @@ class Link:
                 reason = "the session ended"
             except asyncio.CancelledError:
                 task = asyncio.current_task()
-                if task is not None and task.cancelling():
+                if self.closing or (task is not None and task.cancelling()):
                     raise
                 # The SDK's task group cancelled its host when the connection broke: a failure like any other.
                 reason = "the connection was cancelled"
@@ -101,6 +104,8 @@ class Link:
                 wait = settings.mcp_reconnect_interval
             else:
                 wait = None
+            if self.closing:
+                return
             self._down(reason, wait)
             if wait is None:
                 return
