@@ -49,6 +49,7 @@ from gateway.errors import (
 )
 from gateway.exchange import EXCHANGE, MAX_TOKENS, Exchange
 from gateway.routing.filters import Names
+from gateway.tasks import running
 
 log = structlog.get_logger("gateway.auth")
 
@@ -247,13 +248,10 @@ def _lifecycle(
             oidc=access.oidc is not None,
             limits="redis" if settings.redis_url else "memory",
         )
-        task = asyncio.get_running_loop().create_task(_background(access, settings.auth_keys_reload_interval))
         try:
-            yield
+            async with running(_background(access, settings.auth_keys_reload_interval)):
+                yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             if access.charges:
                 # Charges still on their way get the limiter's own time-out to land.
                 await asyncio.wait(list(access.charges), timeout=settings.redis_timeout * 2)

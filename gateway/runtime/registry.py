@@ -6,7 +6,6 @@ table swapped in: nothing on their path waits on the store, and a store that fai
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -15,6 +14,7 @@ from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from gateway.runtime.state import STATE, GatewayState
+from gateway.tasks import running
 from gateway.usage import registry as stored
 from gateway.usage.service import USAGE, Usage
 
@@ -125,12 +125,7 @@ def setup(app: web.Application, register: Callable[[RegistryCollector], None] | 
 def _lifecycle(registry: Registry) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
         interval = registry.state.settings.reload_interval
-        task = asyncio.get_running_loop().create_task(registry.poll(interval), name="provider-registry")
-        try:
+        async with running(registry.poll(interval), name="provider-registry"):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     return context

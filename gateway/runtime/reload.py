@@ -21,6 +21,7 @@ from gateway.config.filestamp import stamp
 from gateway.config.providers import ProviderTable, load_table
 from gateway.errors import ConfigError
 from gateway.runtime.state import STATE, GatewayState
+from gateway.tasks import running
 
 log = structlog.get_logger("gateway.reload")
 
@@ -106,17 +107,16 @@ def reload_context(env: EnvSource = lambda: os.environ) -> Callable[[web.Applica
             return
         reloader = Reloader(state, source, env)
         loop = asyncio.get_running_loop()
-        watcher = loop.create_task(reloader.watch(state.settings.reload_interval), name="provider-table-watcher")
-        hooked = _on_sighup(loop, reloader.request)
-        log.info("watching the provider table", source=source, interval=state.settings.reload_interval, sighup=hooked)
-        try:
-            yield
-        finally:
-            if hooked:
-                loop.remove_signal_handler(signal.SIGHUP)
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+        async with running(reloader.watch(state.settings.reload_interval), name="provider-table-watcher"):
+            hooked = _on_sighup(loop, reloader.request)
+            log.info(
+                "watching the provider table", source=source, interval=state.settings.reload_interval, sighup=hooked
+            )
+            try:
+                yield
+            finally:
+                if hooked:
+                    loop.remove_signal_handler(signal.SIGHUP)
 
     return context
 

@@ -5,7 +5,6 @@ until it answers: a database down at start-up delays usage rows, never the gatew
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -15,6 +14,7 @@ from aiohttp import web
 from gateway.config.providers import ProviderTable
 from gateway.config.settings import Settings
 from gateway.exchange import Sink
+from gateway.tasks import running
 from gateway.usage import retention
 from gateway.usage.metrics import UsageCollector
 from gateway.usage.record import Bodies, Scrub
@@ -74,13 +74,10 @@ def setup(
 
 def _lifecycle(usage: Usage, settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.get_running_loop().create_task(_work(usage, settings.usage_retention))
         try:
-            yield
+            async with running(_work(usage, settings.usage_retention)):
+                yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             await usage.writer.drain(min(FLUSH_BUDGET, settings.drain_timeout))
             await usage.store.close()
 
